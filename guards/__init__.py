@@ -1,0 +1,1 @@
+"""Interventions that run inside the engine: ECO corruption, O3 LoRA, GUARD logits processing."""

@@ -1,0 +1,1 @@
+"""Load generation and benchmarks against the gateway and the bare vLLM server."""

@@ -1,0 +1,236 @@
+"""The engine contract: what the gateway needs from an inference engine, and nothing more.
+
+Both implementations (vLLM in production, transformers as the reference) take the same ``EngineRequest``: token
+ids *or* prompt embeddings (ECO), an optional LoRA adapter at a strength level (O3) and optional logits-processor
+arguments (GUARD), and stream ``EngineOutput`` deltas.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from server.settings import EngineSettings
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class SamplingOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    max_tokens: int = Field(ge=1)
+    temperature: float = Field(default=1.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class LoRASelection(BaseModel):
+    """An adapter loaded with ``Engine.load_lora`` and the strength to apply it at (one of the served levels)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    scale: float = Field(default=1.0, gt=0.0)
+
+
+class LogitsArgs(BaseModel):
+    """Per-request arguments for the gateway's logits processor; empty means the processor leaves the row alone."""
+
+    model_config = ConfigDict(frozen=True)
+
+    banned_token_ids: tuple[int, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not self.banned_token_ids
+
+
+@dataclass
+class EngineRequest:
+    request_id: str
+    sampling: SamplingOptions
+    prompt_token_ids: list[int] | None = None
+    # (seq_len, hidden_size) float tensor; replaces prompt_token_ids when the prompt is corrupted (ECO).
+    prompt_embeds: torch.Tensor | None = None
+    lora: LoRASelection | None = None
+    logits: LogitsArgs | None = None
+
+    def __post_init__(self) -> None:
+        if (self.prompt_token_ids is None) == (self.prompt_embeds is None):
+            raise ValueError("an EngineRequest carries exactly one of prompt_token_ids and prompt_embeds")
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        if self.prompt_token_ids is not None:
+            return len(self.prompt_token_ids)
+        assert self.prompt_embeds is not None
+        return int(self.prompt_embeds.shape[0])
+
+
+@dataclass
+class EngineOutput:
+    """One streamed step of one request: the new text and tokens since the previous output."""
+
+    text: str
+    token_ids: list[int]
+    num_prompt_tokens: int
+    num_output_tokens: int
+    finish_reason: FinishReason | None = None
+    finished: bool = False
+
+
+@dataclass
+class EngineInfo:
+    kind: str
+    model_path: Path
+    served_model_name: str
+    max_model_len: int
+    lora_scale_levels: list[float] = field(default_factory=list)
+
+
+class Engine(abc.ABC):
+    """Base class of the engines; subclasses register themselves in ``ENGINES``."""
+
+    def __init__(self, settings: EngineSettings, model_path: Path, work_dir: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.settings = settings
+        self.model_path = model_path
+        # Engine-owned files (scaled LoRA copies, compile caches) go here.
+        self.work_dir = work_dir
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model_path)
+        self._embedding: torch.Tensor | None = None
+        self.info = EngineInfo(
+            kind=self.kind,
+            model_path=model_path,
+            served_model_name=settings.served_model_name or model_path.name,
+            max_model_len=settings.max_model_len,
+            lora_scale_levels=sorted(settings.lora_scale_levels),
+        )
+
+    kind: str = "base"
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load weights and start workers; called once from the app's lifespan."""
+
+    @abc.abstractmethod
+    async def shutdown(self) -> None: ...
+
+    @abc.abstractmethod
+    async def check_health(self) -> bool: ...
+
+    # ---- inference -------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        """Stream outputs; cancelling the iterator aborts the request in the engine."""
+
+    # ---- LoRA ------------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def load_lora(self, name: str, path: Path) -> None:
+        """Make adapter ``name`` available at every served strength level, without a restart."""
+
+    @abc.abstractmethod
+    async def unload_lora(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def loaded_loras(self) -> set[str]: ...
+
+    # ---- shared helpers --------------------------------------------------------------------------------------------
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Apply the model's own chat template; the engines then only ever see token ids."""
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def embedding_matrix(self) -> torch.Tensor:
+        """The input embedding table, read from the checkpoint (the vLLM engine's weights live in another process)."""
+        if self._embedding is None:
+            from server.engines.weights import load_input_embeddings
+
+            self._embedding = load_input_embeddings(self.model_path)
+        return self._embedding
+
+    def embed_tokens(self, token_ids: list[int]) -> torch.Tensor:
+        import torch
+
+        return self.embedding_matrix()[torch.tensor(token_ids, dtype=torch.long)].clone()
+
+    def validate_request(self, request: EngineRequest) -> None:
+        """Reject what would crash or hang the engine, as a 400, before it gets there."""
+        vocab = len(self.tokenizer)
+        if request.prompt_token_ids is not None:
+            if not request.prompt_token_ids:
+                raise InvalidRequestError("the prompt is empty", param="prompt")
+            bad = [t for t in request.prompt_token_ids if t < 0 or t >= vocab]
+            if bad:
+                raise InvalidRequestError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})",
+                                          param="prompt")
+        if request.prompt_embeds is not None:
+            hidden = self.embedding_matrix().shape[1]
+            if request.prompt_embeds.ndim != 2 or request.prompt_embeds.shape[1] != hidden or \
+                    request.prompt_embeds.shape[0] == 0:
+                raise InvalidRequestError(f"prompt embeddings must have shape (seq_len>0, {hidden}), "
+                                          f"got {tuple(request.prompt_embeds.shape)}", param="prompt")
+        if request.lora is not None:
+            if request.lora.name not in self.loaded_loras():
+                raise InvalidRequestError(f"LoRA adapter '{request.lora.name}' is not loaded", param="lora")
+            if request.lora.scale not in self.info.lora_scale_levels:
+                raise InvalidRequestError(f"LoRA scale {request.lora.scale} is not one of the served levels "
+                                          f"{self.info.lora_scale_levels}", param="lora")
+        if request.logits is not None:
+            bad = [t for t in request.logits.banned_token_ids if t < 0 or t >= vocab]
+            if bad:
+                raise InvalidRequestError(f"banned token id {bad[0]} is outside the vocabulary", param="logits")
+        if request.sampling.logit_bias:
+            bad = [t for t in request.sampling.logit_bias if t < 0 or t >= vocab]
+            if bad:
+                raise InvalidRequestError(f"logit_bias token id {bad[0]} is outside the vocabulary",
+                                          param="logit_bias")
+
+
+EngineFactory = Callable[["EngineSettings", Path, Path], Engine]
+
+
+def _vllm_factory(settings: EngineSettings, model_path: Path, work_dir: Path) -> Engine:
+    from server.engines.vllm_engine import VLLMEngine
+
+    return VLLMEngine(settings, model_path, work_dir)
+
+
+def _hf_factory(settings: EngineSettings, model_path: Path, work_dir: Path) -> Engine:
+    from server.engines.hf_engine import HFEngine
+
+    return HFEngine(settings, model_path, work_dir)
+
+
+# Imports are deferred so that the transformers engine never pays for importing vLLM.
+ENGINES: dict[str, EngineFactory] = {"vllm": _vllm_factory, "hf": _hf_factory}
+
+
+def create_engine(settings: EngineSettings, model_path: Path, work_dir: Path) -> Engine:
+    try:
+        factory = ENGINES[settings.kind]
+    except KeyError:
+        raise ValueError(f"unknown engine {settings.kind!r}; choose one of {sorted(ENGINES)}") from None
+    return factory(settings, model_path, work_dir)

@@ -1,0 +1,43 @@
+"""Incremental detokenization with stop strings, as a streaming client sees it.
+
+Text is released only once it can no longer turn out to be the start of a stop string, and never while it ends in
+an incomplete UTF-8 sequence; the stop string itself is not returned (OpenAI and vLLM behave the same way).
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+
+class IncrementalDetokenizer:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: tuple[str, ...] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.holdback = max((len(s) for s in stop), default=1) - 1
+        self.ids: list[int] = []
+        self.text = ""
+        self.sent = 0
+
+    def push(self, token_id: int) -> tuple[str, bool]:
+        """Add one token; return (new text to send, whether a stop string was hit)."""
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return "", False
+        self.text = text
+        for stop in self.stop:
+            at = text.find(stop, max(0, self.sent - len(stop)))
+            if at != -1:
+                self.text = text[:at]
+                return self._release(len(self.text)), True
+        return self._release(len(text) - self.holdback), False
+
+    def flush(self) -> str:
+        return self._release(len(self.text))
+
+    def _release(self, upto: int) -> str:
+        if upto <= self.sent:
+            return ""
+        delta = self.text[self.sent:upto]
+        self.sent = upto
+        return delta

@@ -1,0 +1,174 @@
+"""The production engine: vLLM's ``AsyncLLM`` embedded in the gateway's process (its engine core runs beside it).
+
+Embedding it, rather than proxying to a vLLM server, keeps prompt embeddings (ECO) off the network and lets the
+gateway pass LoRA requests and logits-processor arguments that the HTTP API does not carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions
+from server.engines.lora import scaled_copy_dir, write_scaled_copies
+from server.errors import InvalidRequestError, ServiceUnavailableError
+from server.settings import EngineSettings
+
+logger = logging.getLogger(__name__)
+
+
+class VLLMEngine(Engine):
+    kind = "vllm"
+
+    def __init__(self, settings: EngineSettings, model_path: Path, work_dir: Path) -> None:
+        super().__init__(settings, model_path, work_dir)
+        # vLLM reads these once, at import; set them before anything imports it.
+        os.environ.setdefault("VLLM_CACHE_ROOT", str(work_dir / "vllm"))
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_space_gib))
+        # The gateway's processor implements the V1 model-runner interface (see METHODS.md).
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+        self._llm: Any = None
+        # adapter name -> {scale level -> LoRARequest}
+        self._loras: dict[str, dict[float, Any]] = {}
+        self._next_lora_id = 1
+        self._lora_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from guards.logits.vllm_adapter import GatewayLogitsProcessor
+
+        s = self.settings
+        args = AsyncEngineArgs(
+            model=str(self.model_path),
+            tokenizer=str(self.model_path),
+            served_model_name=self.info.served_model_name,
+            dtype=s.dtype,
+            max_model_len=s.max_model_len,
+            enforce_eager=s.enforce_eager,
+            max_num_seqs=s.max_num_seqs,
+            seed=s.seed,
+            enable_prompt_embeds=True,
+            enable_lora=s.enable_lora,
+            max_lora_rank=s.max_lora_rank,
+            max_loras=s.max_loras,
+            max_cpu_loras=s.max_cpu_loras,
+            logits_processors=[GatewayLogitsProcessor],
+            disable_log_stats=True,
+        )
+        self._llm = AsyncLLM.from_engine_args(args)
+
+    async def shutdown(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    async def check_health(self) -> bool:
+        if self._llm is None or self._llm.errored:
+            return False
+        try:
+            await self._llm.check_health()
+        except Exception:
+            return False
+        return True
+
+    # ---- LoRA ------------------------------------------------------------------------------------------------------
+    async def load_lora(self, name: str, path: Path) -> None:
+        from vllm.lora.request import LoRARequest
+
+        if not self.settings.enable_lora:
+            raise InvalidRequestError("LoRA is disabled on this engine (engine.enable_lora=false)")
+        async with self._lora_lock:
+            if name in self._loras:
+                await self._unload(name)
+            root = self.work_dir / "loras"
+            copies = await asyncio.to_thread(write_scaled_copies, path, root, name, self.info.lora_scale_levels)
+            requests: dict[float, Any] = {}
+            for level, copy in copies.items():
+                req = LoRARequest(lora_name=f"{name}@{level:g}", lora_int_id=self._next_lora_id,
+                                  lora_path=str(copy))
+                self._next_lora_id += 1
+                await self._llm.add_lora(req)
+                requests[level] = req
+            self._loras[name] = requests
+
+    async def unload_lora(self, name: str) -> None:
+        async with self._lora_lock:
+            await self._unload(name)
+
+    async def _unload(self, name: str) -> None:
+        for level, req in self._loras.pop(name, {}).items():
+            await self._llm.remove_lora(req.lora_int_id)
+            shutil.rmtree(scaled_copy_dir(self.work_dir / "loras", name, level), ignore_errors=True)
+
+    def loaded_loras(self) -> set[str]:
+        return set(self._loras)
+
+    # ---- inference -------------------------------------------------------------------------------------------------
+    def _sampling_params(self, request: EngineRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        from guards.logits import EXTRA_ARGS_KEY
+
+        o: SamplingOptions = request.sampling
+        extra = None
+        if request.logits is not None and not request.logits.is_empty():
+            extra = {EXTRA_ARGS_KEY: list(request.logits.banned_token_ids)}
+        return SamplingParams(
+            n=1,
+            max_tokens=o.max_tokens,
+            temperature=o.temperature,
+            top_p=o.top_p,
+            seed=o.seed,
+            stop=list(o.stop) or None,
+            presence_penalty=o.presence_penalty,
+            frequency_penalty=o.frequency_penalty,
+            logit_bias=dict(o.logit_bias) if o.logit_bias else None,
+            extra_args=extra,
+            output_kind=RequestOutputKind.DELTA,
+            skip_special_tokens=True,
+        )
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        from vllm.inputs import EmbedsPrompt, TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if self._llm is None:
+            raise ServiceUnavailableError("the engine is not running")
+        self.validate_request(request)
+        prompt: Any
+        if request.prompt_embeds is not None:
+            prompt = EmbedsPrompt(prompt_embeds=request.prompt_embeds)
+        else:
+            prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids or []))
+        lora = None
+        if request.lora is not None:
+            lora = self._loras[request.lora.name][request.lora.scale]
+        n_prompt = request.num_prompt_tokens
+        n_out = 0
+        try:
+            stream = self._llm.generate(prompt, self._sampling_params(request), request.request_id,
+                                        lora_request=lora)
+            async for out in stream:
+                completion = out.outputs[0]
+                n_out += len(completion.token_ids)
+                finish = completion.finish_reason
+                yield EngineOutput(
+                    text=completion.text,
+                    token_ids=list(completion.token_ids),
+                    num_prompt_tokens=n_prompt,
+                    num_output_tokens=n_out,
+                    finish_reason=finish if finish in ("stop", "length", "abort") else None,
+                    finished=out.finished,
+                )
+        except EngineDeadError as exc:
+            raise ServiceUnavailableError(f"the engine stopped: {exc}") from exc
+        except ValueError as exc:  # vLLM's input validation (VLLMValidationError is a ValueError)
+            raise InvalidRequestError(str(exc)) from exc

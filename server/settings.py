@@ -1,0 +1,51 @@
+"""Typed settings, read from the environment (prefix ``UGW_``, nested with ``__``) and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EngineKind = Literal["vllm", "hf"]
+
+
+def default_cache_dir() -> Path:
+    """Everything the server writes (converted model, vLLM caches) lives under the project, not the user's home."""
+    return Path(__file__).resolve().parent.parent / ".cache"
+
+
+class EngineSettings(BaseModel):
+    kind: EngineKind = "vllm"
+    # None means the bundled SmolLM2-135M-Instruct, converted once from its GGUF file.
+    model: str | None = None
+    # Name clients send as ``model``; defaults to the model folder's name.
+    served_model_name: str | None = None
+    # float32 on CPU: the bundled model is tiny and the two engines agree token for token in fp32.
+    dtype: str = "float32"
+    max_model_len: int = Field(default=2048, ge=16)
+    enforce_eager: bool = True
+    max_num_seqs: int = Field(default=32, ge=1)
+    enable_lora: bool = True
+    max_lora_rank: int = Field(default=16, ge=1)
+    max_loras: int = Field(default=4, ge=1)
+    max_cpu_loras: int = Field(default=16, ge=1)
+    # LoRA strength levels; each level is served as its own pre-scaled copy of the adapter.
+    lora_scale_levels: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    kv_cache_space_gib: int = Field(default=1, ge=1)
+    seed: int = 0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UGW_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    # Longest request body accepted, so a huge upload is a 413 rather than a memory spike.
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Seconds a shutdown waits for in-flight streams before closing them.
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
