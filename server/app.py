@@ -1,0 +1,57 @@
+"""The app factory. The lifespan owns the engine (and, later, the registry and classifiers)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from server import __version__
+from server.body_limit import BodyLimitMiddleware
+from server.deps import Gateway
+from server.engines.base import Engine, create_engine
+from server.errors import install_error_handlers
+from server.metrics import Metrics, MetricsMiddleware
+from server.model_store import resolve_model
+from server.routes import health, openai
+from server.service import CompletionService
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """Build the app. Pass ``engine`` to share an already started engine (its owner then shuts it down)."""
+    gateway = Gateway(settings=settings, metrics=Metrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = engine is None
+        eng = engine
+        if eng is None:
+            model_path = resolve_model(settings.engine.model, settings.cache_dir)
+            eng = create_engine(settings.engine, model_path, settings.cache_dir / "work" / settings.engine.kind)
+            logger.info("starting %s engine on %s", eng.kind, model_path)
+            await eng.start()
+        gateway.engine = eng
+        gateway.service = CompletionService(eng, gateway.metrics)
+        gateway.ready = True
+        logger.info("ready: serving %s", eng.info.served_model_name)
+        try:
+            yield
+        finally:
+            gateway.draining = True
+            gateway.ready = False
+            if owned:
+                await eng.shutdown()
+
+    app = FastAPI(title="unlearning-gateway", version=__version__, lifespan=lifespan)
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=gateway.metrics)
+    return app

@@ -1,0 +1,53 @@
+"""``python -m server`` / ``ugw``: serve (and, later, eval and admin helpers)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from server.settings import EngineSettings, Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    base = Settings()
+    engine_updates = {k: v for k, v in {"kind": args.engine, "model": args.model,
+                                        "served_model_name": args.served_model_name,
+                                        "max_model_len": args.max_model_len}.items() if v is not None}
+    engine = EngineSettings.model_validate({**base.engine.model_dump(), **engine_updates})
+    updates = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    settings = base.model_copy(update={**updates, "engine": engine})
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ugw", description="unlearning-gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible server")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1, env UGW_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000, env UGW_PORT)")
+    serve.add_argument("--engine", choices=["vllm", "hf"], default=None, help="inference engine (default vllm)")
+    serve.add_argument("--model", default=None, help="local model folder (default: the bundled SmolLM2-135M)")
+    serve.add_argument("--served-model-name", default=None, help="name clients use as 'model'")
+    serve.add_argument("--max-model-len", type=int, default=None, help="context length (default 2048)")
+    serve.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

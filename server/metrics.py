@@ -1,0 +1,82 @@
+"""Prometheus metrics, one registry per app (no process-global collectors, so two apps in one process don't clash)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from server.protocol import Usage
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("ugw_requests", "HTTP requests by route and status code",
+                                ["route", "status"], registry=r)
+        self.latency = Histogram("ugw_request_duration_seconds", "Time from request to the last byte sent",
+                                 ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("ugw_time_to_first_token_seconds", "Time from engine submit to the first output",
+                              buckets=_LATENCY_BUCKETS, registry=r)
+        self.prompt_tokens = Counter("ugw_prompt_tokens", "Prompt tokens processed", registry=r)
+        self.completion_tokens = Counter("ugw_completion_tokens", "Completion tokens generated", registry=r)
+        self.errors = Counter("ugw_errors", "Errors returned to clients by error type", ["type"], registry=r)
+        self.in_flight = Gauge("ugw_requests_in_flight", "Requests being served", registry=r)
+
+    def observe_ttft(self, seconds: float) -> None:
+        self.ttft.observe(seconds)
+
+    def count_tokens(self, usage: Usage) -> None:
+        self.prompt_tokens.inc(usage.prompt_tokens)
+        self.completion_tokens.inc(usage.completion_tokens)
+
+    def count_error(self, error_type: str) -> None:
+        self.errors.labels(error_type).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware): it must not buffer streams or add latency to the first token."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        route = path if path.startswith(("/v1/", "/admin/")) or path in ("/health", "/ready") else "other"
+        if path.startswith("/admin/"):
+            route = "/admin"
+        status = 500
+        start = time.perf_counter()
+        m = self.metrics
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        m.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            m.in_flight.dec()
+            m.requests.labels(route, str(status)).inc()
+            m.latency.labels(route).observe(time.perf_counter() - start)
+            if status >= 400:
+                m.count_error("server_error" if status >= 500 else "client_error")

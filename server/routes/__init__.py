@@ -1,0 +1,1 @@
+"""HTTP routers: thin glue between the wire and the services."""

@@ -1,0 +1,39 @@
+"""/v1: the OpenAI-compatible API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from server.deps import ServiceDep
+from server.errors import ErrorResponse
+from server.protocol import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ModelCard, ModelList
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+_ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(service: ServiceDep) -> ModelList:
+    info = service.engine.info
+    return ModelList(data=[ModelCard(id=info.served_model_name, created=0, max_model_len=info.max_model_len)])
+
+
+@router.post("/chat/completions", response_model=ChatCompletion, responses=_ERRORS)
+async def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> ChatCompletion | StreamingResponse:
+    jobs = service.prepare_chat(body)  # every 4xx is raised here, before a stream starts
+    if body.stream:
+        return StreamingResponse(service.chat_stream(body, jobs), media_type="text/event-stream",
+                                 headers=_SSE_HEADERS)
+    return await service.chat(body, jobs)
+
+
+@router.post("/completions", response_model=Completion, responses=_ERRORS)
+async def completions(body: CompletionRequest, service: ServiceDep) -> Completion | StreamingResponse:
+    jobs = service.prepare_completion(body)
+    if body.stream:
+        return StreamingResponse(service.complete_stream(body, jobs), media_type="text/event-stream",
+                                 headers=_SSE_HEADERS)
+    return await service.complete(body, jobs)

@@ -1,0 +1,299 @@
+"""Chat and text completions: wire request -> engine requests -> wire response or SSE stream.
+
+This is the one place where a request's prompt is turned into token ids and limits are checked, so that every
+engine call that follows is known to be valid. Later, the guard pipeline plugs in between rendering and the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions
+from server.errors import ContextLengthExceeded, GatewayError, InvalidRequestError, ModelNotFoundError, sse_error_event
+from server.metrics import Metrics
+from server.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    DeltaMessage,
+    SamplingFields,
+    Usage,
+    now,
+    random_id,
+)
+
+
+@dataclass
+class _Prompt:
+    token_ids: list[int]
+    echo_text: str = ""
+
+
+@dataclass
+class _Choice:
+    index: int
+    prompt: _Prompt
+    text: list[str] = field(default_factory=list)
+    output_tokens: int = 0
+    finish_reason: str | None = None
+
+
+class CompletionService:
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+
+    # ---- validation shared by both endpoints -----------------------------------------------------------------------
+    def check_model(self, model: str) -> None:
+        if model != self.engine.info.served_model_name:
+            raise ModelNotFoundError(f"The model '{model}' does not exist; this server serves "
+                                     f"'{self.engine.info.served_model_name}'.", param="model")
+
+    def _sampling(self, body: SamplingFields, prompt_len: int, requested: int | None) -> SamplingOptions:
+        limit = self.engine.info.max_model_len
+        if prompt_len >= limit:
+            raise ContextLengthExceeded(f"This model's maximum context length is {limit} tokens; your prompt has "
+                                        f"{prompt_len} tokens. Please shorten it.", param="messages")
+        if requested is not None and prompt_len + requested > limit:
+            raise ContextLengthExceeded(f"This model's maximum context length is {limit} tokens; you requested "
+                                        f"{prompt_len + requested} tokens ({prompt_len} in the prompt, {requested} "
+                                        f"for the completion). Please reduce the prompt or max_tokens.",
+                                        param="max_tokens")
+        bias: dict[int, float] | None = None
+        if body.logit_bias:
+            try:
+                bias = {int(k): float(v) for k, v in body.logit_bias.items()}
+            except ValueError:
+                raise InvalidRequestError("logit_bias keys must be token ids", param="logit_bias") from None
+        return SamplingOptions(
+            max_tokens=requested if requested is not None else limit - prompt_len,
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            seed=body.seed,
+            stop=tuple(body.stop_list()),
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            logit_bias=bias,
+        )
+
+    def _engine_requests(self, request_id: str, prompts: list[_Prompt], body: SamplingFields,
+                         requested: int | None) -> list[tuple[_Choice, EngineRequest]]:
+        out: list[tuple[_Choice, EngineRequest]] = []
+        for p_index, prompt in enumerate(prompts):
+            sampling = self._sampling(body, len(prompt.token_ids), requested)
+            for i in range(body.n):
+                index = p_index * body.n + i
+                # Distinct seeds per choice so n>1 with a seed gives n different, reproducible samples.
+                seeded = sampling if sampling.seed is None or i == 0 else sampling.model_copy(
+                    update={"seed": sampling.seed + i})
+                req = EngineRequest(request_id=f"{request_id}-{index}", sampling=seeded,
+                                    prompt_token_ids=prompt.token_ids)
+                self.engine.validate_request(req)
+                out.append((_Choice(index=index, prompt=prompt), req))
+        return out
+
+    # ---- prompts ---------------------------------------------------------------------------------------------------
+    def chat_prompt(self, body: ChatCompletionRequest) -> _Prompt:
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in body.messages]
+        try:
+            return _Prompt(self.engine.render_chat(messages))
+        except Exception as exc:  # the model's Jinja template rejects some conversations
+            raise InvalidRequestError(f"the conversation cannot be rendered with the model's chat template: {exc}",
+                                      param="messages") from exc
+
+    def completion_prompts(self, body: CompletionRequest) -> list[_Prompt]:
+        raw = body.prompt
+        items: list[str | list[int]]
+        if isinstance(raw, str):
+            items = [raw]
+        elif raw and isinstance(raw[0], int):
+            items = [raw]  # type: ignore[list-item]
+        else:
+            items = list(raw)  # type: ignore[arg-type]
+        prompts = []
+        tok = self.engine.tokenizer
+        for item in items:
+            if isinstance(item, str):
+                if not item:
+                    raise InvalidRequestError("the prompt is empty", param="prompt")
+                ids = tok.encode(item, add_special_tokens=False)
+                prompts.append(_Prompt(ids, item if body.echo else ""))
+            else:
+                prompts.append(_Prompt(list(item), tok.decode(item) if body.echo else ""))
+        return prompts
+
+    @staticmethod
+    def check_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
+        if body.logprobs:
+            raise InvalidRequestError("logprobs are not supported by this server", param="logprobs")
+        if isinstance(body, ChatCompletionRequest) and body.tools:
+            raise InvalidRequestError("tools are not supported by this server", param="tools")
+        if isinstance(body, CompletionRequest):
+            if body.suffix:
+                raise InvalidRequestError("suffix is not supported by this server", param="suffix")
+            if body.best_of is not None and body.best_of != body.n:
+                raise InvalidRequestError("best_of other than n is not supported", param="best_of")
+
+    # ---- running ---------------------------------------------------------------------------------------------------
+    async def _merged(self, jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[tuple[_Choice, EngineOutput]]:
+        if len(jobs) == 1:  # the common case: no tasks, no queue
+            choice, req = jobs[0]
+            async for out in self.engine.generate(req):
+                yield choice, out
+            return
+        queue: asyncio.Queue[tuple[_Choice, EngineOutput] | BaseException | None] = asyncio.Queue()
+
+        async def pump(choice: _Choice, req: EngineRequest) -> None:
+            try:
+                async for out in self.engine.generate(req):
+                    queue.put_nowait((choice, out))
+            except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
+                queue.put_nowait(exc)
+            finally:
+                queue.put_nowait(None)
+
+        tasks = [asyncio.create_task(pump(c, r)) for c, r in jobs]
+        try:
+            remaining = len(tasks)
+            while remaining:
+                item = await queue.get()
+                if item is None:
+                    remaining -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _usage(self, choices: list[_Choice]) -> Usage:
+        prompt_tokens = sum(len(p.token_ids) for p in {id(c.prompt): c.prompt for c in choices}.values())
+        completion_tokens = sum(c.output_tokens for c in choices)
+        return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                     total_tokens=prompt_tokens + completion_tokens)
+
+    async def _collect(self, jobs: list[tuple[_Choice, EngineRequest]]) -> list[_Choice]:
+        start = time.perf_counter()
+        first = True
+        async for choice, out in self._merged(jobs):
+            if first:
+                self.metrics.observe_ttft(time.perf_counter() - start)
+                first = False
+            choice.text.append(out.text)
+            choice.output_tokens = out.num_output_tokens
+            if out.finished:
+                choice.finish_reason = "length" if out.finish_reason == "length" else "stop"
+        choices = [c for c, _ in jobs]
+        self.metrics.count_tokens(self._usage(choices))
+        return choices
+
+    # ---- chat ------------------------------------------------------------------------------------------------------
+    def prepare_chat(self, body: ChatCompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
+        self.check_model(body.model)
+        self.check_unsupported(body)
+        return self._engine_requests(random_id("chatcmpl"), [self.chat_prompt(body)], body,
+                                     body.requested_max_tokens())
+
+    async def chat(self, body: ChatCompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> ChatCompletion:
+        choices = await self._collect(jobs)
+        return ChatCompletion(
+            id=jobs[0][1].request_id.rsplit("-", 1)[0], created=now(), model=body.model,
+            choices=[ChatChoice(index=c.index, message=AssistantMessage(content="".join(c.text)),
+                                finish_reason=c.finish_reason) for c in choices],  # type: ignore[arg-type]
+            usage=self._usage(choices))
+
+    async def chat_stream(self, body: ChatCompletionRequest,
+                          jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[str]:
+        rid, created = jobs[0][1].request_id.rsplit("-", 1)[0], now()
+
+        def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
+            return _sse(ChatCompletionChunk(id=rid, created=created, model=body.model, choices=choices, usage=usage))
+
+        for c, _ in jobs:
+            yield chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(role="assistant", content=""))])
+        async for c, delta in self._stream(jobs):
+            if isinstance(delta, str):
+                yield delta
+                return
+            text, finish = delta
+            yield chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(content=text or None),
+                                         finish_reason=finish)])  # type: ignore[arg-type]
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield chunk([], self._usage([c for c, _ in jobs]))
+        yield "data: [DONE]\n\n"
+
+    # ---- text completions ------------------------------------------------------------------------------------------
+    def prepare_completion(self, body: CompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
+        self.check_model(body.model)
+        self.check_unsupported(body)
+        return self._engine_requests(random_id("cmpl"), self.completion_prompts(body), body,
+                                     body.requested_max_tokens())
+
+    async def complete(self, body: CompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> Completion:
+        choices = await self._collect(jobs)
+        return Completion(
+            id=jobs[0][1].request_id.rsplit("-", 1)[0], created=now(), model=body.model,
+            choices=[CompletionChoice(index=c.index, text=c.prompt.echo_text + "".join(c.text),
+                                      finish_reason=c.finish_reason) for c in choices],  # type: ignore[arg-type]
+            usage=self._usage(choices))
+
+    async def complete_stream(self, body: CompletionRequest,
+                              jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[str]:
+        rid, created = jobs[0][1].request_id.rsplit("-", 1)[0], now()
+
+        def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
+            return _sse(Completion(id=rid, created=created, model=body.model, choices=choices, usage=usage))
+
+        for c, _ in jobs:
+            if c.prompt.echo_text:
+                yield chunk([CompletionChoice(index=c.index, text=c.prompt.echo_text, finish_reason=None)])
+        async for c, delta in self._stream(jobs):
+            if isinstance(delta, str):
+                yield delta
+                return
+            text, finish = delta
+            yield chunk([CompletionChoice(index=c.index, text=text, finish_reason=finish)])  # type: ignore[arg-type]
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield chunk([], self._usage([c for c, _ in jobs]))
+        yield "data: [DONE]\n\n"
+
+    async def _stream(self, jobs: list[tuple[_Choice, EngineRequest]]
+                      ) -> AsyncIterator[tuple[_Choice, tuple[str, str | None] | str]]:
+        """(choice, (text, finish_reason)) per engine step, or (choice, error event) once and stop."""
+        start = time.perf_counter()
+        first = True
+        try:
+            async for choice, out in self._merged(jobs):
+                if first:
+                    self.metrics.observe_ttft(time.perf_counter() - start)
+                    first = False
+                choice.output_tokens = out.num_output_tokens
+                finish = None
+                if out.finished:
+                    finish = "length" if out.finish_reason == "length" else "stop"
+                    choice.finish_reason = finish
+                if out.text or finish:
+                    yield choice, (out.text, finish)
+        except GatewayError as exc:
+            self.metrics.count_error(exc.error_type)
+            yield jobs[0][0], sse_error_event(exc) + "data: [DONE]\n\n"
+            return
+        self.metrics.count_tokens(self._usage([c for c, _ in jobs]))
+
+
+def _sse(model: BaseModel) -> str:
+    return f"data: {model.model_dump_json()}\n\n"
