@@ -30,6 +30,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from server.model_store import resolve_model
+
+    logging.basicConfig(level="INFO", format="%(levelname)s %(message)s")
+    print(resolve_model(args.model, Settings().cache_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ugw", description="unlearning-gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-model-name", default=None, help="name clients use as 'model'")
     serve.add_argument("--max-model-len", type=int, default=None, help="context length (default 2048)")
     serve.set_defaults(func=_serve)
+    prepare = sub.add_parser("prepare", help="convert the bundled model once (idempotent) and print its folder")
+    prepare.add_argument("--model", default=None, help="check this local folder instead of the bundled model")
+    prepare.set_defaults(func=_prepare)
     return parser
 
 

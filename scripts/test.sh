@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The project's test command: lint, then the whole pytest suite (slow engine tests included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+.venv/bin/ruff check server classifiers guards loadtest tests
+exec .venv/bin/python -m pytest "$@"

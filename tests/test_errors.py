@@ -1,0 +1,88 @@
+"""Bad input gets an OpenAI-shaped 4xx, never a 5xx (raw HTTP, so malformed bodies can be sent)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.live import LiveServer
+
+
+@pytest.fixture(scope="module")
+def http(hf_server: LiveServer):
+    with httpx.Client(base_url=hf_server.base_url, timeout=60) as client:
+        yield client
+
+
+def _msgs(content: object = "hi") -> list[dict]:
+    return [{"role": "user", "content": content}]
+
+
+def _assert_error(resp: httpx.Response, status: int, param: str | None = None) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"}
+    err = body["error"]
+    assert {"message", "type", "param", "code"} <= set(err) and err["message"]
+    if param is not None:
+        assert err["param"] == param
+    return err
+
+
+CASES = [
+    pytest.param({"messages": _msgs()}, 400, "model", id="missing-model"),
+    pytest.param({"model": "smollm2"}, 400, "messages", id="missing-messages"),
+    pytest.param({"model": "smollm2", "messages": []}, 400, "messages", id="empty-messages"),
+    pytest.param({"model": "smollm2", "messages": "hi"}, 400, "messages", id="messages-not-a-list"),
+    pytest.param({"model": "smollm2", "messages": [{"role": "wizard", "content": "x"}]}, 400, None, id="bad-role"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "max_tokens": "ten"}, 400, "max_tokens", id="str-tokens"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "max_tokens": 0}, 400, "max_tokens", id="zero-tokens"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "temperature": 9}, 400, "temperature", id="hot"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "top_p": 0}, 400, "top_p", id="top-p-zero"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "n": 100}, 400, "n", id="n-too-big"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "stop": ["a", "b", "c", "d", "e"]}, 400, "stop",
+                 id="too-many-stops"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "logprobs": True}, 400, "logprobs", id="logprobs"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "logit_bias": {"abc": 1}}, 400, "logit_bias",
+                 id="bias-key"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "logit_bias": {"99999999": 1}}, 400, "logit_bias",
+                 id="bias-oov"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "max_tokens": 10**6}, 400, "max_tokens",
+                 id="too-many-tokens"),
+    pytest.param({"model": "other", "messages": _msgs()}, 404, "model", id="unknown-model"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "param"), CASES)
+def test_chat_rejects_bad_input(http: httpx.Client, body: dict, status: int, param: str | None) -> None:
+    _assert_error(http.post("/v1/chat/completions", json=body), status, param)
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "smollm2", "prompt": ""},
+    {"model": "smollm2", "prompt": []},
+    {"model": "smollm2", "prompt": [-1, 5]},
+    {"model": "smollm2", "prompt": [[1, 2], []]},
+    {"model": "smollm2", "prompt": "x", "suffix": "y"},
+    {"model": "smollm2", "prompt": "x", "best_of": 3},
+])
+def test_completions_rejects_bad_prompts(http: httpx.Client, body: dict) -> None:
+    _assert_error(http.post("/v1/completions", json=body), 400)
+
+
+def test_malformed_json_and_wrong_content(http: httpx.Client) -> None:
+    err = _assert_error(http.post("/v1/chat/completions", content=b"{not json",
+                                  headers={"content-type": "application/json"}), 400)
+    assert "JSON" in err["message"]
+    _assert_error(http.post("/v1/chat/completions", content=b"[1, 2]", headers={"content-type": "application/json"}),
+                  400)
+
+
+def test_unknown_route_and_method(http: httpx.Client) -> None:
+    _assert_error(http.get("/v1/nothing"), 404)
+    _assert_error(http.get("/v1/chat/completions"), 405)
+
+
+def test_oversized_body_is_413(http: httpx.Client, hf_server: LiveServer) -> None:
+    huge = "x" * (hf_server.settings.max_request_bytes + 10)
+    _assert_error(http.post("/v1/chat/completions", json={"model": "smollm2", "messages": _msgs(huge)}), 413)

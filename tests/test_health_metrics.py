@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import httpx
+
+from tests.live import LiveServer
+
+
+def test_health_ready_and_metrics(live: LiveServer) -> None:
+    with httpx.Client(base_url=live.base_url, timeout=60) as http:
+        assert http.get("/health").json() == {"status": "ok"}
+        assert http.get("/ready").status_code == 200
+        http.post("/v1/chat/completions", json={"model": live.model, "max_tokens": 4, "temperature": 0,
+                                                "messages": [{"role": "user", "content": "Hi"}]}).raise_for_status()
+        assert http.post("/v1/chat/completions", json={"model": "nope", "messages": []}).status_code == 400
+        text = http.get("/metrics").text
+    assert 'ugw_requests_total{route="/v1/chat/completions",status="200"}' in text
+    assert 'ugw_requests_total{route="/v1/chat/completions",status="400"}' in text
+    assert "ugw_time_to_first_token_seconds_bucket" in text
+    completion = [line for line in text.splitlines() if line.startswith("ugw_completion_tokens_total")]
+    assert completion and float(completion[0].split()[-1]) >= 4
+
+
+def test_openapi_schema_is_served(hf_server: LiveServer) -> None:
+    schema = httpx.get(hf_server.base_url + "/openapi.json").json()
+    assert "/v1/chat/completions" in schema["paths"] and "/v1/completions" in schema["paths"]
