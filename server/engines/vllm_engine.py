@@ -22,16 +22,24 @@ from server.settings import EngineSettings
 logger = logging.getLogger(__name__)
 
 
+def vllm_environment(settings: EngineSettings, work_dir: Path) -> dict[str, str]:
+    """What vLLM reads from the environment once, at import; shared with the benchmark's bare vLLM server."""
+    return {
+        "VLLM_CACHE_ROOT": str(work_dir / "vllm"),
+        "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_space_gib),
+        # The gateway's processor implements the V1 model-runner interface (see METHODS.md).
+        "VLLM_USE_V2_MODEL_RUNNER": "0",
+    }
+
+
 class VLLMEngine(Engine):
     kind = "vllm"
 
     def __init__(self, settings: EngineSettings, model_path: Path, work_dir: Path) -> None:
         super().__init__(settings, model_path, work_dir)
-        # vLLM reads these once, at import; set them before anything imports it.
-        os.environ.setdefault("VLLM_CACHE_ROOT", str(work_dir / "vllm"))
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_space_gib))
-        # The gateway's processor implements the V1 model-runner interface (see METHODS.md).
-        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+        # Set before anything imports vLLM; an operator's own values win.
+        for key, value in vllm_environment(settings, work_dir).items():
+            os.environ.setdefault(key, value)
         self._llm: Any = None
         # adapter name -> {scale level -> LoRARequest}
         self._loras: dict[str, dict[float, Any]] = {}
