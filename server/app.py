@@ -10,16 +10,28 @@ from fastapi import FastAPI
 
 from server import __version__
 from server.body_limit import BodyLimitMiddleware
-from server.deps import Gateway
+from server.deps import AdminServices, Gateway
 from server.engines.base import Engine, create_engine
 from server.errors import install_error_handlers
 from server.metrics import Metrics, MetricsMiddleware
 from server.model_store import resolve_model
-from server.routes import health, openai
+from server.registry.artifacts import ArtifactStore
+from server.registry.cache import TargetCache
+from server.registry.file_store import FileTargetStore
+from server.registry.redis_store import RedisTargetStore
+from server.registry.service import TargetService
+from server.registry.store import TargetStore
+from server.routes import admin, health, openai
 from server.service import CompletionService
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def create_store(settings: Settings) -> TargetStore:
+    if settings.registry.backend == "redis":
+        return RedisTargetStore(settings.registry.redis_url, prefix=settings.registry.prefix)
+    return FileTargetStore(settings.registry_path())
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
@@ -35,6 +47,15 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             eng = create_engine(settings.engine, model_path, settings.cache_dir / "work" / settings.engine.kind)
             logger.info("starting %s engine on %s", eng.kind, model_path)
             await eng.start()
+        from classifiers.pipeline import DetectionPipeline
+
+        store = create_store(settings)
+        await store.start()
+        cache = TargetCache(store)
+        await cache.start()
+        detection = DetectionPipeline(cache, ArtifactStore(settings.artifact_path()))
+        targets = TargetService(store, cache, detection.build)
+        gateway.admin = AdminServices(targets=targets, cache=cache, detection=detection)
         gateway.engine = eng
         gateway.service = CompletionService(eng, gateway.metrics)
         gateway.ready = True
@@ -44,6 +65,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         finally:
             gateway.draining = True
             gateway.ready = False
+            await targets.close()
+            await cache.close()
+            await store.close()
             if owned:
                 await eng.shutdown()
 
@@ -52,6 +76,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=gateway.metrics)
     return app

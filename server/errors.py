@@ -124,9 +124,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_json(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(list(exc.errors()))
-        return error_json(InvalidRequestError(message, param=param))
+        response = error_json(InvalidRequestError(message, param=param))
+        if request.url.path.startswith("/admin"):
+            # OpenAI clients expect 400 on /v1; the admin API follows the REST convention (422).
+            response.status_code = 422
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

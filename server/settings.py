@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineKind = Literal["vllm", "hf"]
@@ -37,6 +37,17 @@ class EngineSettings(BaseModel):
     seed: int = 0
 
 
+class RegistrySettings(BaseModel):
+    backend: Literal["file", "redis"] = "file"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Key prefix in Redis, so several deployments can share one server.
+    prefix: str = "ugw"
+    # Where the file backend keeps its records; default <cache_dir>/registry.
+    path: Path | None = None
+    # Content-addressed artifacts (classifier heads, indexes, adapters); a shared volume in Kubernetes.
+    artifact_dir: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="UGW_", env_nested_delimiter="__", extra="ignore")
 
@@ -44,8 +55,24 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     cache_dir: Path = Field(default_factory=default_cache_dir)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    # Bearer token for /admin; the admin API is disabled when it is not set.
+    admin_token: SecretStr | None = None
     # Longest request body accepted, so a huge upload is a 413 rather than a memory spike.
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Seconds a shutdown waits for in-flight streams before closing them.
     drain_timeout_s: float = Field(default=30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("admin_token must be at least 16 characters (generate one with `openssl rand -hex 24`)")
+        return value
+
+    def registry_path(self) -> Path:
+        return self.registry.path or self.cache_dir / "registry"
+
+    def artifact_path(self) -> Path:
+        return self.registry.artifact_dir or self.cache_dir / "artifacts"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from server.model_store import ensure_bundled_model  # noqa: E402
-from server.settings import EngineSettings, Settings, default_cache_dir  # noqa: E402
+from server.settings import EngineSettings, RegistrySettings, Settings, default_cache_dir  # noqa: E402
 from tests.live import LiveServer  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 ENGINE_KINDS = ["hf", pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.slow])]
@@ -38,21 +40,29 @@ def model_path(cache_dir: Path) -> Path:
     return ensure_bundled_model(cache_dir)
 
 
-def _settings(kind: str, model_path: Path, cache_dir: Path) -> Settings:
-    return Settings(cache_dir=cache_dir, engine=EngineSettings(kind=kind, model=str(model_path), max_model_len=1024,
-                                                                served_model_name="smollm2"))
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def live_settings(kind: str, model_path: Path, cache_dir: Path, state_dir: Path, **updates: object) -> Settings:
+    """Settings for a test server: the shared model cache, but its own registry and artifacts."""
+    fields: dict[str, object] = {
+        "cache_dir": cache_dir, "admin_token": ADMIN_TOKEN,
+        "registry": RegistrySettings(path=state_dir / "registry", artifact_dir=state_dir / "artifacts"),
+        "engine": EngineSettings(kind=kind, model=str(model_path), max_model_len=1024, served_model_name="smollm2"),
+    }
+    return Settings(**{**fields, **updates})
 
 
 @pytest.fixture(scope="session")
-def hf_server(model_path: Path, cache_dir: Path) -> Iterator[LiveServer]:
-    server = LiveServer(_settings("hf", model_path, cache_dir)).start()
+def hf_server(model_path: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = LiveServer(live_settings("hf", model_path, cache_dir, tmp_path_factory.mktemp("hf"))).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def vllm_server(model_path: Path, cache_dir: Path) -> Iterator[LiveServer]:
-    server = LiveServer(_settings("vllm", model_path, cache_dir)).start()
+def vllm_server(model_path: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = LiveServer(live_settings("vllm", model_path, cache_dir, tmp_path_factory.mktemp("vllm"))).start()
     yield server
     server.stop()
 
@@ -61,3 +71,13 @@ def vllm_server(model_path: Path, cache_dir: Path) -> Iterator[LiveServer]:
 def live(request: pytest.FixtureRequest) -> LiveServer:
     """The live server of each engine kind, one per session."""
     return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on loopback, with append-only persistence (fsync on every write)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it with apt)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

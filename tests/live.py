@@ -31,9 +31,9 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings: Settings, start_timeout: float = 600.0) -> None:
+    def __init__(self, settings: Settings, start_timeout: float = 600.0, engine: Engine | None = None) -> None:
         self.settings = settings.model_copy(update={"port": free_port()})
-        self.app = create_app(self.settings)
+        self.app = create_app(self.settings, engine=engine)
         self.gateway: Gateway = self.app.state.gateway
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.settings.port, log_level="warning",
                                 timeout_graceful_shutdown=5)

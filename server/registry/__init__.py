@@ -1,0 +1,1 @@
+"""The forget-target registry: typed records, two backends (local file store, Redis) and change events."""

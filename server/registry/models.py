@@ -1,0 +1,134 @@
+"""Registry records and the admin API's schemas (Base/Create/Update/Public families)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Method = Literal["eco", "o3", "guard"]
+TargetStatus = Literal["pending", "training", "active", "failed", "disabled"]
+JobState = Literal["queued", "running", "succeeded", "failed"]
+
+Text = Annotated[str, Field(min_length=1, max_length=2000)]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _clean(values: list[str]) -> list[str]:
+    """Strip, drop blanks and duplicates (case-insensitively), keep the first spelling and the order."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for value in values:
+        v = value.strip()
+        if v and v.casefold() not in seen:
+            seen.add(v.casefold())
+            out.append(v)
+    return out
+
+
+class TargetBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    aliases: Annotated[list[ShortText], Field(max_length=100)] = []
+    description: Annotated[str, Field(max_length=5000)] = ""
+    methods: Annotated[list[Method], Field(min_length=1)] = ["eco"]
+    forget_examples: Annotated[list[Text], Field(max_length=10000)] = []
+    retain_examples: Annotated[list[Text], Field(max_length=10000)] = []
+    forbidden_terms: Annotated[list[ShortText], Field(max_length=1000)] = []
+
+    @field_validator("aliases", "forget_examples", "retain_examples", "forbidden_terms")
+    @classmethod
+    def _dedupe(cls, value: list[str]) -> list[str]:
+        return _clean(value)
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, value: list[Method]) -> list[Method]:
+        return list(dict.fromkeys(value))
+
+
+class TargetCreate(TargetBase):
+    name: ShortText
+
+    @field_validator("name")
+    @classmethod
+    def _strip_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("name must not be blank")
+        return value
+
+
+class TargetUpdate(BaseModel):
+    """PATCH body: every field optional; ``enabled`` switches enforcement without losing the record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: ShortText | None = None
+    enabled: bool | None = None
+    aliases: Annotated[list[ShortText], Field(max_length=100)] | None = None
+    description: Annotated[str, Field(max_length=5000)] | None = None
+    methods: Annotated[list[Method], Field(min_length=1)] | None = None
+    forget_examples: Annotated[list[Text], Field(max_length=10000)] | None = None
+    retain_examples: Annotated[list[Text], Field(max_length=10000)] | None = None
+    forbidden_terms: Annotated[list[ShortText], Field(max_length=1000)] | None = None
+
+    def retrains(self) -> bool:
+        """Edits to what a target *is* need its artifacts rebuilt; enabling or disabling does not."""
+        return any(getattr(self, f) is not None for f in
+                   ("name", "aliases", "description", "methods", "forget_examples", "retain_examples",
+                    "forbidden_terms"))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+class TargetRecord(TargetBase):
+    """What the registry stores; ``version`` increases on every write so replicas can tell stale from fresh."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(default_factory=lambda: new_id("tgt"))
+    name: ShortText
+    status: TargetStatus = "pending"
+    status_reason: str | None = None
+    enabled: bool = True
+    thresholds: dict[str, float] = {}
+    # artifact kind (e.g. "eco_head") -> content hash in the artifact store
+    artifacts: dict[str, str] = {}
+    job_id: str | None = None
+    version: int = 1
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+    @property
+    def enforced(self) -> bool:
+        return self.enabled and self.status == "active"
+
+
+class TargetList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[TargetRecord]
+
+
+class JobRecord(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("job"))
+    target_id: str
+    kind: str = "build_detectors"
+    state: JobState = "queued"
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    message: str | None = None
+    error: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+
+class ChangeEvent(BaseModel):
+    """Published on every write; a replica reloads the one record (or everything, for ``resync``)."""
+
+    op: Literal["upsert", "delete", "resync"]
+    target_id: str | None = None
+    version: int = 0

@@ -1,0 +1,122 @@
+"""The store contract, on both backends: CRUD, unique names, optimistic versions, jobs, change events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from server.errors import ConflictError, NotFoundError
+from server.registry.file_store import FileTargetStore
+from server.registry.models import JobRecord, TargetRecord
+from server.registry.redis_store import RedisTargetStore
+from server.registry.store import TargetStore
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(params=["file", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], TargetStore]:
+    if request.param == "file":
+        return lambda: FileTargetStore(tmp_path / "registry", poll_interval_s=0.05)
+    redis_server: RedisServer = request.getfixturevalue("redis_server")
+    prefix = f"t{abs(hash(tmp_path)) % 10**8}"
+    return lambda: RedisTargetStore(redis_server.url, prefix=prefix)
+
+
+def test_crud_names_versions_and_jobs(make_store: Callable[[], TargetStore]) -> None:
+    async def run() -> None:
+        store = make_store()
+        await store.start()
+        try:
+            a = await store.create(TargetRecord(name="Harry Potter", aliases=["The Boy Who Lived"]))
+            assert (await store.get(a.id)) == a
+            with pytest.raises(ConflictError):
+                await store.create(TargetRecord(name="harry potter"))
+            b = await store.create(TargetRecord(name="Stephen King"))
+            assert [r.name for r in await store.list()] == ["Harry Potter", "Stephen King"]
+
+            a2 = await store.replace(a.model_copy(update={"description": "a wizard"}))
+            assert a2.version == a.version + 1 and a2.description == "a wizard"
+            with pytest.raises(ConflictError):  # stale version
+                await store.replace(a.model_copy(update={"description": "stale"}))
+            with pytest.raises(ConflictError):  # renaming onto another target's name
+                await store.replace(b.model_copy(update={"name": "HARRY POTTER"}))
+            renamed = await store.replace(a2.model_copy(update={"name": "Harry J. Potter"}))
+            await store.create(TargetRecord(name="Harry Potter"))  # the old name is free again
+            assert renamed.version == a2.version + 1
+
+            await store.delete(b.id)
+            assert await store.get(b.id) is None
+            with pytest.raises(NotFoundError):
+                await store.delete(b.id)
+            with pytest.raises(NotFoundError):
+                await store.replace(b)
+
+            job = JobRecord(target_id=a.id, progress=0.5)
+            await store.put_job(job)
+            assert (await store.get_job(job.id)) == job
+            assert await store.get_job("job_missing") is None
+            assert await store.ping()
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_second_store_on_the_same_backend_sees_changes(make_store: Callable[[], TargetStore]) -> None:
+    async def run() -> None:
+        writer, reader = make_store(), make_store()
+        await writer.start()
+        await reader.start()
+        try:
+            async with reader.hub.subscribe() as events:
+                await asyncio.sleep(0.2)  # let the reader's listener subscribe
+                record = await writer.create(TargetRecord(name="Taylor Swift"))
+                event = await asyncio.wait_for(events.get(), timeout=2)
+                assert event.op in ("upsert", "resync")
+                assert (await reader.get(record.id)) is not None
+        finally:
+            await writer.close()
+            await reader.close()
+
+    asyncio.run(run())
+
+
+def test_redis_killed_and_restarted_loses_no_target(tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    redis_proc = RedisServer(tmp_path).start()
+
+    async def run() -> None:
+        store = RedisTargetStore(redis_proc.url, prefix="durable", reconnect_delay_s=0.1)
+        await store.start()
+        try:
+            names = [f"Person {i}" for i in range(20)]
+            ids = [(await store.create(TargetRecord(name=n))).id for n in names]
+            async with store.hub.subscribe() as events:
+                redis_proc.kill()
+                from server.registry.store import RegistryUnavailable
+
+                with pytest.raises(RegistryUnavailable):
+                    await store.list()
+                redis_proc.start()
+                # the listener reconnects on its own and asks every cache to resync
+                async def next_resync() -> None:
+                    while (await events.get()).op != "resync":
+                        pass
+
+                await asyncio.wait_for(next_resync(), timeout=10)
+            assert [r.id for r in await store.list()] == ids
+        finally:
+            await store.close()
+
+    old_port = redis_proc.port
+    try:
+        asyncio.run(run())
+        assert redis_proc.port == old_port
+    finally:
+        redis_proc.stop()
