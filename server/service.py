@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -225,16 +225,12 @@ class CompletionService:
 
         for c, _ in jobs:
             yield chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(role="assistant", content=""))])
-        async for c, delta in self._stream(jobs):
-            if isinstance(delta, str):
-                yield delta
-                return
-            text, finish = delta
-            yield chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(content=text or None),
-                                         finish_reason=finish)])  # type: ignore[arg-type]
-        if body.stream_options is not None and body.stream_options.include_usage:
-            yield chunk([], self._usage([c for c, _ in jobs]))
-        yield "data: [DONE]\n\n"
+        async for line in self._sse_events(
+                jobs, body,
+                lambda c, text, finish: chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(content=text or None),
+                                                               finish_reason=finish)]),  # type: ignore[arg-type]
+                lambda usage: chunk([], usage)):
+            yield line
 
     # ---- text completions ------------------------------------------------------------------------------------------
     def prepare_completion(self, body: CompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
@@ -261,19 +257,20 @@ class CompletionService:
         for c, _ in jobs:
             if c.prompt.echo_text:
                 yield chunk([CompletionChoice(index=c.index, text=c.prompt.echo_text, finish_reason=None)])
-        async for c, delta in self._stream(jobs):
-            if isinstance(delta, str):
-                yield delta
-                return
-            text, finish = delta
-            yield chunk([CompletionChoice(index=c.index, text=text, finish_reason=finish)])  # type: ignore[arg-type]
-        if body.stream_options is not None and body.stream_options.include_usage:
-            yield chunk([], self._usage([c for c, _ in jobs]))
-        yield "data: [DONE]\n\n"
+        async for line in self._sse_events(
+                jobs, body,
+                lambda c, text, finish: chunk([CompletionChoice(index=c.index, text=text,
+                                                                finish_reason=finish)]),  # type: ignore[arg-type]
+                lambda usage: chunk([], usage)):
+            yield line
 
-    async def _stream(self, jobs: list[tuple[_Choice, EngineRequest]]
-                      ) -> AsyncIterator[tuple[_Choice, tuple[str, str | None] | str]]:
-        """(choice, (text, finish_reason)) per engine step, or (choice, error event) once and stop."""
+    async def _sse_events(self, jobs: list[tuple[_Choice, EngineRequest]], body: SamplingFields,
+                          step: Callable[[_Choice, str, str | None], str],
+                          usage: Callable[[Usage], str]) -> AsyncIterator[str]:
+        """The SSE lines after the preamble: one per engine step, the usage chunk if asked, then [DONE].
+
+        An error after the stream started cannot change the status code any more: it goes out as an error event.
+        """
         start = time.perf_counter()
         first = True
         try:
@@ -287,12 +284,17 @@ class CompletionService:
                     finish = "length" if out.finish_reason == "length" else "stop"
                     choice.finish_reason = finish
                 if out.text or finish:
-                    yield choice, (out.text, finish)
+                    yield step(choice, out.text, finish)
         except GatewayError as exc:
             self.metrics.count_error(exc.error_type)
-            yield jobs[0][0], sse_error_event(exc) + "data: [DONE]\n\n"
+            yield sse_error_event(exc)
+            yield "data: [DONE]\n\n"
             return
-        self.metrics.count_tokens(self._usage([c for c, _ in jobs]))
+        totals = self._usage([c for c, _ in jobs])
+        self.metrics.count_tokens(totals)
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield usage(totals)
+        yield "data: [DONE]\n\n"
 
 
 def _sse(model: BaseModel) -> str:

@@ -7,11 +7,10 @@ indexes built over it can be rebuilt lazily.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from server.registry.models import ChangeEvent, TargetRecord
-from server.registry.store import RegistryUnavailable, TargetStore
+from server.registry.store import RegistryUnavailable, TargetStore, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +33,7 @@ class TargetCache:
         self._task = asyncio.create_task(self._follow())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def active(self) -> list[TargetRecord]:
         return [t for t in self.targets.values() if t.enforced]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from server.errors import ConflictError, NotFoundError
 from server.registry.models import ChangeEvent, JobRecord, TargetRecord
-from server.registry.store import TargetStore
+from server.registry.store import TargetStore, cancel_and_wait
 
 
 def _atomic_write(path: Path, data: str) -> None:
@@ -52,10 +52,7 @@ class FileTargetStore(TargetStore):
         self._watcher = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await cancel_and_wait(self._watcher)
 
     # ---- locking and change detection ------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.errors import ConflictError, NotFoundError
 from server.registry.models import ChangeEvent, JobRecord, TargetRecord
-from server.registry.store import RegistryUnavailable, TargetStore
+from server.registry.store import RegistryUnavailable, TargetStore, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +82,7 @@ class RedisTargetStore(TargetStore):
         self._listener = asyncio.create_task(self._listen())
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        await cancel_and_wait(self._listener)
         await self.client.aclose()
 
     async def _listen(self) -> None:

@@ -11,6 +11,15 @@ from server.errors import NotFoundError, ServiceUnavailableError
 from server.registry.models import ChangeEvent, JobRecord, TargetRecord
 
 
+async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    """Stop a background task and wait until it has really stopped."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 class RegistryUnavailable(ServiceUnavailableError):
     """The backing store cannot be reached (a 503 to admin callers; guarded requests follow the fail policy)."""
 
