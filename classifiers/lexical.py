@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from classifiers.base import Detection, Detector
-from classifiers.terms import TermMatcher, target_terms
+from classifiers.terms import CommonWord, Term, TermMatcher, target_terms
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 from server.registry.service import BuildResult, Progress
@@ -13,9 +13,23 @@ from server.registry.service import BuildResult, Progress
 TERMS_ARTIFACT = "terms"
 
 
-async def build_terms(record: TargetRecord, artifacts: ArtifactStore, progress: Progress) -> BuildResult:
-    terms = target_terms(record)
-    digest = artifacts.put(json.dumps({"target_id": record.id, "terms": terms}).encode())
+def common_word_in(tokenizer) -> CommonWord:  # type: ignore[no-untyped-def]
+    """A word is common when the served model's tokenizer spells it, lowercased, as one token."""
+    cache: dict[str, bool] = {}
+
+    def is_common(word: str) -> bool:
+        if word not in cache:
+            cache[word] = len(tokenizer.encode(" " + word.lower(), add_special_tokens=False)) == 1
+        return cache[word]
+
+    return is_common
+
+
+async def build_terms(record: TargetRecord, artifacts: ArtifactStore, progress: Progress,
+                      is_common: CommonWord) -> BuildResult:
+    terms = target_terms(record, is_common)
+    payload = {"target_id": record.id, "terms": [{"text": t.text, "case_sensitive": t.case_sensitive} for t in terms]}
+    digest = artifacts.put(json.dumps(payload).encode())
     await progress(0.5, f"{len(terms)} terms")
     return BuildResult(artifacts={TERMS_ARTIFACT: digest})
 
@@ -28,11 +42,11 @@ class LexicalDetector(Detector):
         self.matcher = TermMatcher({})
 
     def rebuild(self, targets: list[TargetRecord]) -> None:
-        terms: dict[str, list[str]] = {}
+        terms: dict[str, list[Term]] = {}
         for target in targets:
             digest = target.artifacts.get(TERMS_ARTIFACT)
             if digest is not None:
-                terms[target.id] = json.loads(self.artifacts.get(digest))["terms"]
+                terms[target.id] = [Term(**t) for t in json.loads(self.artifacts.get(digest))["terms"]]
         self.matcher = TermMatcher(terms)
 
     def detect(self, prompt: str) -> list[Detection]:

@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from classifiers.base import Detection, Detector
 from classifiers.lexical import LexicalDetector, build_terms
+from classifiers.terms import CommonWord
 from server.registry.artifacts import ArtifactStore
-from server.registry.cache import TargetCache
 from server.registry.models import TargetRecord
 from server.registry.service import BuildResult, Progress
+
+
+class TargetSource(Protocol):
+    """What the pipeline reads: the replica's cache in the server, a fixed list in evaluations."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def active(self) -> list[TargetRecord]: ...
+
+
+class StaticTargets:
+    def __init__(self, targets: list[TargetRecord]) -> None:
+        self.targets = targets
+        self.generation = 0
+
+    def active(self) -> list[TargetRecord]:
+        return [t for t in self.targets if t.enforced]
 
 # Detector classes by name; each target's build job produces what they read.
 DETECTORS: dict[str, type[Detector]] = {"lexical": LexicalDetector}
 
 
 class DetectionPipeline:
-    def __init__(self, cache: TargetCache, artifacts: ArtifactStore) -> None:
+    def __init__(self, cache: TargetSource, artifacts: ArtifactStore,
+                 is_common: CommonWord = lambda word: False) -> None:
         self.cache = cache
         self.artifacts = artifacts
+        # From the served model's tokenizer: decides which name parts are too common to match alone.
+        self.is_common = is_common
         self.detectors = [cls(artifacts) for cls in DETECTORS.values()]
         self._generation = -1
 
@@ -36,5 +59,5 @@ class DetectionPipeline:
 
     async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
         """The build job for one target: every detector's artifacts."""
-        result = await build_terms(record, self.artifacts, progress)
+        result = await build_terms(record, self.artifacts, progress, self.is_common)
         return result

@@ -38,6 +38,29 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from classifiers.lexical import common_word_in
+    from server.eval.detect import run_detect
+    from server.model_store import resolve_model
+
+    if args.suite != "detect":
+        print(f"suite {args.suite!r} is not implemented yet; available: detect", file=sys.stderr)
+        return 2
+    settings = Settings()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.engine.model, settings.cache_dir))
+    report = run_detect(Path(args.data), common_word_in(tokenizer), with_intro=args.with_intro, limit=args.limit)
+    Path(args.out).write_text(report.model_dump_json(indent=2))
+    summary = report.model_dump(exclude={"misses"})
+    import json
+
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ugw", description="unlearning-gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-model-name", default=None, help="name clients use as 'model'")
     serve.add_argument("--max-model-len", type=int, default=None, help="context length (default 2048)")
     serve.set_defaults(func=_serve)
+    ev = sub.add_parser("eval", help="measure detection and forgetting on a benchmark folder")
+    ev.add_argument("--data", required=True, help="folder laid out like shared/data (rwku/, mmlu/, ...)")
+    ev.add_argument("--suite", default="detect", choices=["detect", "rwku", "hp", "tofu", "wmdp", "all"])
+    ev.add_argument("--out", required=True, help="JSON report path")
+    ev.add_argument("--with-intro", action="store_true", help="register targets with their RWKU intro")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N RWKU targets")
+    ev.set_defaults(func=_eval)
     prepare = sub.add_parser("prepare", help="convert the bundled model once (idempotent) and print its folder")
     prepare.add_argument("--model", default=None, help="check this local folder instead of the bundled model")
     prepare.set_defaults(func=_prepare)

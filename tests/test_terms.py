@@ -1,17 +1,35 @@
-from classifiers.terms import TermMatcher, target_terms
+from classifiers.terms import Term, TermMatcher, target_terms
 from server.registry.models import TargetRecord
 
-
-def test_terms_include_aliases_and_distinctive_name_parts() -> None:
-    record = TargetRecord(name="Harry Potter", aliases=["The Boy Who Lived"], forbidden_terms=["Hogwarts"])
-    terms = target_terms(record)
-    assert terms[:3] == ["Harry Potter", "The Boy Who Lived", "Hogwarts"]
-    assert "Potter" in terms and "Harry" in terms and "The" not in terms
+COMMON = {"king", "white", "john", "harry"}
 
 
-def test_matcher_is_case_insensitive_whole_word_and_multi_target() -> None:
-    matcher = TermMatcher({"a": ["Harry Potter", "Potter"], "b": ["Stephen King", "King"]})
-    hits = matcher.find("Did harry potter meet the king? Potteries are not Potter.")
-    assert {(h.target_id, h.term.lower()) for h in hits} == {("a", "harry potter"), ("b", "king"), ("a", "potter")}
-    assert matcher.find("Pottery and kingdoms") == []
+def is_common(word: str) -> bool:
+    return word.lower() in COMMON
+
+
+def _texts(record: TargetRecord) -> list[tuple[str, bool]]:
+    return [(t.text, t.case_sensitive) for t in target_terms(record, is_common)]
+
+
+def test_terms_name_parts_titles_and_aliases() -> None:
+    assert _texts(TargetRecord(name="Harry Potter", aliases=["The Boy Who Lived"], forbidden_terms=["Hogwarts"])) == [
+        ("Harry Potter", False), ("The Boy Who Lived", False), ("Hogwarts", False), ("Potter", True), ("Lived", True)]
+    # a common-word surname is never matched alone
+    assert _texts(TargetRecord(name="Stephen King")) == [("Stephen King", False)]
+    # comma parts become their own terms; a title keeps the given name ("Prince Harry" -> "Harry" unless common)
+    terms = _texts(TargetRecord(name="Prince William, Duke of Cambridge"))
+    assert ("Prince William", False) in terms and ("Duke of Cambridge", False) in terms
+    assert ("William", True) in terms and ("Cambridge", True) in terms
+    assert ("da Vinci", False) in _texts(TargetRecord(name="Leonardo da Vinci"))
+    assert ("Rockefeller", True) in _texts(TargetRecord(name="John D. Rockefeller"))
+
+
+def test_matcher_cases_word_boundaries_and_multiple_targets() -> None:
+    matcher = TermMatcher({"a": [Term("Harry Potter"), Term("Potter", case_sensitive=True)],
+                           "b": [Term("John D. Rockefeller"), Term("Rockefeller", case_sensitive=True)]})
+    hits = matcher.find("Did harry potter meet john d rockefeller? A potter is not Potter; Rockefeller's oil.")
+    found = sorted((h.target_id, h.term) for h in hits)
+    assert found == [("a", "Potter"), ("a", "harry potter"), ("b", "Rockefeller"), ("b", "john d rockefeller")]
+    assert matcher.find("Pottery and rockefellers") == []
     assert TermMatcher({}).find("anything") == []

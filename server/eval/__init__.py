@@ -1,0 +1,1 @@
+"""Evaluation suites, run with ``python -m server eval``."""

@@ -1,0 +1,66 @@
+"""Readers for benchmark folders laid out like ``shared/data`` (RWKU targets, MMLU), so any split works."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+from pydantic import BaseModel
+
+FORGET_LEVELS = ("l1", "l2", "l3")
+NEIGHBOR_LEVELS = ("l1", "l2")
+
+
+class Probe(BaseModel):
+    query: str
+    answer: str
+    level: str
+    kind: str = ""
+
+
+class RWKUTarget(BaseModel):
+    id: int
+    name: str
+    intro: str
+    forget: dict[str, list[Probe]]
+    neighbor: dict[str, list[Probe]]
+
+
+def _probes(path: Path, level: str) -> list[Probe]:
+    if not path.exists():
+        return []
+    return [Probe(query=p["query"], answer=str(p.get("answer", "")), level=level, kind=p.get("type", ""))
+            for p in json.loads(path.read_text())]
+
+
+def load_rwku(data_dir: Path, limit: int | None = None) -> list[RWKUTarget]:
+    root = data_dir / "rwku" / "Target"
+    if not root.is_dir():
+        raise FileNotFoundError(f"no RWKU targets under {root}")
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: int(re.match(r"\d+", p.name)[0]))
+    targets = []
+    for folder in folders[:limit]:
+        intro = json.loads((folder / "intro.json").read_text())[0]
+        targets.append(RWKUTarget(
+            id=int(folder.name.split("_", 1)[0]), name=intro["target"],
+            intro=intro.get("intro", "").replace(f"Please forget {intro['target']}.", "").strip(),
+            forget={lvl: _probes(folder / f"forget_level{lvl[1]}.json", lvl) for lvl in FORGET_LEVELS},
+            neighbor={lvl: _probes(folder / f"neighbor_level{lvl[1]}.json", lvl) for lvl in NEIGHBOR_LEVELS}))
+    return targets
+
+
+def load_other_names(data_dir: Path) -> list[str]:
+    """The 200 RWKU names (for filling a registry with realistic extra targets in latency runs)."""
+    path = data_dir / "rwku" / "all_200_targets_intro.json"
+    return list(json.loads(path.read_text())) if path.exists() else []
+
+
+def load_mmlu_questions(data_dir: Path, split: str = "test") -> list[str]:
+    folder = data_dir / "mmlu" / split
+    questions = []
+    for path in sorted(folder.glob("*.csv")):
+        with path.open(newline="") as f:
+            questions += [row[0] for row in csv.reader(f) if row]
+    return questions
