@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 from classifiers.base import Detection, Detector
+from classifiers.forbidden_tokens import forbidden_sequences
 from classifiers.terms import CommonWord, Term, TermMatcher, target_terms
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 from server.registry.service import BuildResult, Progress
 
 TERMS_ARTIFACT = "terms"
+FORBIDDEN_TOKENS_ARTIFACT = "forbidden_tokens"
 
 
 def common_word_in(tokenizer) -> CommonWord:  # type: ignore[no-untyped-def]
@@ -26,12 +28,18 @@ def common_word_in(tokenizer) -> CommonWord:  # type: ignore[no-untyped-def]
 
 
 async def build_terms(record: TargetRecord, artifacts: ArtifactStore, progress: Progress,
-                      is_common: CommonWord) -> BuildResult:
+                      is_common: CommonWord, tokenizer=None) -> BuildResult:  # type: ignore[no-untyped-def]
+    """The target's terms, and (given the served tokenizer) GUARD's forbidden token sequences for them."""
     terms = target_terms(record, is_common)
     payload = {"target_id": record.id, "terms": [{"text": t.text, "case_sensitive": t.case_sensitive} for t in terms]}
-    digest = artifacts.put(json.dumps(payload).encode())
-    await progress(0.5, f"{len(terms)} terms")
-    return BuildResult(artifacts={TERMS_ARTIFACT: digest})
+    built = {TERMS_ARTIFACT: artifacts.put(json.dumps(payload).encode())}
+    await progress(0.4, f"{len(terms)} terms")
+    if tokenizer is not None:
+        sequences = forbidden_sequences(terms, tokenizer)
+        built[FORBIDDEN_TOKENS_ARTIFACT] = artifacts.put(
+            json.dumps({"target_id": record.id, "sequences": sequences}).encode())
+        await progress(0.8, f"{len(sequences)} forbidden token sequences")
+    return BuildResult(artifacts=built)
 
 
 class LexicalDetector(Detector):

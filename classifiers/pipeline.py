@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from classifiers.base import Detection, Detector
-from classifiers.lexical import LexicalDetector, build_terms
+from classifiers.lexical import LexicalDetector, build_terms, common_word_in
 from classifiers.terms import CommonWord
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
@@ -34,12 +34,13 @@ DETECTORS: dict[str, type[Detector]] = {"lexical": LexicalDetector}
 
 
 class DetectionPipeline:
-    def __init__(self, cache: TargetSource, artifacts: ArtifactStore,
-                 is_common: CommonWord = lambda word: False) -> None:
+    def __init__(self, cache: TargetSource, artifacts: ArtifactStore, tokenizer=None) -> None:  # type: ignore[no-untyped-def]
         self.cache = cache
         self.artifacts = artifacts
-        # From the served model's tokenizer: decides which name parts are too common to match alone.
-        self.is_common = is_common
+        # The served model's tokenizer: it decides which name parts are too common to match alone, and spells the
+        # forbidden token sequences. Without one (tests of detection alone) neither is derived.
+        self.tokenizer = tokenizer
+        self.is_common: CommonWord = common_word_in(tokenizer) if tokenizer is not None else (lambda word: False)
         self.detectors = [cls(artifacts) for cls in DETECTORS.values()]
         self._generation = -1
 
@@ -59,5 +60,5 @@ class DetectionPipeline:
 
     async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
         """The build job for one target: every detector's artifacts."""
-        result = await build_terms(record, self.artifacts, progress, self.is_common)
+        result = await build_terms(record, self.artifacts, progress, self.is_common, self.tokenizer)
         return result

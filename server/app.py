@@ -47,14 +47,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             eng = create_engine(settings.engine, model_path, settings.cache_dir / "work" / settings.engine.kind)
             logger.info("starting %s engine on %s", eng.kind, model_path)
             await eng.start()
-        from classifiers.lexical import common_word_in
         from classifiers.pipeline import DetectionPipeline
 
         store = create_store(settings)
         await store.start()
         cache = TargetCache(store)
         await cache.start()
-        detection = DetectionPipeline(cache, ArtifactStore(settings.artifact_path()), common_word_in(eng.tokenizer))
+        detection = DetectionPipeline(cache, ArtifactStore(settings.artifact_path()), eng.tokenizer)
         targets = TargetService(store, cache, detection.build)
         gateway.admin = AdminServices(targets=targets, cache=cache, detection=detection)
         gateway.engine = eng

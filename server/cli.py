@@ -43,7 +43,6 @@ def _eval(args: argparse.Namespace) -> int:
 
     from transformers import AutoTokenizer
 
-    from classifiers.lexical import common_word_in
     from server.eval.detect import run_detect
     from server.model_store import resolve_model
 
@@ -52,7 +51,7 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     settings = Settings()
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.engine.model, settings.cache_dir))
-    report = run_detect(Path(args.data), common_word_in(tokenizer), with_intro=args.with_intro, limit=args.limit)
+    report = run_detect(Path(args.data), tokenizer, with_intro=args.with_intro, limit=args.limit)
     Path(args.out).write_text(report.model_dump_json(indent=2))
     summary = report.model_dump(exclude={"misses"})
     import json

@@ -23,7 +23,9 @@ def _write(folder: Path, name: str, forget: list[str], neighbor: list[str]) -> N
             [{"query": q, "answer": "y", "level": str(level)} for q in neighbor]))
 
 
-def test_detect_suite_on_a_tiny_folder(tmp_path: Path) -> None:
+def test_detect_suite_on_a_tiny_folder(tmp_path: Path, model_path: Path) -> None:
+    from transformers import AutoTokenizer
+
     root = tmp_path / "data"
     _write(root / "rwku" / "Target" / "1_Stephen_King", "Stephen King",
            ["What did Stephen King write?", "Who wrote Carrie?"], ["Who directed The Shining film?"])
@@ -34,7 +36,7 @@ def test_detect_suite_on_a_tiny_folder(tmp_path: Path) -> None:
         "What is the king of the hill?,a,b,c,d,0\nWho wrote about Lovelace's engine?,a,b,c,d,1\n")
     assert [t.name for t in load_rwku(root)] == ["Stephen King", "Ada Lovelace"]
 
-    report = run_detect(root, is_common=lambda w: w.lower() in {"king", "ada"}, latency_sizes=(1, 2))
+    report = run_detect(root, AutoTokenizer.from_pretrained(model_path), latency_sizes=(1, 2))
     # each target: the first probe names it, the second does not
     assert report.detect_tpr == {"l1": 0.75, "l2": 0.75, "l3": 0.75}
     assert report.neighbor_fpr["all"] == 0.0
@@ -50,10 +52,7 @@ def test_detection_quality_gate_on_rwku(model_path: Path) -> None:
     """Guards the figures reached so far against regressions (the issue's full targets are not all met yet)."""
     from transformers import AutoTokenizer
 
-    from classifiers.lexical import common_word_in
-
-    report = run_detect(SHARED_DATA, common_word_in(AutoTokenizer.from_pretrained(model_path)),
-                        latency_sizes=(1, 10))
+    report = run_detect(SHARED_DATA, AutoTokenizer.from_pretrained(model_path), latency_sizes=(1, 10))
     assert report.targets == 50
     assert report.general_fpr <= 0.01
     assert report.neighbor_fpr["all"] <= 0.10

@@ -18,7 +18,6 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from classifiers.pipeline import DetectionPipeline, StaticTargets
-from classifiers.terms import CommonWord
 from server.eval.data import FORGET_LEVELS, NEIGHBOR_LEVELS, load_mmlu_questions, load_other_names, load_rwku
 from server.registry.artifacts import ArtifactStore
 from server.registry.cache import TargetCache
@@ -46,11 +45,11 @@ class DetectReport(BaseModel):
 
 
 async def _register(creates: list[TargetCreate], root: Path, artifacts: ArtifactStore,
-                    is_common: CommonWord) -> list[TargetRecord]:
+                    tokenizer) -> list[TargetRecord]:  # type: ignore[no-untyped-def]
     store = FileTargetStore(root)
     await store.start()
     cache = TargetCache(store)
-    pipeline = DetectionPipeline(cache, artifacts, is_common)
+    pipeline = DetectionPipeline(cache, artifacts, tokenizer)
     service = TargetService(store, cache, pipeline.build)
     try:
         ids = [(await service.create(c)).id for c in creates]
@@ -85,14 +84,14 @@ def _latency(pipeline: DetectionPipeline, prompts: list[str], n_targets: int) ->
                           p99_ms=ordered[min(len(ordered) - 1, int(0.99 * (len(ordered) - 1)))])
 
 
-def run_detect(data_dir: Path, is_common: CommonWord, with_intro: bool = False, limit: int | None = None,
+def run_detect(data_dir: Path, tokenizer, with_intro: bool = False, limit: int | None = None,
                latency_sizes: tuple[int, ...] = (1, 100, 1000), seed: int = 0) -> DetectReport:
     rwku = load_rwku(data_dir, limit)
     general = load_mmlu_questions(data_dir, "test")
     creates = [TargetCreate(name=t.name, description=t.intro if with_intro else "") for t in rwku]
     with tempfile.TemporaryDirectory(prefix="ugw-eval-") as tmp:
         artifacts = ArtifactStore(Path(tmp) / "artifacts")
-        records = asyncio.run(_register(creates, Path(tmp) / "registry", artifacts, is_common))
+        records = asyncio.run(_register(creates, Path(tmp) / "registry", artifacts, tokenizer))
         pipeline = DetectionPipeline(StaticTargets(records), artifacts)
 
         hits: dict[str, int] = {}
@@ -126,7 +125,7 @@ def run_detect(data_dir: Path, is_common: CommonWord, with_intro: bool = False, 
         extra_names += [f"Person{i} Examplename{i}" for i in range(max(latency_sizes))]
         need = max(latency_sizes) - len(records)
         extra = asyncio.run(_register([TargetCreate(name=n) for n in extra_names[:need]], Path(tmp) / "extra",
-                                      artifacts, is_common)) if need > 0 else []
+                                      artifacts, tokenizer)) if need > 0 else []
         pool = records + extra
         latency = []
         for size in latency_sizes:

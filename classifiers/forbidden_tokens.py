@@ -1,0 +1,31 @@
+"""GUARD's forbidden token sequences: each term spelled as the served model's tokenizer would emit it.
+
+A model can write a term at the start of a line or after a space, capitalised or not ("Ron", " Ron", " ron",
+" RON"); each spelling is a different token sequence, and the logits processor must know them all. Built once per
+target by its job and stored as an artifact, so the decode step only looks sequences up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from classifiers.terms import Term
+
+
+def spellings(text: str) -> list[str]:
+    variants = {text, text.lower(), text.upper(), text[:1].upper() + text[1:], text.title()}
+    out: list[str] = []
+    for v in sorted(variants):
+        out += [v, " " + v]
+    return out
+
+
+def forbidden_sequences(terms: Sequence[Term], tokenizer) -> list[list[int]]:  # type: ignore[no-untyped-def]
+    """Unique token-id sequences of every spelling of every term, longest first."""
+    seen: set[tuple[int, ...]] = set()
+    for term in terms:
+        for spelling in spellings(term.text):
+            ids = tuple(tokenizer.encode(spelling, add_special_tokens=False))
+            if ids:
+                seen.add(ids)
+    return [list(s) for s in sorted(seen, key=lambda s: (-len(s), s))]
