@@ -7,7 +7,6 @@ directly (prompt embeddings, LoRA, logits arguments) - one engine per kind per t
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Coroutine
@@ -16,18 +15,13 @@ from typing import Any, TypeVar
 import httpx
 import uvicorn
 
+from loadtest.servers import free_port
 from server.app import create_app
 from server.deps import Gateway
 from server.engines.base import Engine
 from server.settings import Settings
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:
