@@ -57,6 +57,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         targets = TargetService(store, cache, detection.build)
         gateway.admin = AdminServices(targets=targets, cache=cache, detection=detection)
         gateway.engine = eng
+        gateway.metrics.engine_running.set_function(eng.num_running)
         gateway.service = CompletionService(eng, gateway.metrics)
         gateway.ready = True
         logger.info("ready: serving %s", eng.info.served_model_name)

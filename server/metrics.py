@@ -31,6 +31,8 @@ class Metrics:
         self.completion_tokens = Counter("ugw_completion_tokens", "Completion tokens generated", registry=r)
         self.errors = Counter("ugw_errors", "Errors returned to clients by error type", ["type"], registry=r)
         self.in_flight = Gauge("ugw_requests_in_flight", "Requests being served", registry=r)
+        self.engine_running = Gauge("ugw_engine_requests_running", "Requests held by the engine (queued or running)",
+                                    registry=r)
 
     def observe_ttft(self, seconds: float) -> None:
         self.ttft.observe(seconds)

@@ -139,6 +139,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def check_health(self) -> bool: ...
 
+    @abc.abstractmethod
+    def num_running(self) -> int:
+        """Requests the engine holds (queued or generating): after a client goes away this must fall back."""
+
     # ---- inference -------------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:

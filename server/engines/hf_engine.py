@@ -48,6 +48,7 @@ class HFEngine(Engine):
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._eos_ids: set[int] = set()
+        self._busy = False
 
     async def start(self) -> None:
         from transformers import AutoModelForCausalLM, GenerationConfig
@@ -73,6 +74,9 @@ class HFEngine(Engine):
 
     async def check_health(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
+
+    def num_running(self) -> int:
+        return self._jobs.qsize() + int(self._busy)
 
     # ---- LoRA ------------------------------------------------------------------------------------------------------
     async def load_lora(self, name: str, path: Path) -> None:
@@ -106,6 +110,7 @@ class HFEngine(Engine):
         while (job := self._jobs.get()) is not None:
             if job.cancelled.is_set():
                 continue
+            self._busy = True
             try:
                 for output in self._generate(job):
                     job.emit(output)
@@ -114,6 +119,8 @@ class HFEngine(Engine):
             except Exception as exc:  # the worker must survive any single request
                 logger.exception("reference engine failed on request %s", job.request.request_id)
                 job.emit(exc)
+            finally:
+                self._busy = False
 
     @contextlib.contextmanager
     def _lora(self, request: EngineRequest) -> Iterator[None]:

@@ -86,6 +86,9 @@ class VLLMEngine(Engine):
             return False
         return True
 
+    def num_running(self) -> int:
+        return 0 if self._llm is None else int(self._llm.output_processor.get_num_unfinished_requests())
+
     # ---- LoRA ------------------------------------------------------------------------------------------------------
     async def load_lora(self, name: str, path: Path) -> None:
         from vllm.lora.request import LoRARequest

@@ -122,14 +122,19 @@ class TargetService:
         try:
             record = await self._set_target(job.target_id, job.id, status="training", status_reason=None)
             if record is None:
-                job.state, job.message = "failed", "superseded before it started"
+                job.state, job.message = "superseded", "the target was edited, disabled or deleted before it started"
                 await self.store.put_job(job)
                 return
             job.state = "running"
             await progress(0.0, "building")
             result = await self.builder(record, progress)
-            await self._set_target(job.target_id, job.id, status="active", artifacts=result.artifacts,
-                                   thresholds=result.thresholds)
+            done = await self._set_target(job.target_id, job.id, status="active", artifacts=result.artifacts,
+                                          thresholds=result.thresholds)
+            if done is None:  # a newer edit owns the target now; its own job publishes the result
+                job.state, job.message, job.updated_at = "superseded", "the target changed during the build", \
+                    time.time()
+                await self.store.put_job(job)
+                return
             job.state = "succeeded"
             await progress(1.0, f"done in {time.time() - started:.1f}s")
         except asyncio.CancelledError:

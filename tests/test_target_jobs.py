@@ -1,0 +1,78 @@
+"""Build jobs: progress is recorded, and a failing build leaves the target 'failed' with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from server.registry.cache import TargetCache
+from server.registry.file_store import FileTargetStore
+from server.registry.models import TargetCreate, TargetRecord, TargetUpdate
+from server.registry.service import BuildResult, Progress, TargetService
+
+
+async def _settle(store: FileTargetStore, target_id: str) -> TargetRecord:
+    for _ in range(200):
+        record = await store.get(target_id)
+        assert record is not None
+        if record.status in ("active", "failed"):
+            return record
+        await asyncio.sleep(0.01)
+    raise TimeoutError
+
+
+def test_failed_build_marks_target_failed_with_reason(tmp_path: Path) -> None:
+    async def broken(record: TargetRecord, progress: Progress) -> BuildResult:
+        await progress(0.3, "halfway")
+        raise RuntimeError("encoder weights missing")
+
+    async def run() -> None:
+        store = FileTargetStore(tmp_path)
+        await store.start()
+        cache = TargetCache(store)
+        await cache.start()
+        service = TargetService(store, cache, broken)
+        try:
+            record = await service.create(TargetCreate(name="Ada Lovelace"))
+            settled = await _settle(store, record.id)
+            assert settled.status == "failed" and "encoder weights missing" in (settled.status_reason or "")
+            job = await service.job(record.job_id or "")
+            assert job.state == "failed" and job.error == "encoder weights missing" and job.progress == 0.3
+            assert cache.active() == []
+        finally:
+            await service.close()
+            await cache.close()
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_edit_during_a_build_wins_over_the_stale_job(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+
+    async def slow(record: TargetRecord, progress: Progress) -> BuildResult:
+        await gate.wait()
+        return BuildResult(artifacts={"terms": "0" * 64}, thresholds={"name_len": float(len(record.name))})
+
+    async def run() -> None:
+        store = FileTargetStore(tmp_path)
+        await store.start()
+        cache = TargetCache(store)
+        await cache.start()
+        service = TargetService(store, cache, slow)
+        try:
+            record = await service.create(TargetCreate(name="Ada"))
+            await asyncio.sleep(0.05)
+            edited = await service.update(record.id, TargetUpdate(name="Ada Lovelace"))
+            assert edited.job_id != record.job_id
+            gate.set()
+            settled = await _settle(store, record.id)
+            # only the newest job may publish its result: thresholds come from the edited name
+            assert settled.name == "Ada Lovelace" and settled.thresholds == {"name_len": 12.0}
+            assert (await service.job(record.job_id or "")).state == "superseded"
+        finally:
+            await service.close()
+            await cache.close()
+            await store.close()
+
+    asyncio.run(run())
