@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from classifiers.base import Detection, Detector
+from classifiers.embedding import PROFILE_ARTIFACT, EmbeddingDetector, build_profile
+from classifiers.encoder import SentenceEncoder
 from classifiers.lexical import LexicalDetector, build_terms, common_word_in
 from classifiers.terms import CommonWord
 from server.registry.artifacts import ArtifactStore
@@ -29,19 +32,32 @@ class StaticTargets:
     def active(self) -> list[TargetRecord]:
         return [t for t in self.targets if t.enforced]
 
-# Detector classes by name; each target's build job produces what they read.
-DETECTORS: dict[str, type[Detector]] = {"lexical": LexicalDetector}
+DETECTOR_NAMES = ("lexical", "embedding")
 
 
 class DetectionPipeline:
-    def __init__(self, cache: TargetSource, artifacts: ArtifactStore, tokenizer=None) -> None:  # type: ignore[no-untyped-def]
+    """``detectors`` picks which detectors run; every target is built for the ones picked (terms always)."""
+
+    def __init__(self, cache: TargetSource, artifacts: ArtifactStore, tokenizer=None,  # type: ignore[no-untyped-def]
+                 detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
+                 encoder: SentenceEncoder | None = None) -> None:
+        unknown = set(detectors) - set(DETECTOR_NAMES)
+        if unknown:
+            raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {DETECTOR_NAMES}")
         self.cache = cache
         self.artifacts = artifacts
         # The served model's tokenizer: it decides which name parts are too common to match alone, and spells the
         # forbidden token sequences. Without one (tests of detection alone) neither is derived.
         self.tokenizer = tokenizer
         self.is_common: CommonWord = common_word_in(tokenizer) if tokenizer is not None else (lambda word: False)
-        self.detectors = [cls(artifacts) for cls in DETECTORS.values()]
+        self.encoder: SentenceEncoder | None = None
+        if "embedding" in detectors:
+            self.encoder = encoder or SentenceEncoder()
+        self.detectors: list[Detector] = []
+        if "lexical" in detectors:
+            self.detectors.append(LexicalDetector(artifacts))
+        if self.encoder is not None:
+            self.detectors.append(EmbeddingDetector(artifacts, self.encoder, embedding_threshold))
         self._generation = -1
 
     def _refresh(self) -> None:
@@ -61,4 +77,7 @@ class DetectionPipeline:
     async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
         """The build job for one target: every detector's artifacts."""
         result = await build_terms(record, self.artifacts, progress, self.is_common, self.tokenizer)
+        if self.encoder is not None:
+            digest = await asyncio.to_thread(build_profile, record, self.encoder, self.artifacts)
+            result.artifacts[PROFILE_ARTIFACT] = digest
         return result

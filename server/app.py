@@ -53,7 +53,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         await store.start()
         cache = TargetCache(store)
         await cache.start()
-        detection = DetectionPipeline(cache, ArtifactStore(settings.artifact_path()), eng.tokenizer)
+        detection = DetectionPipeline(cache, ArtifactStore(settings.artifact_path()), eng.tokenizer,
+                                      tuple(settings.detection.detectors), settings.detection.embedding_threshold)
         targets = TargetService(store, cache, detection.build)
         gateway.admin = AdminServices(targets=targets, cache=cache, detection=detection)
         gateway.engine = eng

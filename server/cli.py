@@ -51,7 +51,8 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     settings = Settings()
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.engine.model, settings.cache_dir))
-    report = run_detect(Path(args.data), tokenizer, with_intro=args.with_intro, limit=args.limit)
+    report = run_detect(Path(args.data), tokenizer, with_intro=args.with_intro, limit=args.limit,
+                        detectors=tuple(args.detectors.split(",")), embedding_threshold=args.embedding_threshold)
     Path(args.out).write_text(report.model_dump_json(indent=2))
     summary = report.model_dump(exclude={"misses"})
     import json
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="JSON report path")
     ev.add_argument("--with-intro", action="store_true", help="register targets with their RWKU intro")
     ev.add_argument("--limit", type=int, default=None, help="only the first N RWKU targets")
+    ev.add_argument("--detectors", default="lexical", help="comma-separated: lexical,embedding")
+    ev.add_argument("--embedding-threshold", type=float, default=0.55)
     ev.set_defaults(func=_eval)
     prepare = sub.add_parser("prepare", help="convert the bundled model once (idempotent) and print its folder")
     prepare.add_argument("--model", default=None, help="check this local folder instead of the bundled model")

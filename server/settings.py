@@ -48,6 +48,13 @@ class RegistrySettings(BaseModel):
     artifact_dir: Path | None = None
 
 
+class DetectionSettings(BaseModel):
+    # "lexical" always builds (GUARD needs its terms); "embedding" adds the encoder-based detector (opt-in: it
+    # catches paraphrase but also flags related topics, see the detect suite's figures).
+    detectors: list[Literal["lexical", "embedding"]] = Field(default_factory=lambda: ["lexical"], min_length=1)
+    embedding_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="UGW_", env_nested_delimiter="__", extra="ignore")
 
@@ -56,6 +63,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
     # Bearer token for /admin; the admin API is disabled when it is not set.
     admin_token: SecretStr | None = None
     # Longest request body accepted, so a huge upload is a 413 rather than a memory spike.

