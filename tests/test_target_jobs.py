@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from server.registry.cache import TargetCache
 from server.registry.file_store import FileTargetStore
 from server.registry.models import TargetCreate, TargetRecord, TargetUpdate
-from server.registry.service import BuildResult, Progress, TargetService
+from server.registry.service import Builder, BuildResult, Progress, TargetService
+
+
+@contextlib.asynccontextmanager
+async def running_service(root: Path, builder: Builder) -> AsyncIterator[tuple[TargetService, FileTargetStore]]:
+    store = FileTargetStore(root)
+    await store.start()
+    cache = TargetCache(store)
+    await cache.start()
+    service = TargetService(store, cache, builder)
+    try:
+        yield service, store
+    finally:
+        await service.close()
+        await cache.close()
+        await store.close()
 
 
 async def _settle(store: FileTargetStore, target_id: str) -> TargetRecord:
@@ -27,22 +44,13 @@ def test_failed_build_marks_target_failed_with_reason(tmp_path: Path) -> None:
         raise RuntimeError("encoder weights missing")
 
     async def run() -> None:
-        store = FileTargetStore(tmp_path)
-        await store.start()
-        cache = TargetCache(store)
-        await cache.start()
-        service = TargetService(store, cache, broken)
-        try:
+        async with running_service(tmp_path, broken) as (service, store):
             record = await service.create(TargetCreate(name="Ada Lovelace"))
             settled = await _settle(store, record.id)
             assert settled.status == "failed" and "encoder weights missing" in (settled.status_reason or "")
             job = await service.job(record.job_id or "")
             assert job.state == "failed" and job.error == "encoder weights missing" and job.progress == 0.3
-            assert cache.active() == []
-        finally:
-            await service.close()
-            await cache.close()
-            await store.close()
+            assert service.cache.active() == []
 
     asyncio.run(run())
 
@@ -55,12 +63,7 @@ def test_edit_during_a_build_wins_over_the_stale_job(tmp_path: Path) -> None:
         return BuildResult(artifacts={"terms": "0" * 64}, thresholds={"name_len": float(len(record.name))})
 
     async def run() -> None:
-        store = FileTargetStore(tmp_path)
-        await store.start()
-        cache = TargetCache(store)
-        await cache.start()
-        service = TargetService(store, cache, slow)
-        try:
+        async with running_service(tmp_path, slow) as (service, store):
             record = await service.create(TargetCreate(name="Ada"))
             await asyncio.sleep(0.05)
             edited = await service.update(record.id, TargetUpdate(name="Ada Lovelace"))
@@ -70,9 +73,5 @@ def test_edit_during_a_build_wins_over_the_stale_job(tmp_path: Path) -> None:
             # only the newest job may publish its result: thresholds come from the edited name
             assert settled.name == "Ada Lovelace" and settled.thresholds == {"name_len": 12.0}
             assert (await service.job(record.job_id or "")).state == "superseded"
-        finally:
-            await service.close()
-            await cache.close()
-            await store.close()
 
     asyncio.run(run())
