@@ -25,3 +25,21 @@ def test_round_trip_and_scaled_copies(tmp_path: Path) -> None:
         assert torch.equal(half.weights[name][0], a)
         assert torch.allclose(half.weights[name][1], 0.5 * b)
     assert torch.equal(LoRAAdapter.load(copies[1.0]).weights[name][1], b)
+
+
+def test_reference_engine_refuses_an_adapter_for_another_model(hf_server, tmp_path: Path) -> None:
+    import pytest
+
+    from server.errors import InvalidRequestError
+
+    wrong = LoRAAdapter(rank=4, alpha=8.0, target_modules=["q_proj"],
+                        weights={"model.layers.0.self_attn.q_proj": (torch.zeros(4, 10), torch.zeros(10, 4))})
+    wrong.save(tmp_path / "wrong")
+    with pytest.raises(InvalidRequestError, match="does not fit"):
+        hf_server.call(hf_server.engine.load_lora("wrong", tmp_path / "wrong"))
+    absent = LoRAAdapter(rank=4, alpha=8.0, target_modules=["nope"],
+                         weights={"model.nope": (torch.zeros(4, 10), torch.zeros(10, 4))})
+    absent.save(tmp_path / "absent")
+    with pytest.raises(InvalidRequestError, match="does not have"):
+        hf_server.call(hf_server.engine.load_lora("absent", tmp_path / "absent"))
+    assert "wrong" not in hf_server.engine.loaded_loras()

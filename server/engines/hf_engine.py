@@ -21,7 +21,7 @@ from server.engines.base import Engine, EngineOutput, EngineRequest
 from server.engines.detokenize import IncrementalDetokenizer
 from server.engines.lora import LoRAAdapter
 from server.engines.sampling import TokenSampler
-from server.errors import ServiceUnavailableError
+from server.errors import InvalidRequestError, ServiceUnavailableError
 from server.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,18 @@ class HFEngine(Engine):
 
     # ---- LoRA ------------------------------------------------------------------------------------------------------
     async def load_lora(self, name: str, path: Path) -> None:
-        self._adapters[name] = await asyncio.to_thread(LoRAAdapter.load, path)
+        adapter = await asyncio.to_thread(LoRAAdapter.load, path)
+        assert self.model is not None
+        modules = dict(self.model.named_modules())
+        missing = [m for m in adapter.weights if m not in modules]
+        if missing:
+            raise InvalidRequestError(f"LoRA adapter '{name}' targets modules this model does not have: {missing[:3]}")
+        for module_name, (a, b) in adapter.weights.items():
+            linear = modules[module_name]
+            if not isinstance(linear, torch.nn.Linear) or a.shape[1] != linear.in_features or \
+                    b.shape[0] != linear.out_features:
+                raise InvalidRequestError(f"LoRA adapter '{name}' does not fit module {module_name}")
+        self._adapters[name] = adapter
 
     async def unload_lora(self, name: str) -> None:
         self._adapters.pop(name, None)
