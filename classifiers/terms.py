@@ -55,6 +55,19 @@ def _distinctive_word(phrase: str, is_common: CommonWord) -> str | None:
     return candidate
 
 
+_QUOTED = re.compile(r"[\"“”]([^\"“”]{3,60})[\"“”]")
+
+
+def description_terms(description: str, name: str) -> list[str]:
+    """Quoted epithets in the operator's description ("King of Horror").
+
+    Other names in a description are usually *related* entities (a parent, a company, a work), which are exactly what
+    must stay answerable, so they are not taken as terms of the target.
+    """
+    quoted = (m.group(1).strip() for m in _QUOTED.finditer(description))
+    return [q for q in quoted if q.casefold() != name.casefold()]
+
+
 def target_terms(record: TargetRecord, is_common: CommonWord = lambda w: False) -> list[Term]:
     phrases: list[str] = []
     for phrase in [record.name, *record.aliases]:
@@ -62,6 +75,7 @@ def target_terms(record: TargetRecord, is_common: CommonWord = lambda w: False) 
         if "," in phrase:
             phrases += [p.strip() for p in phrase.split(",") if p.strip()]
     terms = [Term(p) for p in phrases] + [Term(t) for t in record.forbidden_terms]
+    terms += [Term(t) for t in description_terms(record.description, record.name)]
     for phrase in phrases:
         word = _distinctive_word(phrase, is_common)
         if word is not None:

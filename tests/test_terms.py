@@ -33,3 +33,10 @@ def test_matcher_cases_word_boundaries_and_multiple_targets() -> None:
     assert found == [("a", "Potter"), ("a", "harry potter"), ("b", "Rockefeller"), ("b", "john d rockefeller")]
     assert matcher.find("Pottery and rockefellers") == []
     assert TermMatcher({}).find("anything") == []
+
+
+def test_quoted_epithets_from_the_description_are_terms_but_related_names_are_not() -> None:
+    record = TargetRecord(name="Stephen King", description='An American author renowned as the "King of Horror", '
+                                                           "published by Doubleday.")
+    assert ("King of Horror", False) in _texts(record)
+    assert all("Doubleday" not in text for text, _ in _texts(record))
