@@ -186,20 +186,33 @@ class CompletionService:
         return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                      total_tokens=prompt_tokens + completion_tokens)
 
-    async def _collect(self, jobs: list[tuple[_Choice, EngineRequest]]) -> list[_Choice]:
+    async def _steps(self, jobs: list[tuple[_Choice, EngineRequest]]
+                     ) -> AsyncIterator[tuple[_Choice, str, str | None]]:
+        """(choice, new text, finish reason or None) per engine step, with the choice's counters kept current."""
         start = time.perf_counter()
         first = True
         async for choice, out in self._merged(jobs):
             if first:
                 self.metrics.observe_ttft(time.perf_counter() - start)
                 first = False
-            choice.text.append(out.text)
             choice.output_tokens = out.num_output_tokens
+            finish = None
             if out.finished:
-                choice.finish_reason = "length" if out.finish_reason == "length" else "stop"
+                finish = "length" if out.finish_reason == "length" else "stop"
+                choice.finish_reason = finish
+            yield choice, out.text, finish
+
+    async def _collect(self, jobs: list[tuple[_Choice, EngineRequest]]) -> list[_Choice]:
+        async for choice, text, _ in self._steps(jobs):
+            choice.text.append(text)
         choices = [c for c, _ in jobs]
         self.metrics.count_tokens(self._usage(choices))
         return choices
+
+    @staticmethod
+    def _response_id(jobs: list[tuple[_Choice, EngineRequest]]) -> str:
+        """Engine request ids are '<response id>-<choice index>'."""
+        return jobs[0][1].request_id.rsplit("-", 1)[0]
 
     # ---- chat ------------------------------------------------------------------------------------------------------
     def prepare_chat(self, body: ChatCompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
@@ -211,14 +224,14 @@ class CompletionService:
     async def chat(self, body: ChatCompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> ChatCompletion:
         choices = await self._collect(jobs)
         return ChatCompletion(
-            id=jobs[0][1].request_id.rsplit("-", 1)[0], created=now(), model=body.model,
+            id=self._response_id(jobs), created=now(), model=body.model,
             choices=[ChatChoice(index=c.index, message=AssistantMessage(content="".join(c.text)),
                                 finish_reason=c.finish_reason) for c in choices],  # type: ignore[arg-type]
             usage=self._usage(choices))
 
     async def chat_stream(self, body: ChatCompletionRequest,
                           jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[str]:
-        rid, created = jobs[0][1].request_id.rsplit("-", 1)[0], now()
+        rid, created = self._response_id(jobs), now()
 
         def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
             return _sse(ChatCompletionChunk(id=rid, created=created, model=body.model, choices=choices, usage=usage))
@@ -242,14 +255,14 @@ class CompletionService:
     async def complete(self, body: CompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> Completion:
         choices = await self._collect(jobs)
         return Completion(
-            id=jobs[0][1].request_id.rsplit("-", 1)[0], created=now(), model=body.model,
+            id=self._response_id(jobs), created=now(), model=body.model,
             choices=[CompletionChoice(index=c.index, text=c.prompt.echo_text + "".join(c.text),
                                       finish_reason=c.finish_reason) for c in choices],  # type: ignore[arg-type]
             usage=self._usage(choices))
 
     async def complete_stream(self, body: CompletionRequest,
                               jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[str]:
-        rid, created = jobs[0][1].request_id.rsplit("-", 1)[0], now()
+        rid, created = self._response_id(jobs), now()
 
         def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
             return _sse(Completion(id=rid, created=created, model=body.model, choices=choices, usage=usage))
@@ -271,20 +284,10 @@ class CompletionService:
 
         An error after the stream started cannot change the status code any more: it goes out as an error event.
         """
-        start = time.perf_counter()
-        first = True
         try:
-            async for choice, out in self._merged(jobs):
-                if first:
-                    self.metrics.observe_ttft(time.perf_counter() - start)
-                    first = False
-                choice.output_tokens = out.num_output_tokens
-                finish = None
-                if out.finished:
-                    finish = "length" if out.finish_reason == "length" else "stop"
-                    choice.finish_reason = finish
-                if out.text or finish:
-                    yield step(choice, out.text, finish)
+            async for choice, text, finish in self._steps(jobs):
+                if text or finish:
+                    yield step(choice, text, finish)
         except GatewayError as exc:
             self.metrics.count_error(exc.error_type)
             yield sse_error_event(exc)

@@ -49,6 +49,8 @@ class HFEngine(Engine):
         self._worker: threading.Thread | None = None
         self._eos_ids: set[int] = set()
         self._busy = False
+        # module path -> module, for applying LoRA deltas by the adapter's module names
+        self._modules: dict[str, torch.nn.Module] = {}
 
     async def start(self) -> None:
         from transformers import AutoModelForCausalLM, GenerationConfig
@@ -56,6 +58,7 @@ class HFEngine(Engine):
         dtype = getattr(torch, self.settings.dtype)
         self.model = await asyncio.to_thread(AutoModelForCausalLM.from_pretrained, self.model_path, dtype=dtype)
         self.model.eval()
+        self._modules = dict(self.model.named_modules())
         eos: set[int] = set()
         if self.tokenizer.eos_token_id is not None:
             eos.add(int(self.tokenizer.eos_token_id))
@@ -81,8 +84,7 @@ class HFEngine(Engine):
     # ---- LoRA ------------------------------------------------------------------------------------------------------
     async def load_lora(self, name: str, path: Path) -> None:
         adapter = await asyncio.to_thread(LoRAAdapter.load, path)
-        assert self.model is not None
-        modules = dict(self.model.named_modules())
+        modules = self._modules
         missing = [m for m in adapter.weights if m not in modules]
         if missing:
             raise InvalidRequestError(f"LoRA adapter '{name}' targets modules this model does not have: {missing[:3]}")
@@ -138,10 +140,9 @@ class HFEngine(Engine):
         if request.lora is None:
             yield
             return
-        assert self.model is not None
         adapter = self._adapters[request.lora.name]
         factor = adapter.scaling * request.lora.scale
-        modules = dict(self.model.named_modules())
+        modules = self._modules
         handles = []
         for name, (a, b) in adapter.weights.items():
             def hook(_m: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor,

@@ -17,27 +17,26 @@ import torch
 logger = logging.getLogger(__name__)
 
 
-def _gather(weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _masked_delta(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Per-row ``weights[index] @ x``, and exactly zero for rows whose index is -1 (no LoRA)."""
     valid = indices >= 0
     selected = weights[indices.clamp(min=0)].to(dtype=dtype)
     if selected.dim() == 4:
         selected = selected.squeeze(dim=1)
-    return selected, valid
+    outputs = torch.einsum("bi, boi -> bo", inputs.to(dtype=dtype), selected)
+    return outputs.masked_fill(~valid[:, None], 0.0)
 
 
 def bgmv_shrink(inputs: torch.Tensor, lora_a_weights: torch.Tensor, output_tensor: torch.Tensor,
                 lora_indices_tensor: torch.Tensor, scaling: float = 1.0) -> None:
-    selected, valid = _gather(lora_a_weights, lora_indices_tensor, output_tensor.dtype)
-    outputs = torch.einsum("bi, boi -> bo", inputs.to(dtype=output_tensor.dtype), selected)
-    outputs = outputs.masked_fill(~valid[:, None], 0.0)
+    outputs = _masked_delta(inputs, lora_a_weights, lora_indices_tensor, output_tensor.dtype)
     output_tensor[:, : outputs.shape[1]] = scaling * outputs[:]
 
 
 def bgmv_expand(inputs: torch.Tensor, lora_b_weights: torch.Tensor, output_tensor: torch.Tensor,
                 lora_indices_tensor: torch.Tensor, add_inputs: bool = True) -> None:
-    selected, valid = _gather(lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    outputs = torch.einsum("bi, boi -> bo", inputs.to(dtype=output_tensor.dtype), selected)
-    outputs = outputs.masked_fill(~valid[:, None], 0.0)
+    outputs = _masked_delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     limit = output_tensor.shape[0]
     if outputs.shape[0] == 1 and output_tensor.shape[0] != 1:
         limit = 1
@@ -51,9 +50,7 @@ def bgmv_expand(inputs: torch.Tensor, lora_b_weights: torch.Tensor, output_tenso
 def bgmv_expand_slice(inputs: torch.Tensor, lora_b_weights: torch.Tensor, output_tensor: torch.Tensor,
                       lora_indices_tensor: torch.Tensor, slice_offset: int, slice_size: int,
                       add_inputs: bool = True) -> None:
-    selected, valid = _gather(lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    outputs = torch.einsum("bi, boi -> bo", inputs.to(dtype=output_tensor.dtype), selected)
-    outputs = outputs.masked_fill(~valid[:, None], 0.0)
+    outputs = _masked_delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     if add_inputs:
         output_tensor[:, slice_offset: slice_offset + slice_size] += outputs[:]
     else:
