@@ -29,3 +29,21 @@ def forbidden_sequences(terms: Sequence[Term], tokenizer) -> list[list[int]]:  #
             if ids:
                 seen.add(ids)
     return [list(s) for s in sorted(seen, key=lambda s: (-len(s), s))]
+
+
+def outright_bans(sequences: Sequence[Sequence[int]], tokenizer, is_common) -> list[int]:  # type: ignore[no-untyped-def]
+    """First tokens banned at every step, not only as a continuation.
+
+    A one-token spelling is the whole term. A longer sequence's first token is banned only when it is a rare word
+    piece (" Herm" of " Hermione"); a short or common one (" We" of " Weasley", " The" of "The Stand") stays allowed
+    and the sequence is cut at its second token instead.
+    """
+    out: set[int] = set()
+    for seq in sequences:
+        if len(seq) == 1:
+            out.add(seq[0])
+            continue
+        head = tokenizer.decode([seq[0]]).strip()
+        if len(head) >= 4 and head.isalpha() and not is_common(head):
+            out.add(seq[0])
+    return sorted(out)

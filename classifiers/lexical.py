@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 
 from classifiers.base import Detection, Detector
-from classifiers.forbidden_tokens import forbidden_sequences
 from classifiers.terms import CommonWord, Term, TermMatcher, target_terms
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 from server.registry.service import BuildResult, Progress
 
 TERMS_ARTIFACT = "terms"
-FORBIDDEN_TOKENS_ARTIFACT = "forbidden_tokens"
 
 
 def common_word_in(tokenizer) -> CommonWord:  # type: ignore[no-untyped-def]
@@ -28,17 +26,12 @@ def common_word_in(tokenizer) -> CommonWord:  # type: ignore[no-untyped-def]
 
 
 async def build_terms(record: TargetRecord, artifacts: ArtifactStore, progress: Progress,
-                      is_common: CommonWord, tokenizer=None) -> BuildResult:  # type: ignore[no-untyped-def]
-    """The target's terms, and (given the served tokenizer) GUARD's forbidden token sequences for them."""
+                      is_common: CommonWord) -> BuildResult:
+    """The target's terms: what the lexical detector matches, and where ECO corrupts a prompt."""
     terms = target_terms(record, is_common)
     payload = {"target_id": record.id, "terms": [{"text": t.text, "case_sensitive": t.case_sensitive} for t in terms]}
     built = {TERMS_ARTIFACT: artifacts.put(json.dumps(payload).encode())}
-    await progress(0.4, f"{len(terms)} terms")
-    if tokenizer is not None:
-        sequences = forbidden_sequences(terms, tokenizer)
-        built[FORBIDDEN_TOKENS_ARTIFACT] = artifacts.put(
-            json.dumps({"target_id": record.id, "sequences": sequences}).encode())
-        await progress(0.8, f"{len(sequences)} forbidden token sequences")
+    await progress(0.1, f"{len(terms)} terms")
     return BuildResult(artifacts=built)
 
 
@@ -57,8 +50,13 @@ class LexicalDetector(Detector):
                 terms[target.id] = [Term(**t) for t in json.loads(self.artifacts.get(digest))["terms"]]
         self.matcher = TermMatcher(terms)
 
-    def detect(self, prompt: str) -> list[Detection]:
+    def spans(self, text: str) -> dict[str, list[tuple[int, int]]]:
+        """Character spans of each target's terms in ``text``."""
         spans: dict[str, list[tuple[int, int]]] = {}
-        for hit in self.matcher.find(prompt):
+        for hit in self.matcher.find(text):
             spans.setdefault(hit.target_id, []).append((hit.start, hit.end))
+        return spans
+
+    def detect(self, prompt: str) -> list[Detection]:
+        spans = self.spans(prompt)
         return [Detection(target_id=t, detector=self.name, score=1.0, flagged=True, spans=s) for t, s in spans.items()]

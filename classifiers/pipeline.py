@@ -54,8 +54,11 @@ class DetectionPipeline:
         if "embedding" in detectors:
             self.encoder = encoder or SentenceEncoder()
         self.detectors: list[Detector] = []
+        # Terms are always indexed (ECO's spans need them) but only detect when "lexical" is picked.
+        self._lexical = LexicalDetector(artifacts)
+        self._term_index = [] if "lexical" in detectors else [self._lexical]
         if "lexical" in detectors:
-            self.detectors.append(LexicalDetector(artifacts))
+            self.detectors.append(self._lexical)
         if self.encoder is not None:
             self.detectors.append(EmbeddingDetector(artifacts, self.encoder, embedding_threshold))
         self._generation = -1
@@ -63,9 +66,14 @@ class DetectionPipeline:
     def _refresh(self) -> None:
         if self._generation != self.cache.generation:
             active = self.cache.active()
-            for detector in self.detectors:
+            for detector in [*self.detectors, *self._term_index]:
                 detector.rebuild(active)
             self._generation = self.cache.generation
+
+    def term_spans(self, text: str) -> dict[str, list[tuple[int, int]]]:
+        """Where each active target's terms occur in ``text`` (ECO corrupts the tokens there)."""
+        self._refresh()
+        return self._lexical.spans(text)
 
     def detect(self, prompt: str) -> list[Detection]:
         self._refresh()
@@ -76,7 +84,7 @@ class DetectionPipeline:
 
     async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
         """The build job for one target: every detector's artifacts."""
-        result = await build_terms(record, self.artifacts, progress, self.is_common, self.tokenizer)
+        result = await build_terms(record, self.artifacts, progress, self.is_common)
         if self.encoder is not None:
             digest = await asyncio.to_thread(build_profile, record, self.encoder, self.artifacts)
             result.artifacts[PROFILE_ARTIFACT] = digest

@@ -48,18 +48,25 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             logger.info("starting %s engine on %s", eng.kind, model_path)
             await eng.start()
         from classifiers.pipeline import DetectionPipeline
+        from guards.interventions import O3Intervention, RequestGuard
+        from guards.training.build import TargetBuilder
 
         store = create_store(settings)
         await store.start()
         cache = TargetCache(store)
         await cache.start()
-        detection = DetectionPipeline(cache, ArtifactStore(settings.artifact_path()), eng.tokenizer,
-                                      tuple(settings.detection.detectors), settings.detection.embedding_threshold)
-        targets = TargetService(store, cache, detection.build)
+        artifacts = ArtifactStore(settings.artifact_path())
+        detection = DetectionPipeline(cache, artifacts, eng.tokenizer, tuple(settings.detection.detectors),
+                                      settings.detection.embedding_threshold)
+        guard = RequestGuard(eng, detection, artifacts, settings.guards)
+        o3 = guard.interventions["o3"]
+        assert isinstance(o3, O3Intervention)
+        builder = TargetBuilder(eng, detection, artifacts, settings.guards, o3.ensure_loaded)
+        targets = TargetService(store, cache, builder.build)
         gateway.admin = AdminServices(targets=targets, cache=cache, detection=detection)
         gateway.engine = eng
         gateway.metrics.engine_running.set_function(eng.num_running)
-        gateway.service = CompletionService(eng, gateway.metrics)
+        gateway.service = CompletionService(eng, gateway.metrics, guard)
         gateway.ready = True
         logger.info("ready: serving %s", eng.info.served_model_name)
         try:

@@ -30,6 +30,9 @@ class Metrics:
         self.prompt_tokens = Counter("ugw_prompt_tokens", "Prompt tokens processed", registry=r)
         self.completion_tokens = Counter("ugw_completion_tokens", "Completion tokens generated", registry=r)
         self.errors = Counter("ugw_errors", "Errors returned to clients by error type", ["type"], registry=r)
+        self.interventions = Counter("ugw_interventions", "Requests a forget target fired on, by target and method",
+                                     ["target", "method"], registry=r)
+        self.flagged = Counter("ugw_flagged_requests", "Requests that at least one forget target fired on", registry=r)
         self.in_flight = Gauge("ugw_requests_in_flight", "Requests being served", registry=r)
         self.engine_running = Gauge("ugw_engine_requests_running", "Requests held by the engine (queued or running)",
                                     registry=r)
@@ -40,6 +43,14 @@ class Metrics:
     def count_tokens(self, usage: Usage) -> None:
         self.prompt_tokens.inc(usage.prompt_tokens)
         self.completion_tokens.inc(usage.completion_tokens)
+
+    def count_interventions(self, fired: dict[str, list[str]]) -> None:
+        """``fired``: target id -> the methods applied to one request."""
+        if fired:
+            self.flagged.inc()
+        for target, methods in fired.items():
+            for method in methods:
+                self.interventions.labels(target=target, method=method).inc()
 
     def count_error(self, error_type: str) -> None:
         self.errors.labels(error_type).inc()

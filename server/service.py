@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from guards.interventions import Guarded, PromptContext, RequestGuard
 from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions
 from server.errors import ContextLengthExceeded, GatewayError, InvalidRequestError, ModelNotFoundError, sse_error_event
 from server.metrics import Metrics
@@ -38,6 +39,10 @@ from server.protocol import (
 class _Prompt:
     token_ids: list[int]
     echo_text: str = ""
+    # what the user wrote (message contents, or the prompt text): what detection reads
+    contents: list[str] = field(default_factory=list)
+    # target id -> methods applied to this prompt (empty: it went to the engine unguarded)
+    fired: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,9 +55,11 @@ class _Choice:
 
 
 class CompletionService:
-    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+    def __init__(self, engine: Engine, metrics: Metrics, guard: RequestGuard | None = None) -> None:
         self.engine = engine
         self.metrics = metrics
+        # Detection + policy + interventions; None serves the model unguarded.
+        self.guard = guard
 
     # ---- validation shared by both endpoints -----------------------------------------------------------------------
     def check_model(self, model: str) -> None:
@@ -87,11 +94,23 @@ class CompletionService:
             logit_bias=bias,
         )
 
-    def _engine_requests(self, request_id: str, prompts: list[_Prompt], body: SamplingFields,
-                         requested: int | None) -> list[tuple[_Choice, EngineRequest]]:
+    async def _guarded(self, prompt: _Prompt, request_id: str) -> Guarded | None:
+        if self.guard is None:
+            return None
+        contents = prompt.contents or [self.engine.tokenizer.decode(prompt.token_ids)]
+        guarded = await self.guard.guard(PromptContext(prompt.token_ids, contents), request_id)
+        prompt.fired = guarded.plan.summary()
+        self.metrics.count_interventions(prompt.fired)
+        return guarded
+
+    async def _engine_requests(self, request_id: str, prompts: list[_Prompt], body: SamplingFields,
+                               requested: int | None) -> list[tuple[_Choice, EngineRequest]]:
         out: list[tuple[_Choice, EngineRequest]] = []
         for p_index, prompt in enumerate(prompts):
             sampling = self._sampling(body, len(prompt.token_ids), requested)
+            self.engine.validate_request(EngineRequest(request_id=request_id, sampling=sampling,
+                                                       prompt_token_ids=prompt.token_ids))
+            guarded = await self._guarded(prompt, request_id)
             for i in range(body.n):
                 index = p_index * body.n + i
                 # Distinct seeds per choice so n>1 with a seed gives n different, reproducible samples.
@@ -99,6 +118,10 @@ class CompletionService:
                     update={"seed": sampling.seed + i})
                 req = EngineRequest(request_id=f"{request_id}-{index}", sampling=seeded,
                                     prompt_token_ids=prompt.token_ids)
+                if guarded is not None and not guarded.plan.empty:
+                    if guarded.prompt_embeds is not None:
+                        req.prompt_token_ids, req.prompt_embeds = None, guarded.prompt_embeds
+                    req.lora, req.logits = guarded.lora, guarded.logits
                 self.engine.validate_request(req)
                 out.append((_Choice(index=index, prompt=prompt), req))
         return out
@@ -108,7 +131,7 @@ class CompletionService:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
         try:
-            return _Prompt(self.engine.render_chat(messages))
+            return _Prompt(self.engine.render_chat(messages), contents=[m["content"] for m in messages])
         except Exception as exc:  # the model's Jinja template rejects some conversations
             raise InvalidRequestError(f"the conversation cannot be rendered with the model's chat template: {exc}",
                                       param="messages") from exc
@@ -129,8 +152,8 @@ class CompletionService:
                 if not item:
                     raise InvalidRequestError("the prompt is empty", param="prompt")
                 ids = tok.encode(item, add_special_tokens=False)
-                prompts.append(_Prompt(ids, item if body.echo else ""))
-            else:
+                prompts.append(_Prompt(ids, item if body.echo else "", contents=[item]))
+            else:  # token prompts are decoded for detection once the engine has checked their ids
                 prompts.append(_Prompt(list(item), tok.decode(item) if body.echo else ""))
         return prompts
 
@@ -210,15 +233,26 @@ class CompletionService:
         return choices
 
     @staticmethod
+    def fired_header(jobs: list[tuple[_Choice, EngineRequest]]) -> dict[str, str]:
+        """``x-unlearning-targets: <target id>:<method>+<method>,...`` when any target fired, else no header."""
+        fired: dict[str, set[str]] = {}
+        for choice, _ in jobs:
+            for target, methods in choice.prompt.fired.items():
+                fired.setdefault(target, set()).update(methods)
+        if not fired:
+            return {}
+        return {"x-unlearning-targets": ",".join(f"{t}:{'+'.join(sorted(m))}" for t, m in sorted(fired.items()))}
+
+    @staticmethod
     def _response_id(jobs: list[tuple[_Choice, EngineRequest]]) -> str:
         """Engine request ids are '<response id>-<choice index>'."""
         return jobs[0][1].request_id.rsplit("-", 1)[0]
 
     # ---- chat ------------------------------------------------------------------------------------------------------
-    def prepare_chat(self, body: ChatCompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
+    async def prepare_chat(self, body: ChatCompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
         self.check_model(body.model)
         self.check_unsupported(body)
-        return self._engine_requests(random_id("chatcmpl"), [self.chat_prompt(body)], body,
+        return await self._engine_requests(random_id("chatcmpl"), [self.chat_prompt(body)], body,
                                      body.requested_max_tokens())
 
     async def chat(self, body: ChatCompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> ChatCompletion:
@@ -246,10 +280,10 @@ class CompletionService:
             yield line
 
     # ---- text completions ------------------------------------------------------------------------------------------
-    def prepare_completion(self, body: CompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
+    async def prepare_completion(self, body: CompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
         self.check_model(body.model)
         self.check_unsupported(body)
-        return self._engine_requests(random_id("cmpl"), self.completion_prompts(body), body,
+        return await self._engine_requests(random_id("cmpl"), self.completion_prompts(body), body,
                                      body.requested_max_tokens())
 
     async def complete(self, body: CompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> Completion:

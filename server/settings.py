@@ -55,6 +55,59 @@ class DetectionSettings(BaseModel):
     embedding_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
 
 
+class ElicitSettings(BaseModel):
+    # Questions put to the served model about a new target (its own answers are the knowledge to forget); 0 skips
+    # elicitation, leaving GUARD with the target's names and ECO with its default strength.
+    questions: int = Field(default=8, ge=0, le=64)
+    max_tokens: int = Field(default=48, ge=8, le=256)
+
+
+class ECOSettings(BaseModel):
+    corruption: Literal["rand_noise_first_n", "zero_out_first_n", "flip_sign_first_n"] = "rand_noise_first_n"
+    # Dimensions corrupted per token; None means all of them.
+    dims: int | None = Field(default=None, ge=1)
+    # Strength used when there is nothing to search against (no elicited answers).
+    default_sigma: float = Field(default=1.0, gt=0)
+    # Zeroth-order search (METHODS.md defaults, run on log10 sigma; see guards/training/eco.py).
+    sigma0: float = Field(default=0.1, gt=0)
+    zo_steps: int = Field(default=10, ge=0, le=50)
+    zo_lr: float = Field(default=4.0, gt=0)
+    zo_eps: float = Field(default=0.25, gt=0)
+    bisect_steps: int = Field(default=4, ge=0, le=20)
+    max_sigma: float = Field(default=100.0, gt=0)
+    # The forgetting objective is met when at most this share of the target's facts still comes out.
+    target_leak: float = Field(default=0.0, ge=0, le=1)
+    eval_max_tokens: int = Field(default=32, ge=4, le=256)
+
+
+class O3Settings(BaseModel):
+    rank: int = Field(default=8, ge=1, le=64)
+    alpha: float = Field(default=16.0, gt=0)
+    epochs: int = Field(default=8, ge=1, le=100)
+    lr: float = Field(default=3e-4, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    # Weight of the orthogonality penalty against earlier targets' adapters (O3's lambda).
+    ortho_lambda: float = Field(default=0.1, ge=0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                               "up_proj", "down_proj"])
+
+
+class GuardSettings(BaseModel):
+    # Logit penalty per unit of cosine similarity for candidates close to a forbidden term (semantic matching).
+    semantic_penalty: float = Field(default=5.0, ge=0)
+    semantic_cutoff: float = Field(default=0.5, ge=0, le=1)
+    semantic_top_k: int = Field(default=16, ge=0, le=256)
+
+
+class InterventionSettings(BaseModel):
+    elicit: ElicitSettings = Field(default_factory=ElicitSettings)
+    eco: ECOSettings = Field(default_factory=ECOSettings)
+    o3: O3Settings = Field(default_factory=O3Settings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    # Log the prompt text in the audit line of flagged requests (off: ids, targets and methods only).
+    audit_prompts: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="UGW_", env_nested_delimiter="__", extra="ignore")
 
@@ -64,6 +117,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    guards: InterventionSettings = Field(default_factory=InterventionSettings)
     # Bearer token for /admin; the admin API is disabled when it is not set.
     admin_token: SecretStr | None = None
     # Longest request body accepted, so a huge upload is a 413 rather than a memory spike.

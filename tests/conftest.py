@@ -12,7 +12,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from server.model_store import ensure_bundled_model  # noqa: E402
-from server.settings import EngineSettings, RegistrySettings, Settings, default_cache_dir  # noqa: E402
+from server.settings import (  # noqa: E402
+    ElicitSettings,
+    EngineSettings,
+    InterventionSettings,
+    RegistrySettings,
+    Settings,
+    default_cache_dir,
+)
 from tests.live import LiveServer  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
@@ -44,9 +51,14 @@ ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 def live_settings(kind: str, model_path: Path, cache_dir: Path, state_dir: Path, **updates: object) -> Settings:
-    """Settings for a test server: the shared model cache, but its own registry and artifacts."""
+    """Settings for a test server: the shared model cache, but its own registry and artifacts.
+
+    Registry and API tests register many targets; they skip asking the model about each one (elicitation and ECO's
+    search), which the intervention tests turn back on.
+    """
     fields: dict[str, object] = {
         "cache_dir": cache_dir, "admin_token": ADMIN_TOKEN,
+        "guards": InterventionSettings(elicit=ElicitSettings(questions=0)),
         "registry": RegistrySettings(path=state_dir / "registry", artifact_dir=state_dir / "artifacts"),
         "engine": EngineSettings(kind=kind, model=str(model_path), max_model_len=1024, served_model_name="smollm2"),
     }

@@ -43,7 +43,8 @@ def test_lifecycle_create_build_patch_delete(admin: httpx.Client) -> None:
     record = created.json()
     assert record["status"] in ("pending", "training", "active") and record["id"].startswith("tgt_")
     active = wait_active(admin, record["id"])
-    assert active["status"] == "active" and {"terms", "forbidden_tokens"} <= set(active["artifacts"])
+    assert active["status"] == "active" and {"terms", "knowledge", "eco_search"} <= set(active["artifacts"])
+    assert "eco_sigma" in active["thresholds"]  # the default method's strength (no elicitation here: the default)
     job = admin.get(f"/jobs/{record['job_id']}").json()
     assert job["state"] == "succeeded" and job["progress"] == 1.0
 

@@ -1,7 +1,6 @@
-"""Logits processing: one engine-free core (``core``), thin adapters for vLLM V1 and transformers.
+"""Logits processing (GUARD): one engine-free core (``core``), thin adapters for vLLM V1 and transformers.
 
-The request-level arguments travel as ``LogitsArgs`` (server.engines.base); in vLLM they ride in
-``SamplingParams.extra_args[EXTRA_ARGS_KEY]`` as plain lists so that they survive the trip to the engine core.
+The request-level arguments travel as ``LogitsArgs`` (server.engines.base). In vLLM they ride in
+``SamplingParams.extra_args`` as flat lists of ints and floats (``args``), the only values that survive the trip to
+the engine core on every vLLM version.
 """
-
-EXTRA_ARGS_KEY = "ugw_banned_token_ids"

@@ -1,48 +1,116 @@
-"""The engine-free logits-processing core: per-row banned token ids applied as one indexed write.
+"""The engine-free GUARD core: per-row bans, forbidden-sequence filtering and semantic penalties.
 
-Later interventions (GUARD's trie and semantic tables) extend this core; the adapters stay thin.
+Per step it does one indexed add (penalties) and one indexed write (bans), built once whenever the batch changes.
+The only per-step Python is the sequence check: for each guarded row, a few dictionary lookups of the row's last
+generated tokens (never a loop over the vocabulary).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from guards.logits.rows import RowTable
+from server.engines.base import LogitsArgs
 
 
-class BannedTokensCore:
+@dataclass(frozen=True)
+class RowRules:
+    banned: tuple[int, ...]
+    # the last k generated tokens -> tokens that would continue a forbidden sequence after them
+    continuations: dict[tuple[int, ...], tuple[int, ...]]
+    longest_prefix: int
+    penalty_ids: tuple[int, ...]
+    penalty_values: tuple[float, ...]
+
+    @classmethod
+    def compile(cls, args: LogitsArgs) -> RowRules:
+        nexts: dict[tuple[int, ...], set[int]] = {}
+        for seq in args.sequences:
+            for k in range(1, len(seq)):
+                nexts.setdefault(tuple(seq[:k]), set()).add(seq[k])
+        # several tokens of one sequence may repeat; keep the largest penalty per token
+        penalties: dict[int, float] = {}
+        for t, v in zip(args.penalty_ids, args.penalty_values, strict=True):
+            penalties[t] = max(v, penalties.get(t, v))
+        return cls(banned=tuple(sorted(set(args.banned_token_ids))),
+                   continuations={p: tuple(sorted(n)) for p, n in nexts.items()},
+                   longest_prefix=max((len(p) for p in nexts), default=0),
+                   penalty_ids=tuple(penalties), penalty_values=tuple(penalties.values()))
+
+
+@dataclass
+class _Row:
+    rules: RowRules
+    # the request's generated tokens so far: a live list owned by the engine
+    output: Sequence[int]
+
+
+class GuardCore:
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
-        self.table: RowTable[tuple[int, ...]] = RowTable()
-        self._rows = torch.empty(0, dtype=torch.long, device=self.device)
-        self._cols = torch.empty(0, dtype=torch.long, device=self.device)
+        self.table: RowTable[_Row] = RowTable()
+        self._ban_rows = self._ban_cols = torch.empty(0, dtype=torch.long, device=self.device)
+        self._pen_rows = self._pen_cols = torch.empty(0, dtype=torch.long, device=self.device)
+        self._pen_values = torch.empty(0, dtype=torch.float32, device=self.device)
+        self._sequence_rows: list[tuple[int, _Row]] = []
 
-    @staticmethod
-    def parse(banned: Iterable[int] | None) -> tuple[int, ...] | None:
-        if not banned:
-            return None
-        return tuple(sorted({int(t) for t in banned}))
-
-    def update(self, removed: Iterable[int], added: Iterable[tuple[int, Iterable[int] | None]],
+    def update(self, removed: Iterable[int],
+               added: Iterable[tuple[int, LogitsArgs | None, Sequence[int]]],
                moved: Iterable[tuple[int, int, bool]]) -> None:
-        self.table.update(removed, [(i, self.parse(b)) for i, b in added], moved)
+        rows = [(i, _Row(RowRules.compile(a), out) if a is not None and not a.is_empty() else None)
+                for i, a, out in added]
+        self.table.update(removed, rows, moved)
         if self.table.dirty:
             self._rebuild()
 
+    def _tensor(self, values: list[int] | list[float], dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
+
     def _rebuild(self) -> None:
+        ban_rows: list[int] = []
+        ban_cols: list[int] = []
+        pen_rows: list[int] = []
+        pen_cols: list[int] = []
+        pen_values: list[float] = []
+        self._sequence_rows = []
+        for index, row in sorted(self.table.rows.items()):
+            rules = row.rules
+            ban_rows += [index] * len(rules.banned)
+            ban_cols += rules.banned
+            pen_rows += [index] * len(rules.penalty_ids)
+            pen_cols += rules.penalty_ids
+            pen_values += rules.penalty_values
+            if rules.continuations:
+                self._sequence_rows.append((index, row))
+        self._ban_rows, self._ban_cols = self._tensor(ban_rows, torch.long), self._tensor(ban_cols, torch.long)
+        self._pen_rows, self._pen_cols = self._tensor(pen_rows, torch.long), self._tensor(pen_cols, torch.long)
+        self._pen_values = self._tensor(pen_values, torch.float32)
+        self.table.dirty = False
+
+    def _continuations(self) -> tuple[list[int], list[int]]:
         rows: list[int] = []
         cols: list[int] = []
-        for row, banned in self.table.rows.items():
-            rows.extend([row] * len(banned))
-            cols.extend(banned)
-        self._rows = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
-        self._cols = torch.tensor(cols, dtype=torch.long).to(self.device, non_blocking=True)
-        self.table.dirty = False
+        for index, row in self._sequence_rows:
+            out, rules = row.output, row.rules
+            for k in range(1, min(rules.longest_prefix, len(out)) + 1):
+                nxt = rules.continuations.get(tuple(out[-k:]))
+                if nxt:
+                    rows += [index] * len(nxt)
+                    cols += nxt
+        return rows, cols
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.table:
             return logits
-        logits[self._rows, self._cols] = float("-inf")
+        if self._pen_values.numel():
+            logits.index_put_((self._pen_rows, self._pen_cols), -self._pen_values.to(logits.dtype), accumulate=True)
+        if self._ban_rows.numel():
+            logits[self._ban_rows, self._ban_cols] = float("-inf")
+        if self._sequence_rows:
+            rows, cols = self._continuations()
+            if rows:
+                logits[self._tensor(rows, torch.long), self._tensor(cols, torch.long)] = float("-inf")
         return logits

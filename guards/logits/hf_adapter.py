@@ -1,17 +1,22 @@
-"""transformers adapter for the logits core, used by the reference engine (one request per batch row)."""
+"""transformers adapter for the GUARD core, used by the reference engine (one request per batch row)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from transformers import LogitsProcessor
 
-from guards.logits.core import BannedTokensCore
+from guards.logits.core import GuardCore
+from server.engines.base import LogitsArgs
 
 
 class GatewayHFLogitsProcessor(LogitsProcessor):
-    def __init__(self, banned_per_row: list[list[int] | None]) -> None:
-        self.core = BannedTokensCore()
-        self.core.update([], list(enumerate(banned_per_row)), [])
+    """``outputs[i]`` is row i's list of generated tokens, which the caller keeps appending to."""
+
+    def __init__(self, args_per_row: list[LogitsArgs | None], outputs: list[Sequence[int]]) -> None:
+        self.core = GuardCore()
+        self.core.update([], [(i, a, out) for i, (a, out) in enumerate(zip(args_per_row, outputs, strict=True))], [])
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         return self.core.apply(scores)

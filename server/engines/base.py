@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.errors import InvalidRequestError
 
@@ -53,14 +53,32 @@ class LoRASelection(BaseModel):
 
 
 class LogitsArgs(BaseModel):
-    """Per-request arguments for the gateway's logits processor; empty means the processor leaves the row alone."""
+    """Per-request arguments for the gateway's logits processor (GUARD); empty means it leaves the row alone.
+
+    ``banned_token_ids`` never come out; a token that would continue one of ``sequences`` (given what the request
+    generated so far) is filtered; ``penalty_ids`` lose ``penalty_values`` from their logits at every step.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     banned_token_ids: tuple[int, ...] = ()
+    sequences: tuple[tuple[int, ...], ...] = ()
+    penalty_ids: tuple[int, ...] = ()
+    penalty_values: tuple[float, ...] = ()
+
+    @model_validator(mode="after")
+    def _paired(self) -> LogitsArgs:
+        if len(self.penalty_ids) != len(self.penalty_values):
+            raise ValueError("penalty_ids and penalty_values must have the same length")
+        if any(not s for s in self.sequences):
+            raise ValueError("forbidden sequences must not be empty")
+        return self
 
     def is_empty(self) -> bool:
-        return not self.banned_token_ids
+        return not (self.banned_token_ids or self.sequences or self.penalty_ids)
+
+    def token_ids(self) -> list[int]:
+        return [*self.banned_token_ids, *(t for s in self.sequences for t in s), *self.penalty_ids]
 
 
 @dataclass
@@ -203,9 +221,10 @@ class Engine(abc.ABC):
                 raise InvalidRequestError(f"LoRA scale {request.lora.scale} is not one of the served levels "
                                           f"{self.info.lora_scale_levels}", param="lora")
         if request.logits is not None:
-            bad = [t for t in request.logits.banned_token_ids if t < 0 or t >= vocab]
+            bad = [t for t in request.logits.token_ids() if t < 0 or t >= vocab]
             if bad:
-                raise InvalidRequestError(f"banned token id {bad[0]} is outside the vocabulary", param="logits")
+                raise InvalidRequestError(f"logits-processor token id {bad[0]} is outside the vocabulary",
+                                          param="logits")
         if request.sampling.logit_bias:
             bad = [t for t in request.sampling.logit_bias if t < 0 or t >= vocab]
             if bad:

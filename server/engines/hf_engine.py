@@ -162,12 +162,12 @@ class HFEngine(Engine):
         opts = req.sampling
         vocab = int(self.model.get_output_embeddings().weight.shape[0])
         sampler = TokenSampler(opts, vocab)
+        output_ids: list[int] = []
         processor = None
         if req.logits is not None and not req.logits.is_empty():
-            processor = GatewayHFLogitsProcessor([list(req.logits.banned_token_ids)])
+            processor = GatewayHFLogitsProcessor([req.logits], [output_ids])
         detok = IncrementalDetokenizer(self.tokenizer, opts.stop)
         n_prompt = req.num_prompt_tokens
-        output_ids: list[int] = []
         with self._lora(req):
             if req.prompt_embeds is not None:
                 dtype = next(self.model.parameters()).dtype

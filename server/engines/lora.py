@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
 
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
 
@@ -58,6 +58,27 @@ class LoRAAdapter:
             tensors[f"base_model.model.{module}.lora_A.weight"] = a.contiguous()
             tensors[f"base_model.model.{module}.lora_B.weight"] = b.contiguous()
         save_file(tensors, str(path / "adapter_model.safetensors"))
+
+    def to_bytes(self) -> bytes:
+        """One safetensors blob (config in its metadata): the form the artifact store keeps."""
+        meta = {"r": str(self.rank), "lora_alpha": str(self.alpha), "target_modules": json.dumps(self.target_modules)}
+        tensors = {f"{m}.lora_{ab}": t.contiguous() for m, (a, b) in self.weights.items()
+                   for ab, t in (("A", a), ("B", b))}
+        return save(tensors, metadata=meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LoRAAdapter:
+        tensors = load(data)
+        pairs: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            module, _, ab = key.rpartition(".lora_")
+            pairs.setdefault(module, {})[ab] = value
+        # the metadata sits in the safetensors header: 8 bytes of length, then JSON
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8:8 + header_len]).get("__metadata__", {})
+        return cls(rank=int(meta["r"]), alpha=float(meta["lora_alpha"]),
+                   target_modules=json.loads(meta["target_modules"]),
+                   weights={m: (ab["A"], ab["B"]) for m, ab in pairs.items()})
 
     def scaled(self, scale: float) -> LoRAAdapter:
         return LoRAAdapter(rank=self.rank, alpha=self.alpha, target_modules=list(self.target_modules),

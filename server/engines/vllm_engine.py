@@ -126,12 +126,12 @@ class VLLMEngine(Engine):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        from guards.logits import EXTRA_ARGS_KEY
+        from guards.logits.args import to_extra_args
 
         o: SamplingOptions = request.sampling
         extra = None
         if request.logits is not None and not request.logits.is_empty():
-            extra = {EXTRA_ARGS_KEY: list(request.logits.banned_token_ids)}
+            extra = to_extra_args(request.logits)
         return SamplingParams(
             n=1,
             max_tokens=o.max_tokens,

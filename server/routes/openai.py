@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from server.deps import ServiceDep
@@ -22,18 +22,24 @@ async def list_models(service: ServiceDep) -> ModelList:
 
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=_ERRORS)
-async def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> ChatCompletion | StreamingResponse:
-    jobs = service.prepare_chat(body)  # every 4xx is raised here, before a stream starts
+async def chat_completions(body: ChatCompletionRequest, service: ServiceDep,
+                           response: Response) -> ChatCompletion | StreamingResponse:
+    jobs = await service.prepare_chat(body)  # every 4xx is raised here, before a stream starts
+    fired = service.fired_header(jobs)
     if body.stream:
         return StreamingResponse(service.chat_stream(body, jobs), media_type="text/event-stream",
-                                 headers=_SSE_HEADERS)
+                                 headers=_SSE_HEADERS | fired)
+    response.headers.update(fired)
     return await service.chat(body, jobs)
 
 
 @router.post("/completions", response_model=Completion, responses=_ERRORS)
-async def completions(body: CompletionRequest, service: ServiceDep) -> Completion | StreamingResponse:
-    jobs = service.prepare_completion(body)
+async def completions(body: CompletionRequest, service: ServiceDep,
+                      response: Response) -> Completion | StreamingResponse:
+    jobs = await service.prepare_completion(body)
+    fired = service.fired_header(jobs)
     if body.stream:
         return StreamingResponse(service.complete_stream(body, jobs), media_type="text/event-stream",
-                                 headers=_SSE_HEADERS)
+                                 headers=_SSE_HEADERS | fired)
+    response.headers.update(fired)
     return await service.complete(body, jobs)

@@ -1,0 +1,184 @@
+"""The three interventions, each a small class that adds its part of a plan to the engine request.
+
+``RequestGuard`` runs a prompt through detection and the policy and returns what the engine should run: token
+ids or corrupted prompt embeddings (ECO), a LoRA at a strength level (O3), logits-processor arguments (GUARD).
+New methods subclass ``Intervention`` and join ``INTERVENTIONS``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from guards.eco import corrupt, prompt_seed
+from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT, Firing, Plan, make_plan
+from guards.training.eco import corrupted_positions
+from guards.training.guard import GuardTables
+from server.engines.base import Engine, LogitsArgs, LoRASelection
+from server.engines.lora import LoRAAdapter
+from server.registry.artifacts import ArtifactStore
+from server.registry.models import Method
+from server.settings import InterventionSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from classifiers.pipeline import DetectionPipeline
+
+logger = logging.getLogger(__name__)
+audit_logger = logging.getLogger("ugw.audit")
+
+
+@dataclass
+class Guarded:
+    """What one prompt becomes: the engine-request fields, and the plan behind them."""
+
+    plan: Plan
+    prompt_embeds: torch.Tensor | None = None
+    lora: LoRASelection | None = None
+    logits: LogitsArgs | None = None
+
+
+@dataclass
+class PromptContext:
+    token_ids: list[int]
+    # the messages' own words (chat) or the prompt text (completions): what detection reads
+    contents: list[str]
+    guarded: Guarded = field(default_factory=lambda: Guarded(Plan()))
+
+
+class Intervention(abc.ABC):
+    method: Method
+
+    def __init__(self, engine: Engine, artifacts: ArtifactStore, settings: InterventionSettings,
+                 detection: DetectionPipeline) -> None:
+        self.engine = engine
+        self.artifacts = artifacts
+        self.settings = settings
+        self.detection = detection
+
+    @abc.abstractmethod
+    async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None: ...
+
+
+class ECOIntervention(Intervention):
+    method = "eco"
+
+    async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None:
+        ids = {f.target.id for f in firings}
+
+        def find(text: str) -> list[tuple[int, int]]:
+            return [s for t, spans in self.detection.term_spans(text).items() if t in ids for s in spans]
+
+        positions = corrupted_positions(prompt.token_ids, self.engine.tokenizer, find, prompt.contents)
+        sigma = max(f.target.thresholds[ECO_SIGMA] for f in firings)
+        eco = self.settings.eco
+        prompt.guarded.prompt_embeds = corrupt(self.engine.embed_tokens(prompt.token_ids), positions, eco.corruption,
+                                               sigma, eco.dims, prompt_seed(prompt.token_ids))
+
+
+class O3Intervention(Intervention):
+    """Loads a target's adapter on first use on this replica (hot, no restart) and picks the strength level."""
+
+    method = "o3"
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def adapter_name(digest: str) -> str:
+        return f"o3-{digest[:16]}"
+
+    async def ensure_loaded(self, digest: str) -> str:
+        name = self.adapter_name(digest)
+        if name in self.engine.loaded_loras():
+            return name
+        async with self._lock:
+            if name not in self.engine.loaded_loras():
+                folder = self.engine.work_dir / "adapters" / digest
+                if not (folder / "adapter_config.json").exists():
+                    adapter = LoRAAdapter.from_bytes(self.artifacts.get(digest))
+                    await asyncio.to_thread(adapter.save, folder, str(self.engine.model_path))
+                await self.engine.load_lora(name, folder)
+                logger.info("loaded O3 adapter %s", name)
+        return name
+
+    def level(self, score: float) -> float:
+        """The smallest served strength at or above the detector's score (a sure detection: full strength)."""
+        levels = self.engine.info.lora_scale_levels
+        return next((lv for lv in levels if lv >= score - 1e-9), levels[-1])
+
+    async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None:
+        firing = firings[0]  # the policy leaves one: the highest score
+        name = await self.ensure_loaded(firing.target.artifacts[O3_ARTIFACT])
+        prompt.guarded.lora = LoRASelection(name=name, scale=self.level(firing.score))
+
+
+class GuardIntervention(Intervention):
+    method = "guard"
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._tables: dict[str, GuardTables] = {}
+
+    def tables(self, digest: str) -> GuardTables:
+        if digest not in self._tables:
+            self._tables[digest] = GuardTables.load(self.artifacts, digest)
+        return self._tables[digest]
+
+    async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None:
+        banned: set[int] = set()
+        sequences: set[tuple[int, ...]] = set()
+        penalties: dict[int, float] = {}
+        strength = self.settings.guard.semantic_penalty
+        for firing in firings:
+            t = self.tables(firing.target.artifacts[GUARD_ARTIFACT])
+            banned.update(t.banned)
+            sequences.update(tuple(s) for s in t.sequences)
+            for token, sim in zip(t.semantic_ids, t.semantic_similarities, strict=True):
+                penalties[token] = max(penalties.get(token, 0.0), strength * sim)
+        prompt.guarded.logits = LogitsArgs(banned_token_ids=tuple(sorted(banned)),
+                                           sequences=tuple(sorted(sequences)),
+                                           penalty_ids=tuple(penalties), penalty_values=tuple(penalties.values()))
+
+
+INTERVENTIONS: dict[str, type[Intervention]] = {c.method: c for c in (ECOIntervention, O3Intervention,
+                                                                        GuardIntervention)}
+
+
+class RequestGuard:
+    def __init__(self, engine: Engine, detection: DetectionPipeline, artifacts: ArtifactStore,
+                 settings: InterventionSettings) -> None:
+        self.detection = detection
+        self.settings = settings
+        self.interventions = {m: cls(engine, artifacts, settings, detection) for m, cls in INTERVENTIONS.items()}
+
+    async def guard(self, prompt: PromptContext, request_id: str) -> Guarded:
+        detections = self.detection.detect("\n".join(prompt.contents))
+        if not detections:
+            return prompt.guarded
+        targets = {t.id: t for t in self.detection.cache.active()}
+        plan = make_plan(detections, targets)
+        prompt.guarded.plan = plan
+        for method, intervention in self.interventions.items():
+            firings = plan.using(method)  # type: ignore[arg-type]
+            if firings:
+                await intervention.apply(prompt, firings)
+        if not plan.empty:
+            self.audit(request_id, plan, prompt)
+        return prompt.guarded
+
+    def audit(self, request_id: str, plan: Plan, prompt: PromptContext) -> None:
+        line: dict[str, object] = {
+            "event": "forget_target_fired", "request_id": request_id,
+            "targets": [{"id": f.target.id, "name": f.target.name, "methods": f.methods, "score": round(f.score, 4),
+                         "detectors": f.detectors} for f in plan.firings if f.methods]}
+        if self.settings.audit_prompts:
+            line["prompt"] = "\n".join(prompt.contents)
+        audit_logger.info(json.dumps(line))
+

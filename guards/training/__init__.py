@@ -1,0 +1,1 @@
+"""Offline jobs that turn a registered target into the artifacts its interventions need."""

@@ -1,0 +1,92 @@
+"""A target's build job: detector artifacts, then what each of its methods needs, with progress for the admin API.
+
+Order and share of the progress bar: terms/profiles (detection), the served model's knowledge of the target,
+GUARD's tables, ECO's strength search, O3's adapter (the slow part). The adapter is loaded into this replica's
+engine before the target turns active; other replicas load it on their first flagged request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT
+from guards.training.eco import search_sigma
+from guards.training.guard import build_guard_tables
+from guards.training.knowledge import Knowledge, elicit, forget_questions
+from guards.training.o3 import train_adapter
+from server.engines.base import Engine
+from server.engines.lora import LoRAAdapter
+from server.registry.artifacts import ArtifactStore
+from server.registry.models import TargetRecord
+from server.registry.service import BuildResult, Progress
+from server.settings import InterventionSettings
+
+if TYPE_CHECKING:
+    from classifiers.pipeline import DetectionPipeline
+
+KNOWLEDGE_ARTIFACT = "knowledge"
+ECO_SEARCH_ARTIFACT = "eco_search"
+
+
+class TargetBuilder:
+    def __init__(self, engine: Engine, detection: DetectionPipeline, artifacts: ArtifactStore,
+                 settings: InterventionSettings, load_adapter: Callable[[str], Awaitable[str]]) -> None:
+        self.engine = engine
+        self.detection = detection
+        self.artifacts = artifacts
+        self.settings = settings
+        self.load_adapter = load_adapter
+
+    async def knowledge(self, record: TargetRecord) -> Knowledge:
+        elicit_settings = self.settings.elicit
+        if elicit_settings.questions == 0 or not {"eco", "guard"} & set(record.methods):
+            return Knowledge(questions=forget_questions(record))  # O3 trains on the questions alone
+        return await elicit(self.engine, record, elicit_settings.questions, elicit_settings.max_tokens,
+                            self.detection.is_common)
+
+    def earlier_adapters(self, record: TargetRecord) -> list[LoRAAdapter]:
+        return [LoRAAdapter.from_bytes(self.artifacts.get(t.artifacts[O3_ARTIFACT]))
+                for t in self.detection.cache.active() if t.id != record.id and O3_ARTIFACT in t.artifacts]
+
+    async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
+        result = await self.detection.build(record, progress)
+        knowledge = await self.knowledge(record)
+        result.artifacts[KNOWLEDGE_ARTIFACT] = self.artifacts.put(knowledge.model_dump_json().encode())
+        await progress(0.3, f"{len(knowledge.entities())} facts from {len(knowledge.answers)} answers")
+        if "guard" in record.methods:
+            result.artifacts[GUARD_ARTIFACT] = await asyncio.to_thread(
+                build_guard_tables, record, knowledge, self.engine.tokenizer, self.engine.embedding_matrix(),
+                self.detection.is_common, self.settings.guard, self.artifacts)
+        if "eco" in record.methods:
+            search = await search_sigma(self.engine, record, knowledge, self.detection.is_common, self.settings.eco,
+                                        progress)
+            result.thresholds[ECO_SIGMA] = search.sigma
+            if not math.isnan(search.leak):
+                result.thresholds["eco_leak"] = search.leak
+            result.artifacts[ECO_SEARCH_ARTIFACT] = self.artifacts.put(json.dumps(search.model_dump()).encode())
+        if "o3" in record.methods:
+            digest = await self.train_o3(record, knowledge, progress)
+            result.artifacts[O3_ARTIFACT] = digest
+            await self.load_adapter(digest)
+        return result
+
+    async def train_o3(self, record: TargetRecord, knowledge: Knowledge, progress: Progress) -> str:
+        latest: list[tuple[float, str]] = []
+
+        def report(fraction: float, message: str) -> None:  # called from the training thread
+            latest.append((fraction, message))
+
+        earlier = self.earlier_adapters(record)
+        task = asyncio.ensure_future(asyncio.to_thread(
+            train_adapter, self.engine.model_path, knowledge.questions, earlier, self.settings.o3, report))
+        while not task.done():
+            await asyncio.wait([task], timeout=1.0)
+            if latest:
+                fraction, message = latest[-1]
+                await progress(0.6 + 0.35 * fraction, message)
+        adapter, _loss = task.result()
+        return self.artifacts.put(adapter.to_bytes())

@@ -1,0 +1,84 @@
+"""GUARD's per-target tables, built at registration so that decoding only looks them up.
+
+- forbidden token sequences: every spelling of the target's terms and of the facts the served model states about
+  it (``knowledge``), with the first tokens that are banned outright;
+- semantic neighbours: whole-word tokens whose input embedding in the served model is close (cosine >= cutoff) to a
+  one-token forbidden word (" Ron" -> " Ronald"); the request's penalty is ``strength * similarity``.
+
+The paper matches candidates to forbidden phrases with SBERT. Here the table is keyed by the served model's own
+token embeddings, which needs no second model on the hot path and no vocabulary-sized encoding job; sub-word
+pieces are left out because their neighbours ("as", "ley") are not about the target at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import torch
+from pydantic import BaseModel
+
+from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
+from classifiers.terms import CommonWord, Term, target_terms
+from guards.training.knowledge import Knowledge
+from server.registry.artifacts import ArtifactStore
+from server.registry.models import TargetRecord
+from server.settings import GuardSettings
+
+_WORD_TOKEN = re.compile(r"^ ?[A-Za-z]{3,}$")
+
+
+class GuardTables(BaseModel):
+    target_id: str
+    terms: list[str]
+    banned: list[int]
+    sequences: list[list[int]]
+    semantic_ids: list[int] = []
+    semantic_similarities: list[float] = []
+
+    @classmethod
+    def load(cls, artifacts: ArtifactStore, digest: str) -> GuardTables:
+        return cls.model_validate_json(artifacts.get(digest))
+
+
+def guard_terms(record: TargetRecord, knowledge: Knowledge | None, is_common: CommonWord) -> list[Term]:
+    terms = target_terms(record, is_common)
+    known = {t.text.casefold() for t in terms}
+    for entity in knowledge.entities() if knowledge else []:
+        if entity.casefold() not in known:
+            known.add(entity.casefold())
+            terms.append(Term(entity))
+    return terms
+
+
+def semantic_neighbours(words: list[int], embedding: torch.Tensor, tokenizer,  # type: ignore[no-untyped-def]
+                        exclude: set[int], settings: GuardSettings) -> tuple[list[int], list[float]]:
+    if not words or settings.semantic_top_k == 0:
+        return [], []
+    table = torch.nn.functional.normalize(embedding.float(), dim=1)
+    sims = table[torch.tensor(words)] @ table.T  # (words, vocab)
+    best = sims.max(dim=0).values
+    top = best.topk(min(len(best), settings.semantic_top_k * len(words) * 4))
+    ids: list[int] = []
+    values: list[float] = []
+    for sim, token in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        if sim < settings.semantic_cutoff or len(ids) >= settings.semantic_top_k * len(words):
+            break
+        if token in exclude or not _WORD_TOKEN.match(tokenizer.decode([token])):
+            continue
+        ids.append(token)
+        values.append(round(sim, 4))
+    return ids, values
+
+
+def build_guard_tables(record: TargetRecord, knowledge: Knowledge | None, tokenizer,  # type: ignore[no-untyped-def]
+                       embedding: torch.Tensor, is_common: CommonWord, settings: GuardSettings,
+                       artifacts: ArtifactStore) -> str:
+    terms = guard_terms(record, knowledge, is_common)
+    sequences = forbidden_sequences(terms, tokenizer)
+    banned = outright_bans(sequences, tokenizer, is_common)
+    whole_words = [s[0] for s in sequences if len(s) == 1 and _WORD_TOKEN.match(tokenizer.decode(s))]
+    ids, sims = semantic_neighbours(whole_words, embedding, tokenizer, set(banned), settings)
+    tables = GuardTables(target_id=record.id, terms=[t.text for t in terms], banned=banned,
+                         sequences=[s for s in sequences if len(s) > 1], semantic_ids=ids, semantic_similarities=sims)
+    return artifacts.put(json.dumps(tables.model_dump()).encode())
