@@ -78,6 +78,8 @@ class ECOSettings(BaseModel):
     # The forgetting objective is met when at most this share of the target's facts still comes out.
     target_leak: float = Field(default=0.0, ge=0, le=1)
     eval_max_tokens: int = Field(default=32, ge=4, le=256)
+    # Answered questions the search asks at each strength (each evaluation is one batch of generations).
+    eval_questions: int = Field(default=4, ge=1, le=64)
 
 
 class O3Settings(BaseModel):

@@ -48,7 +48,7 @@ def corrupted_positions(token_ids: list[int], tokenizer, find: FindSpans,  # typ
 
 async def search_sigma(engine: Engine, record: TargetRecord, knowledge: Knowledge, is_common: CommonWord,
                        settings: ECOSettings, progress: Progress) -> SigmaSearch:
-    probes = knowledge.answered()
+    probes = knowledge.answered()[:settings.eval_questions]
     if not probes:
         return SigmaSearch(sigma=settings.default_sigma, leak=float("nan"), met=False)
     matcher = TermMatcher({record.id: target_terms(record, is_common)})
