@@ -131,20 +131,23 @@ class GuardIntervention(Intervention):
             self._tables[digest] = GuardTables.load(self.artifacts, digest)
         return self._tables[digest]
 
-    async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None:
+    @staticmethod
+    def logits_args(tables: list[GuardTables], strength: float) -> LogitsArgs:
+        """The union of the fired targets' tables; a token close to several terms takes its largest penalty."""
         banned: set[int] = set()
         sequences: set[tuple[int, ...]] = set()
         penalties: dict[int, float] = {}
-        strength = self.settings.guard.semantic_penalty
-        for firing in firings:
-            t = self.tables(firing.target.artifacts[GUARD_ARTIFACT])
+        for t in tables:
             banned.update(t.banned)
             sequences.update(tuple(s) for s in t.sequences)
             for token, sim in zip(t.semantic_ids, t.semantic_similarities, strict=True):
                 penalties[token] = max(penalties.get(token, 0.0), strength * sim)
-        prompt.guarded.logits = LogitsArgs(banned_token_ids=tuple(sorted(banned)),
-                                           sequences=tuple(sorted(sequences)),
-                                           penalty_ids=tuple(penalties), penalty_values=tuple(penalties.values()))
+        return LogitsArgs(banned_token_ids=tuple(sorted(banned)), sequences=tuple(sorted(sequences)),
+                          penalty_ids=tuple(penalties), penalty_values=tuple(penalties.values()))
+
+    async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None:
+        tables = [self.tables(f.target.artifacts[GUARD_ARTIFACT]) for f in firings]
+        prompt.guarded.logits = self.logits_args(tables, self.settings.guard.semantic_penalty)
 
 
 INTERVENTIONS: dict[str, type[Intervention]] = {c.method: c for c in (ECOIntervention, O3Intervention,

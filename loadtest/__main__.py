@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from loadtest import bench
+from loadtest import bench, decode_cost
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=int, default=2)
     b.add_argument("--log-dir", default=None, help="where server logs go (default: a temp folder)")
     b.set_defaults(func=bench.main)
+    d = sub.add_parser("decode-cost", help="per-token decode time added by GUARD, ECO and O3 (embedded vLLM)")
+    d.add_argument("--out", required=True, help="JSON report path")
+    d.add_argument("--batch", type=int, default=8)
+    d.add_argument("--targets", type=int, default=100, help="registered GUARD targets the rows draw from")
+    d.add_argument("--max-tokens", type=int, default=96)
+    d.add_argument("--rounds", type=int, default=4)
+    d.add_argument("--data", default=None, help="shared data folder (RWKU names for the targets)")
+    d.set_defaults(func=decode_cost.main)
     return parser
 
 
