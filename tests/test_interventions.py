@@ -83,3 +83,42 @@ def test_each_method_alone_forgets_the_target_and_keeps_the_rest(guarded: LiveSe
         delete(guarded, record["id"])
     again, header = ask(client, guarded.model, FORGET)
     assert again == before and header is None  # deleting the target restores the model exactly
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_unflagged_requests_batched_with_a_flagged_one_are_byte_identical(vllm_server: LiveServer,
+                                                                           model_path: Path, cache_dir: Path,
+                                                                           tmp_path_factory: pytest.TempPathFactory
+                                                                           ) -> None:
+    """All three methods fire on one request while plain ones share its batches in the vLLM engine."""
+    import asyncio
+
+    settings = live_settings("vllm", model_path, cache_dir, tmp_path_factory.mktemp("mixed"))
+    server = LiveServer(settings.model_copy(update={"guards": type(settings.guards)()}),
+                        engine=vllm_server.engine).start()
+    plain = [KEEP, "Name three colours.", "What is two plus two?", "Write one sentence about the sea."]
+    try:
+        async def answers(questions: list[str], concurrently: bool) -> list[str]:
+            async with openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0,
+                                          timeout=300) as client:
+                async def one(question: str) -> str:
+                    r = await client.chat.completions.create(model=server.model, temperature=0, max_tokens=48,
+                                                             messages=[{"role": "user", "content": question}])
+                    return r.choices[0].message.content or ""
+
+                if concurrently:
+                    return list(await asyncio.gather(*(one(q) for q in questions)))
+                return [await one(q) for q in questions]
+
+        alone = asyncio.run(answers(plain, concurrently=False))
+        record = register(server, {"name": "Harry Potter", "description": DESCRIPTION,
+                                   "methods": ["eco", "o3", "guard"]})
+
+        together = asyncio.run(answers([FORGET, *plain, FORGET], concurrently=True))
+        assert together[1:-1] == alone
+        assert all("Ron" not in t for t in (together[0], together[-1]))
+        header = ask(openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused"), server.model, FORGET)[1]
+        assert header == f"{record['id']}:eco+guard+o3"
+    finally:
+        server.stop()

@@ -6,6 +6,12 @@ adapter slot, so a plain request batched next to a LoRA request gets that adapte
 vllm-project/vllm#48421, still open). For an unlearning server that means an unflagged request is silently
 "unlearned". This plugin, loaded by vLLM in every process through the ``vllm.general_plugins`` entry point,
 replaces the three gather ops with masked ones, and only when a probe shows the installed vLLM has the bug.
+
+Second fix: with ``enable_lora`` the token-embedding layer adds an embedding-LoRA delta for every token of the
+batch, but a request that arrives as prompt embeddings (ECO) has no token ids, so in a batch that mixes one with a
+LoRA request the layer sees fewer ids than LoRA indices and the engine dies (einsum size mismatch). Adapters that
+carry no embedding weights (all of the gateway's) add exactly zero there, so until one that does is loaded the
+layer skips the delta.
 """
 
 from __future__ import annotations
@@ -65,12 +71,36 @@ def leaks_into_unadapted_rows(shrink) -> bool:  # type: ignore[no-untyped-def]
     return bool(out.abs().sum() > 0)
 
 
+def _skip_empty_embedding_lora() -> None:
+    from vllm.lora.layers.vocab_parallel_embedding import VocabParallelEmbeddingWithLoRA as Layer
+
+    if getattr(Layer, "_ugw_patched", False):
+        return
+    original_forward, original_set = Layer.forward, Layer.set_lora
+
+    def set_lora(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._ugw_has_embedding_lora = True
+        return original_set(self, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        if not getattr(self, "_ugw_has_embedding_lora", False):
+            return self.base_layer.forward(x)
+        return original_forward(self, x)
+
+    Layer.set_lora, Layer.forward = set_lora, forward
+    Layer._ugw_patched = True  # type: ignore[attr-defined]
+
+
 def register() -> None:
     try:
         from vllm.lora.ops.torch_ops import lora_ops
         from vllm.lora.punica_wrapper import punica_cpu
     except ImportError:  # a vLLM without these modules has nothing to fix
         return
+    try:
+        _skip_empty_embedding_lora()
+    except ImportError:
+        pass
     if getattr(lora_ops, "_ugw_patched", False) or not leaks_into_unadapted_rows(lora_ops.bgmv_shrink):
         return
     for module in (lora_ops, punica_cpu):
