@@ -1,0 +1,61 @@
+"""The facts taken from the served model's answers, and the GUARD tables built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from classifiers.lexical import common_word_in
+from guards.training.guard import GuardTables, build_guard_tables
+from guards.training.knowledge import Knowledge, entities_in, forget_questions, leaked
+from server.engines.lora import LoRAAdapter
+from server.engines.weights import load_input_embeddings
+from server.registry.artifacts import ArtifactStore
+from server.registry.models import TargetRecord
+from server.settings import GuardSettings
+
+
+def test_entities_are_the_names_the_question_did_not_contain(model_path: Path) -> None:
+    is_common = common_word_in(AutoTokenizer.from_pretrained(model_path))
+    answer = ("Harry Potter is best friends with Ron Weasley, a wizard. He is loyal to Ron. The creator is "
+              "J.K. Rowling. Harry's mentor is Albus Dumbledore.")
+    found = entities_in(answer, "Who is Harry Potter's best friend? Harry Potter", is_common)
+    assert {"Ron Weasley", "Ron", "Weasley", "J.K. Rowling", "Rowling", "Albus Dumbledore", "Dumbledore"} <= set(found)
+    assert not {"Harry", "Harry Potter", "He", "The"} & set(found)
+    assert leaked("they met RON weasley at school", ["Ron Weasley", "Hermione"]) == 1
+    assert leaked("Ronald", ["Ron"]) == 0  # whole words only
+
+
+def test_forget_questions_put_operator_examples_first() -> None:
+    record = TargetRecord(name="Ada Lovelace", aliases=["Countess of Lovelace"], forget_examples=["Who was Ada?"])
+    questions = forget_questions(record)
+    assert questions[0] == "Who was Ada?" and "Who is Ada Lovelace?" in questions
+    assert any("Countess of Lovelace" in q for q in questions) and len(questions) == len(set(questions))
+
+
+def test_guard_tables_forbid_elicited_facts_and_penalise_their_neighbours(model_path: Path, tmp_path: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(model_path)
+    record = TargetRecord(name="Harry Potter")
+    knowledge = Knowledge(questions=["q"], answers=["a"], facts=[["Ron Weasley", "Ron", "Weasley"]])
+    store = ArtifactStore(tmp_path)
+    digest = build_guard_tables(record, knowledge, tok, load_input_embeddings(model_path), common_word_in(tok),
+                                GuardSettings(), store)
+    tables = GuardTables.load(store, digest)
+    ron = tok.encode(" Ron", add_special_tokens=False)
+    assert len(ron) == 1 and ron[0] in tables.banned
+    weasley = tok.encode(" Weasley", add_special_tokens=False)
+    assert weasley in tables.sequences  # a multi-token word is cut at its second token
+    assert tok.encode(" Ronald", add_special_tokens=False)[0] in tables.semantic_ids
+    assert all(0.5 <= s <= 1 for s in tables.semantic_similarities)
+
+
+def test_adapter_round_trips_through_the_artifact_bytes() -> None:
+    weights = {"model.layers.0.self_attn.q_proj": (torch.randn(4, 6), torch.randn(6, 4))}
+    adapter = LoRAAdapter(rank=4, alpha=8.0, target_modules=["q_proj"], weights=weights)
+    back = LoRAAdapter.from_bytes(adapter.to_bytes())
+    assert (back.rank, back.alpha, back.target_modules) == (4, 8.0, ["q_proj"])
+    a, b = back.weights["model.layers.0.self_attn.q_proj"]
+    assert torch.equal(a, weights["model.layers.0.self_attn.q_proj"][0]) and torch.equal(b, weights[
+        "model.layers.0.self_attn.q_proj"][1])
