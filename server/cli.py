@@ -46,8 +46,10 @@ def _eval(args: argparse.Namespace) -> int:
     from server.eval.detect import run_detect
     from server.model_store import resolve_model
 
+    if args.suite == "rwku":
+        return _eval_leak(args)
     if args.suite != "detect":
-        print(f"suite {args.suite!r} is not implemented yet; available: detect", file=sys.stderr)
+        print(f"suite {args.suite!r} is not implemented yet; available: detect, rwku", file=sys.stderr)
         return 2
     settings = Settings()
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.engine.model, settings.cache_dir))
@@ -58,6 +60,33 @@ def _eval(args: argparse.Namespace) -> int:
     import json
 
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _eval_leak(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    from pathlib import Path
+
+    from server.engines.base import create_engine
+    from server.eval.leak import run_leak
+    from server.model_store import resolve_model
+
+    settings = Settings()
+    engine = create_engine(settings.engine, resolve_model(settings.engine.model, settings.cache_dir),
+                           settings.cache_dir / "work" / settings.engine.kind)
+
+    async def go():  # type: ignore[no-untyped-def]
+        await engine.start()
+        try:
+            return await run_leak(engine, Path(args.data), args.methods.split(","), settings.guards, args.limit,
+                                  args.probes, args.with_intro)
+        finally:
+            await engine.shutdown()
+
+    report = asyncio.run(go())
+    Path(args.out).write_text(report.model_dump_json(indent=2))
+    print(json.dumps(report.model_dump(exclude={"still_correct"}), indent=2))
     return 0
 
 
@@ -80,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="only the first N RWKU targets")
     ev.add_argument("--detectors", default="lexical", help="comma-separated: lexical,embedding")
     ev.add_argument("--embedding-threshold", type=float, default=0.55)
+    ev.add_argument("--methods", default="eco,o3,guard", help="rwku suite: methods to measure, each alone")
+    ev.add_argument("--probes", type=int, default=10, help="rwku suite: forget probes per level and target")
     ev.set_defaults(func=_eval)
     prepare = sub.add_parser("prepare", help="convert the bundled model once (idempotent) and print its folder")
     prepare.add_argument("--model", default=None, help="check this local folder instead of the bundled model")

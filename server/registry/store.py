@@ -12,12 +12,19 @@ from server.registry.models import ChangeEvent, JobRecord, TargetRecord
 
 
 async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
-    """Stop a background task and wait until it has really stopped."""
+    """Stop a background task and wait until it has really stopped.
+
+    One ``cancel()`` is not always enough: on Python 3.11 ``asyncio.wait_for`` swallows a cancellation that lands
+    just as its inner await completes (a change event arriving during shutdown), and the task carries on. So the
+    cancellation is repeated until the task is done.
+    """
     if task is None:
         return
-    task.cancel()
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError):
-        await task
+        task.result()
 
 
 class RegistryUnavailable(ServiceUnavailableError):
