@@ -18,7 +18,7 @@ from guards.eco import corrupt, prompt_seed
 from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT, Firing, Plan, make_plan
 from guards.training.eco import corrupted_positions
 from guards.training.guard import GuardTables
-from server.engines.base import Engine, LogitsArgs, LoRASelection
+from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection
 from server.engines.lora import LoRAAdapter
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import Method
@@ -41,6 +41,14 @@ class Guarded:
     prompt_embeds: torch.Tensor | None = None
     lora: LoRASelection | None = None
     logits: LogitsArgs | None = None
+
+    def apply_to(self, request: EngineRequest) -> None:
+        """Turn a plain engine request into the guarded one; an empty plan leaves it exactly as it was."""
+        if self.plan.empty:
+            return
+        if self.prompt_embeds is not None:
+            request.prompt_token_ids, request.prompt_embeds = None, self.prompt_embeds
+        request.lora, request.logits = self.lora, self.logits
 
 
 @dataclass

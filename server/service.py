@@ -118,10 +118,8 @@ class CompletionService:
                     update={"seed": sampling.seed + i})
                 req = EngineRequest(request_id=f"{request_id}-{index}", sampling=seeded,
                                     prompt_token_ids=prompt.token_ids)
-                if guarded is not None and not guarded.plan.empty:
-                    if guarded.prompt_embeds is not None:
-                        req.prompt_token_ids, req.prompt_embeds = None, guarded.prompt_embeds
-                    req.lora, req.logits = guarded.lora, guarded.logits
+                if guarded is not None:
+                    guarded.apply_to(req)
                 self.engine.validate_request(req)
                 out.append((_Choice(index=index, prompt=prompt), req))
         return out

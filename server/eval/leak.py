@@ -50,11 +50,7 @@ async def _answer(engine: Engine, guard: RequestGuard | None, probe: Probe, n: i
     req = EngineRequest(request_id=f"leak-{n}", sampling=SamplingOptions(max_tokens=max_tokens, temperature=0.0),
                         prompt_token_ids=ids)
     if guard is not None:
-        g = await guard.guard(PromptContext(ids, [probe.query]), req.request_id)
-        if not g.plan.empty:
-            if g.prompt_embeds is not None:
-                req.prompt_token_ids, req.prompt_embeds = None, g.prompt_embeds
-            req.lora, req.logits = g.lora, g.logits
+        (await guard.guard(PromptContext(ids, [probe.query]), req.request_id)).apply_to(req)
     return await collect_text(engine, req)
 
 

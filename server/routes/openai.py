@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from server.deps import ServiceDep
 from server.errors import ErrorResponse
 from server.protocol import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ModelCard, ModelList
+from server.service import CompletionService
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -21,25 +25,26 @@ async def list_models(service: ServiceDep) -> ModelList:
     return ModelList(data=[ModelCard(id=info.served_model_name, created=0, max_model_len=info.max_model_len)])
 
 
+async def _respond(service: CompletionService, body: ChatCompletionRequest | CompletionRequest, jobs: list,
+                   response: Response, stream: Callable, collect: Callable) -> BaseModel | StreamingResponse:
+    """Stream or collect; either way the targets that fired go out in a header."""
+    fired = service.fired_header(jobs)
+    if body.stream:
+        return StreamingResponse(stream(body, jobs), media_type="text/event-stream", headers=_SSE_HEADERS | fired)
+    response.headers.update(fired)
+    return await collect(body, jobs)
+
+
 @router.post("/chat/completions", response_model=ChatCompletion, responses=_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, service: ServiceDep,
                            response: Response) -> ChatCompletion | StreamingResponse:
     jobs = await service.prepare_chat(body)  # every 4xx is raised here, before a stream starts
-    fired = service.fired_header(jobs)
-    if body.stream:
-        return StreamingResponse(service.chat_stream(body, jobs), media_type="text/event-stream",
-                                 headers=_SSE_HEADERS | fired)
-    response.headers.update(fired)
-    return await service.chat(body, jobs)
+    return await _respond(service, body, jobs, response, service.chat_stream, service.chat)  # type: ignore[return-value]
 
 
 @router.post("/completions", response_model=Completion, responses=_ERRORS)
 async def completions(body: CompletionRequest, service: ServiceDep,
                       response: Response) -> Completion | StreamingResponse:
     jobs = await service.prepare_completion(body)
-    fired = service.fired_header(jobs)
-    if body.stream:
-        return StreamingResponse(service.complete_stream(body, jobs), media_type="text/event-stream",
-                                 headers=_SSE_HEADERS | fired)
-    response.headers.update(fired)
-    return await service.complete(body, jobs)
+    return await _respond(service, body, jobs, response, service.complete_stream,  # type: ignore[return-value]
+                          service.complete)
