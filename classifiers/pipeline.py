@@ -46,9 +46,8 @@ class DetectionPipeline:
             raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {DETECTOR_NAMES}")
         self.cache = cache
         self.artifacts = artifacts
-        # The served model's tokenizer: it decides which name parts are too common to match alone, and spells the
-        # forbidden token sequences. Without one (tests of detection alone) neither is derived.
-        self.tokenizer = tokenizer
+        # The served model's tokenizer decides which name parts are too common to match alone; without one (tests
+        # of detection alone) every word counts as rare.
         self.is_common: CommonWord = common_word_in(tokenizer) if tokenizer is not None else (lambda word: False)
         self.encoder: SentenceEncoder | None = None
         if "embedding" in detectors:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+# the character spans of the flagged targets' terms in a text
+FindSpans = Callable[[str], list[tuple[int, int]]]
 # (embeddings of the flagged tokens (k, d), sigma, n dims, generator) -> corrupted embeddings
 Corruption = Callable[[torch.Tensor, float, int, torch.Generator], torch.Tensor]
 
@@ -94,3 +96,13 @@ def content_spans(text: str, contents: Sequence[str]) -> list[tuple[int, int]]:
             spans.append((found, found + len(content)))
             pos = found + len(content)
     return spans
+
+
+def corrupted_positions(token_ids: list[int], tokenizer, find: FindSpans,  # type: ignore[no-untyped-def]
+                        contents: list[str]) -> list[int]:
+    """The target's term tokens in the prompt, or every token of the messages' words when no term is literal.
+
+    Serving and ECO's strength search both call this, so the search tunes sigma on the corruption that is served.
+    """
+    text, offsets = token_offsets(token_ids, tokenizer)
+    return positions_in(find(text) or content_spans(text, contents), offsets)

@@ -14,9 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from guards.eco import corrupt, prompt_seed
+from guards.eco import corrupt, corrupted_positions, prompt_seed
 from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT, Firing, Plan, make_plan
-from guards.training.eco import corrupted_positions
 from guards.training.guard import GuardTables
 from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection
 from server.engines.lora import LoRAAdapter

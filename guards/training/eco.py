@@ -20,15 +20,13 @@ from collections.abc import Awaitable, Callable
 from pydantic import BaseModel
 
 from classifiers.terms import CommonWord, TermMatcher, target_terms
-from guards.eco import content_spans, corrupt, positions_in, prompt_seed, token_offsets
+from guards.eco import corrupt, corrupted_positions, prompt_seed
 from guards.training.knowledge import Knowledge, collect_text, leaked
 from server.engines.base import Engine, EngineRequest, SamplingOptions
 from server.registry.models import TargetRecord
 from server.settings import ECOSettings
 
 Progress = Callable[[float, str], Awaitable[None]]
-# the character spans of the flagged targets' terms in a text
-FindSpans = Callable[[str], list[tuple[int, int]]]
 
 
 class SigmaSearch(BaseModel):
@@ -37,13 +35,6 @@ class SigmaSearch(BaseModel):
     met: bool
     # every (sigma, leak) evaluated, in order: the figures behind the choice
     evaluations: list[tuple[float, float]] = []
-
-
-def corrupted_positions(token_ids: list[int], tokenizer, find: FindSpans,  # type: ignore[no-untyped-def]
-                        contents: list[str]) -> list[int]:
-    """The target's term tokens in the prompt, or every token of the messages' words when no term is literal."""
-    text, offsets = token_offsets(token_ids, tokenizer)
-    return positions_in(find(text) or content_spans(text, contents), offsets)
 
 
 async def search_sigma(engine: Engine, record: TargetRecord, knowledge: Knowledge, is_common: CommonWord,
