@@ -41,6 +41,8 @@ class _Prompt:
     echo_text: str = ""
     # what the user wrote (message contents, or the prompt text): what detection reads
     contents: list[str] = field(default_factory=list)
+    # a token prompt to echo: decoded only after its ids are known to be in the vocabulary
+    decode_echo: bool = False
     # target id -> methods applied to this prompt (empty: it went to the engine unguarded)
     fired: dict[str, list[str]] = field(default_factory=dict)
 
@@ -110,6 +112,8 @@ class CompletionService:
             sampling = self._sampling(body, len(prompt.token_ids), requested)
             self.engine.validate_request(EngineRequest(request_id=request_id, sampling=sampling,
                                                        prompt_token_ids=prompt.token_ids))
+            if prompt.decode_echo:
+                prompt.echo_text = self.engine.tokenizer.decode(prompt.token_ids)
             guarded = await self._guarded(prompt, request_id)
             for i in range(body.n):
                 index = p_index * body.n + i
@@ -151,8 +155,8 @@ class CompletionService:
                     raise InvalidRequestError("the prompt is empty", param="prompt")
                 ids = tok.encode(item, add_special_tokens=False)
                 prompts.append(_Prompt(ids, item if body.echo else "", contents=[item]))
-            else:  # token prompts are decoded for detection once the engine has checked their ids
-                prompts.append(_Prompt(list(item), tok.decode(item) if body.echo else ""))
+            else:  # token prompts are decoded (echo, detection) once the engine has checked their ids
+                prompts.append(_Prompt(list(item), decode_echo=body.echo))
         return prompts
 
     @staticmethod

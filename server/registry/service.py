@@ -55,28 +55,36 @@ class TargetService:
         return record
 
     async def update(self, target_id: str, body: TargetUpdate) -> TargetRecord:
-        record = await self.store.require(target_id)
-        changes = body.model_dump(exclude_none=True)
-        enabled = changes.pop("enabled", None)
-        if changes:  # re-validate the edited fields through the record model
-            record = TargetRecord.model_validate({**record.model_dump(), **changes})
-        job: JobRecord | None = None
-        if body.retrains() or (enabled and not record.enabled):
-            job = JobRecord(target_id=record.id)
-            record.job_id = job.id
-            record.status, record.status_reason = "pending", None
-        if enabled is not None:
-            record.enabled = enabled
-            if not enabled:
-                record.status, record.status_reason = "disabled", None
-                job = None
-        if job is not None:
-            await self.store.put_job(job)
-        new = await self.store.replace(record)
-        await self._seen(new)
-        if job is not None:
-            self._launch(job)
-        return new
+        """Apply the edit to the current record; a build job's status write in between is re-read, not a 409."""
+        for attempt in range(5):
+            record = await self.store.require(target_id)
+            changes = body.model_dump(exclude_none=True)
+            enabled = changes.pop("enabled", None)
+            if changes:  # re-validate the edited fields through the record model
+                record = TargetRecord.model_validate({**record.model_dump(), **changes})
+            job: JobRecord | None = None
+            if body.retrains() or (enabled and not record.enabled):
+                job = JobRecord(target_id=record.id)
+                record.job_id = job.id
+                record.status, record.status_reason = "pending", None
+            if enabled is not None:
+                record.enabled = enabled
+                if not enabled:
+                    record.status, record.status_reason = "disabled", None
+                    job = None
+            try:
+                new = await self.store.replace(record)
+            except ConflictError:
+                if attempt == 4:
+                    raise
+                continue
+            if job is not None:
+                await self.store.put_job(job)
+            await self._seen(new)
+            if job is not None:
+                self._launch(job)
+            return new
+        raise AssertionError("unreachable")
 
     async def delete(self, target_id: str) -> None:
         await self.store.delete(target_id)
