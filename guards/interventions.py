@@ -11,6 +11,7 @@ import abc
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -163,12 +164,16 @@ INTERVENTIONS: dict[str, type[Intervention]] = {c.method: c for c in (ECOInterve
 
 class RequestGuard:
     def __init__(self, engine: Engine, detection: DetectionPipeline, artifacts: ArtifactStore,
-                 settings: InterventionSettings) -> None:
+                 settings: InterventionSettings, registry_check: Callable[[], None] | None = None) -> None:
         self.detection = detection
+        # Raises when the registry's current state is unknown and the fail policy is closed (503).
+        self.registry_check = registry_check
         self.settings = settings
         self.interventions = {m: cls(engine, artifacts, settings, detection) for m, cls in INTERVENTIONS.items()}
 
     async def guard(self, prompt: PromptContext, request_id: str) -> Guarded:
+        if self.registry_check is not None:
+            self.registry_check()
         detections = self.detection.detect("\n".join(prompt.contents))
         if not detections:
             return prompt.guarded

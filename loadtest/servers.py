@@ -100,8 +100,10 @@ def bare_vllm(model_path: Path, name: str, engine: EngineSettings, log_dir: Path
                          env=vllm_environment(engine, work_dir))
 
 
-def gateway(model_path: Path, name: str, engine: EngineSettings, log_dir: Path) -> ServerProcess:
+def gateway(model_path: Path, name: str, engine: EngineSettings, log_dir: Path, label: str = "gateway",
+            env: dict[str, str] | None = None) -> ServerProcess:
+    """``python -m server serve`` as its own process; ``env`` carries further settings (``UGW_*``)."""
     port = free_port()
     argv = [sys.executable, "-m", "server", "serve", "--engine", engine.kind, "--model", str(model_path),
             "--served-model-name", name, "--port", str(port), "--max-model-len", str(engine.max_model_len)]
-    return ServerProcess("gateway", argv, port, log_dir / "gateway.log", "/ready")
+    return ServerProcess(label, argv, port, log_dir / f"{label}.log", "/ready", env=env or {})

@@ -53,12 +53,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
         store = create_store(settings)
         await store.start()
-        cache = TargetCache(store)
+        cache = TargetCache(store, on_unavailable=settings.registry.on_unavailable)
         await cache.start()
         artifacts = ArtifactStore(settings.artifact_path())
         detection = DetectionPipeline(cache, artifacts, eng.tokenizer, tuple(settings.detection.detectors),
                                       settings.detection.embedding_threshold)
-        guard = RequestGuard(eng, detection, artifacts, settings.guards)
+        guard = RequestGuard(eng, detection, artifacts, settings.guards, registry_check=cache.check_current)
         o3 = guard.interventions["o3"]
         assert isinstance(o3, O3Intervention)
         builder = TargetBuilder(eng, detection, artifacts, settings.guards, o3.ensure_loaded)

@@ -46,6 +46,10 @@ class RegistrySettings(BaseModel):
     path: Path | None = None
     # Content-addressed artifacts (classifier heads, indexes, adapters); a shared volume in Kubernetes.
     artifact_dir: Path | None = None
+    # While the shared registry is unreachable: "closed" answers every completion request with 503
+    # (registry_unavailable), since it cannot be checked against targets registered meanwhile; "last_known" keeps
+    # serving and enforcing the targets known before the outage.
+    on_unavailable: Literal["closed", "last_known"] = "closed"
 
 
 class DetectionSettings(BaseModel):

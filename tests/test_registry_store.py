@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from server.errors import ConflictError, NotFoundError
+from server.registry.cache import FailPolicy, TargetCache
 from server.registry.file_store import FileTargetStore
 from server.registry.models import JobRecord, TargetRecord
 from server.registry.redis_store import RedisTargetStore
-from server.registry.store import TargetStore
+from server.registry.store import RegistryUnavailable, TargetStore
 from tests.redis_server import RedisServer
 
 
@@ -99,8 +100,6 @@ def test_redis_killed_and_restarted_loses_no_target(tmp_path: Path) -> None:
             ids = [(await store.create(TargetRecord(name=n))).id for n in names]
             async with store.hub.subscribe() as events:
                 redis_proc.kill()
-                from server.registry.store import RegistryUnavailable
-
                 with pytest.raises(RegistryUnavailable):
                     await store.list()
                 redis_proc.start()
@@ -118,5 +117,51 @@ def test_redis_killed_and_restarted_loses_no_target(tmp_path: Path) -> None:
     try:
         asyncio.run(run())
         assert redis_proc.port == old_port
+    finally:
+        redis_proc.stop()
+
+
+@pytest.mark.parametrize("policy", ["closed", "last_known"])
+def test_cache_fail_policy_while_redis_is_down(policy: FailPolicy, tmp_path: Path) -> None:
+    """Closed: the replica refuses to vouch for a stale view (503). last_known: it keeps its targets. Both recover."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    redis_proc = RedisServer(tmp_path).start()
+
+    async def run() -> None:
+        store = RedisTargetStore(redis_proc.url, prefix="policy", reconnect_delay_s=0.1)
+        await store.start()
+        cache = TargetCache(store, on_unavailable=policy)
+        await cache.start()
+        try:
+            await store.create(TargetRecord(name="Harry Potter", status="active"))
+            await wait_until(lambda: len(cache.active()) == 1)
+            cache.check_current()
+            redis_proc.kill()
+            await wait_until(lambda: not cache.synced)
+            if policy == "closed":
+                with pytest.raises(RegistryUnavailable) as refused:
+                    cache.check_current()
+                assert refused.value.status_code == 503 and refused.value.code == "registry_unavailable"
+            else:
+                cache.check_current()
+            assert [t.name for t in cache.active()] == ["Harry Potter"]  # the last known view is kept either way
+            redis_proc.start()
+            await wait_until(lambda: cache.synced)
+            cache.check_current()
+        finally:
+            await cache.close()
+            await store.close()
+
+    async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+
+    try:
+        asyncio.run(run())
     finally:
         redis_proc.stop()

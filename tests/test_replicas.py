@@ -1,59 +1,132 @@
-"""Two gateway replicas on one real Redis: a target registered on A is enforced by B within a second."""
+"""Two gateway processes (transformers engine) on one real redis-server, as two pods of a Deployment would run.
+
+A target registered through replica A is enforced by replica B within a second; killing Redis loses nothing that
+was registered; while Redis is down both replicas fail closed (503 ``registry_unavailable``, never an unguarded
+answer) and they recover by themselves once it is back.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
-from server.settings import RegistrySettings
-from tests.conftest import ADMIN_TOKEN, live_settings
-from tests.live import LiveServer
+from loadtest.servers import ServerProcess, gateway
+from server.settings import EngineSettings
+from tests.conftest import ADMIN_TOKEN
 from tests.redis_server import RedisServer
 
+pytestmark = pytest.mark.slow
+
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+HEADER = "x-unlearning-targets"
 
 
 @pytest.fixture(scope="module")
-def replicas(hf_server: LiveServer, redis_server: RedisServer, model_path: Path, cache_dir: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, LiveServer]]:
-    servers = []
-    artifacts = tmp_path_factory.mktemp("shared-artifacts")  # the shared volume of a real deployment
-    for name in ("a", "b"):
-        settings = live_settings("hf", model_path, cache_dir, tmp_path_factory.mktemp(name),
-                                 registry=RegistrySettings(backend="redis", redis_url=redis_server.url,
-                                                           prefix="replicas", artifact_dir=artifacts))
-        # Both replicas share the reference engine: this test is about the registry, not generation.
-        servers.append(LiveServer(settings, engine=hf_server.engine).start())
-    yield servers[0], servers[1]
-    for server in servers:
-        server.stop()
+def redis_proc(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis of this module's own: the tests kill it, which the session's shared one must not suffer."""
+    server = RedisServer(tmp_path_factory.mktemp("replica-redis")).start()
+    yield server
+    server.stop()
 
 
-def test_target_registered_on_a_is_enforced_by_b_within_a_second(replicas: tuple[LiveServer, LiveServer]) -> None:
-    a, b = replicas
-    prompt = {"prompt": "What did Stephen King write?"}
-    assert httpx.post(b.base_url + "/admin/detect", json=prompt, headers=AUTH).json()["detections"] == []
-    created = httpx.post(a.base_url + "/admin/targets", json={"name": "Stephen King"}, headers=AUTH)
-    assert created.status_code == 201
-    target_id = created.json()["id"]
+@pytest.fixture(scope="module")
+def replicas(redis_proc: RedisServer, model_path: Path, cache_dir: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    logs = tmp_path_factory.mktemp("replica-logs")
+    env = {"UGW_CACHE_DIR": str(cache_dir), "UGW_ADMIN_TOKEN": ADMIN_TOKEN,
+           "UGW_REGISTRY__BACKEND": "redis", "UGW_REGISTRY__REDIS_URL": redis_proc.url,
+           "UGW_REGISTRY__PREFIX": "replicas",
+           # the shared volume of a real deployment
+           "UGW_REGISTRY__ARTIFACT_DIR": str(tmp_path_factory.mktemp("shared-artifacts")),
+           "UGW_GUARDS__ELICIT__QUESTIONS": "0"}
+    engine = EngineSettings(kind="hf", max_model_len=1024)
+    procs = [gateway(model_path, "smollm2", engine, logs, label=f"replica-{name}", env=env) for name in "ab"]
+    try:
+        for proc in procs:
+            proc.start(timeout=300)
+        yield procs[0], procs[1]
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def ask(server: ServerProcess, prompt: str) -> httpx.Response:
+    """One short chat completion through the official client; the raw response keeps headers and status."""
+    client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model="smollm2", messages=[{"role": "user", "content": prompt}], max_tokens=1, temperature=0)
+        return raw.http_response
+    except openai.APIStatusError as exc:
+        return exc.response
+    finally:
+        client.close()
+
+
+def register(server: ServerProcess, name: str) -> str:
+    created = httpx.post(server.base_url + "/admin/targets", json={"name": name, "methods": ["guard"]},
+                         headers=AUTH, timeout=30)
+    assert created.status_code == 201, created.text
+    target_id: str = created.json()["id"]
+    wait_for(lambda: httpx.get(server.base_url + f"/admin/targets/{target_id}", headers=AUTH).json()["status"]
+             == "active", 60, f"{name} did not become active")
+    return target_id
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> float:
     start = time.monotonic()
-    while True:  # the build job runs on A; B learns of the active record through Redis
-        record = httpx.get(a.base_url + f"/admin/targets/{target_id}", headers=AUTH).json()
-        if record["status"] == "active":
-            break
-        assert time.monotonic() - start < 30
+    while not condition():
+        assert time.monotonic() - start < timeout, message
         time.sleep(0.02)
-    active_at = time.monotonic()
-    while not httpx.post(b.base_url + "/admin/detect", json=prompt, headers=AUTH).json()["detections"]:
-        assert time.monotonic() - active_at < 1.0, "replica B did not enforce the new target within 1 s"
-        time.sleep(0.02)
-    # and B sees deletions just as fast
-    httpx.delete(a.base_url + f"/admin/targets/{target_id}", headers=AUTH)
-    gone_at = time.monotonic()
-    while httpx.post(b.base_url + "/admin/detect", json=prompt, headers=AUTH).json()["detections"]:
-        assert time.monotonic() - gone_at < 1.0
-        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def fired(response: httpx.Response, target_id: str) -> bool:
+    return response.status_code == 200 and target_id in response.headers.get(HEADER, "")
+
+
+def test_target_registered_on_a_is_enforced_by_b_within_a_second(
+        replicas: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = replicas
+    prompt = "What did Stephen King write?"
+    before = ask(b, prompt)
+    assert before.status_code == 200 and HEADER not in before.headers
+    target_id = register(a, "Stephen King")  # the build job runs on A; B learns of it through Redis
+    lag = wait_for(lambda: fired(ask(b, prompt), target_id), 1.0, "replica B did not enforce the target within 1 s")
+    print(f"replica B enforced the target {lag * 1000:.0f} ms after A reported it active")
+    assert httpx.delete(a.base_url + f"/admin/targets/{target_id}", headers=AUTH).status_code == 204
+    wait_for(lambda: HEADER not in ask(b, prompt).headers, 1.0, "replica B still enforced a deleted target")
+
+
+def test_redis_outage_fails_closed_and_loses_no_target(replicas: tuple[ServerProcess, ServerProcess],
+                                                       redis_proc: RedisServer) -> None:
+    a, b = replicas
+    prompt = "Which books did J.R.R. Tolkien write?"
+    target_id = register(a, "J.R.R. Tolkien")
+    wait_for(lambda: fired(ask(b, prompt), target_id), 1.0, "replica B did not enforce the target")
+
+    redis_proc.kill()  # SIGKILL: only what Redis fsynced survives
+    for server in (a, b):
+        for text in (prompt, "What is the capital of France?"):
+            wait_for(lambda s=server, t=text: ask(s, t).status_code == 503, 5.0,  # type: ignore[misc]
+                     f"{server.name} kept answering while the registry was down")
+            refused = ask(server, text)
+            assert refused.json()["error"]["code"] == "registry_unavailable"
+    outage_write = httpx.post(a.base_url + "/admin/targets", json={"name": "Terry Pratchett"}, headers=AUTH,
+                              timeout=30)
+    assert outage_write.status_code == 503 and outage_write.json()["error"]["type"] == "service_unavailable"
+    assert httpx.get(b.base_url + "/health").status_code == 200  # alive: no restart for a registry outage
+
+    redis_proc.start()  # same port, same data folder
+    back = wait_for(lambda: ask(b, prompt).status_code == 200, 10.0, "replica B did not recover after Redis returned")
+    print(f"replica B served again {back:.2f} s after Redis restarted")
+    assert fired(ask(b, prompt), target_id)
+    assert HEADER not in ask(a, "What is the capital of France?").headers
+    for server in (a, b):
+        names = [t["name"] for t in httpx.get(server.base_url + "/admin/targets", headers=AUTH).json()["data"]]
+        assert "J.R.R. Tolkien" in names and "Terry Pratchett" not in names

@@ -127,8 +127,12 @@ class JobRecord(BaseModel):
 
 
 class ChangeEvent(BaseModel):
-    """Published on every write; a replica reloads the one record (or everything, for ``resync``)."""
+    """Published on every write; a replica reloads the one record (or everything, for ``resync``).
 
-    op: Literal["upsert", "delete", "resync"]
+    ``lost`` is local only: the store lost its link to the shared registry, so the replica's view may be stale
+    until the ``resync`` that follows the reconnection.
+    """
+
+    op: Literal["upsert", "delete", "resync", "lost"]
     target_id: str | None = None
     version: int = 0

@@ -101,8 +101,9 @@ class RedisTargetStore(TargetStore):
                         with contextlib.suppress(ValueError):
                             self.hub.publish(ChangeEvent.model_validate_json(message["data"]))
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                if self.connected:
+                if self.connected or first:
                     logger.warning("registry: lost Redis (%s); retrying", exc)
+                    self.hub.publish(ChangeEvent(op="lost"))
                 self.connected = False
                 first = False
             finally:
