@@ -101,9 +101,9 @@ def bare_vllm(model_path: Path, name: str, engine: EngineSettings, log_dir: Path
 
 
 def gateway(model_path: Path, name: str, engine: EngineSettings, log_dir: Path, label: str = "gateway",
-            env: dict[str, str] | None = None) -> ServerProcess:
-    """``python -m server serve`` as its own process; ``env`` carries further settings (``UGW_*``)."""
+            env: dict[str, str] | None = None, command: str = "serve") -> ServerProcess:
+    """``python -m server serve`` (or ``worker``) as its own process; ``env`` carries further settings (``UGW_*``)."""
     port = free_port()
-    argv = [sys.executable, "-m", "server", "serve", "--engine", engine.kind, "--model", str(model_path),
+    argv = [sys.executable, "-m", "server", command, "--engine", engine.kind, "--model", str(model_path),
             "--served-model-name", name, "--port", str(port), "--max-model-len", str(engine.max_model_len)]
     return ServerProcess(label, argv, port, log_dir / f"{label}.log", "/ready", env=env or {})

@@ -21,6 +21,7 @@ from server.registry.file_store import FileTargetStore
 from server.registry.redis_store import RedisTargetStore
 from server.registry.service import TargetService
 from server.registry.store import TargetStore
+from server.registry.worker import BuildWorker
 from server.routes import admin, health, openai
 from server.service import CompletionService
 from server.settings import Settings
@@ -62,7 +63,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         o3 = guard.interventions["o3"]
         assert isinstance(o3, O3Intervention)
         builder = TargetBuilder(eng, detection, artifacts, settings.guards, o3.ensure_loaded)
-        targets = TargetService(store, cache, builder.build)
+        targets = TargetService(store, cache, builder.build, queue=settings.jobs.mode == "queue")
+        worker = BuildWorker(store, targets) if settings.jobs.worker else None
+        if worker is not None:
+            await worker.start()
         gateway.admin = AdminServices(targets=targets, cache=cache, detection=detection)
         gateway.engine = eng
         gateway.metrics.engine_running.set_function(eng.num_running)
@@ -74,6 +78,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         finally:
             gateway.draining = True
             gateway.ready = False
+            if worker is not None:
+                await worker.close()
             await targets.close()
             await cache.close()
             await store.close()

@@ -21,7 +21,9 @@ def _serve(args: argparse.Namespace) -> int:
                                         "max_model_len": args.max_model_len}.items() if v is not None}
     engine = EngineSettings.model_validate({**base.engine.model_dump(), **engine_updates})
     updates = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    settings = base.model_copy(update={**updates, "engine": engine})
+    if args.command == "worker":  # the same process shape, but it runs queued builds (its HTTP side: probes)
+        updates["jobs"] = base.jobs.model_copy(update={"mode": "queue", "worker": True})
+    settings = Settings.model_validate({**base.model_dump(), **updates, "engine": engine})
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     app = create_app(settings)
@@ -94,13 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ugw", description="unlearning-gateway")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the OpenAI-compatible server")
-    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1, env UGW_HOST)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 8000, env UGW_PORT)")
-    serve.add_argument("--engine", choices=["vllm", "hf"], default=None, help="inference engine (default vllm)")
-    serve.add_argument("--model", default=None, help="local model folder (default: the bundled SmolLM2-135M)")
-    serve.add_argument("--served-model-name", default=None, help="name clients use as 'model'")
-    serve.add_argument("--max-model-len", type=int, default=None, help="context length (default 2048)")
-    serve.set_defaults(func=_serve)
+    worker = sub.add_parser("worker", help="run queued target builds (jobs.mode=queue, Redis registry); "
+                                           "serves the probes and metrics over HTTP")
+    for p in (serve, worker):
+        p.add_argument("--host", default=None, help="bind address (default 127.0.0.1, env UGW_HOST)")
+        p.add_argument("--port", type=int, default=None, help="port (default 8000, env UGW_PORT)")
+        p.add_argument("--engine", choices=["vllm", "hf"], default=None, help="inference engine (default vllm)")
+        p.add_argument("--model", default=None, help="local model folder or hub name (default: the bundled "
+                                                     "SmolLM2-135M)")
+        p.add_argument("--served-model-name", default=None, help="name clients use as 'model'")
+        p.add_argument("--max-model-len", type=int, default=None, help="context length (default 2048)")
+        p.set_defaults(func=_serve)
     ev = sub.add_parser("eval", help="measure detection and forgetting on a benchmark folder")
     ev.add_argument("--data", required=True, help="folder laid out like shared/data (rwku/, mmlu/, ...)")
     ev.add_argument("--suite", default="detect", choices=["detect", "rwku", "hp", "tofu", "wmdp", "all"])

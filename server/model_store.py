@@ -79,6 +79,24 @@ def resolve_model(model: str | None, cache_dir: Path) -> Path:
     if model is None:
         return ensure_bundled_model(cache_dir)
     path = Path(model).expanduser()
-    if not (path / "config.json").exists():
-        raise ModelNotAvailable(f"model folder {path} has no config.json (only local folders can be loaded offline)")
-    return path
+    if (path / "config.json").exists():
+        return path
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise ModelNotAvailable(f"model folder {path} has no config.json")
+    return _download(model, cache_dir)
+
+
+def _download(repo_id: str, cache_dir: Path) -> Path:
+    """A hub name ("org/model"): fetched once into the cache (a mounted volume in Kubernetes), unless offline."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache_dir / "hub",
+                                      allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+    except LocalEntryNotFoundError as exc:
+        raise ModelNotAvailable(
+            f"model '{repo_id}' is neither a local folder nor in the cache, and the hub is unreachable or "
+            "HF_HUB_OFFLINE=1 is set; mount the model folder or allow downloads") from exc
+    except HFValidationError as exc:
+        raise ModelNotAvailable(f"'{repo_id}' is neither a model folder nor a valid hub name: {exc}") from exc

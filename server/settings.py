@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineKind = Literal["vllm", "hf"]
@@ -50,6 +50,15 @@ class RegistrySettings(BaseModel):
     # (registry_unavailable), since it cannot be checked against targets registered meanwhile; "last_known" keeps
     # serving and enforcing the targets known before the outage.
     on_unavailable: Literal["closed", "last_known"] = "closed"
+
+
+class JobSettings(BaseModel):
+    # "inline": the replica that receives an admin write builds the target itself (the embedded default).
+    # "queue": replicas only queue builds in Redis; `ugw worker` processes (on their own GPU) claim and run them,
+    # and a build whose worker died is picked up again when a worker starts.
+    mode: Literal["inline", "queue"] = "inline"
+    # Run queued builds in this process (set by `ugw worker`).
+    worker: bool = False
 
 
 class DetectionSettings(BaseModel):
@@ -122,6 +131,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     guards: InterventionSettings = Field(default_factory=InterventionSettings)
     # Bearer token for /admin; the admin API is disabled when it is not set.
@@ -137,7 +147,16 @@ class Settings(BaseSettings):
     def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("admin_token must be at least 16 characters (generate one with `openssl rand -hex 24`)")
+        if value is not None and "CHANGE-ME" in value.get_secret_value():
+            raise ValueError("admin_token is still the manifest's placeholder; set a secret of your own "
+                             "(`openssl rand -hex 24`)")
         return value
+
+    @model_validator(mode="after")
+    def _queue_needs_redis(self) -> Settings:
+        if (self.jobs.mode == "queue" or self.jobs.worker) and self.registry.backend != "redis":
+            raise ValueError("jobs.mode=queue and build workers need the shared registry (registry.backend=redis)")
+        return self
 
     def registry_path(self) -> Path:
         return self.registry.path or self.cache_dir / "registry"

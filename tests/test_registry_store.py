@@ -165,3 +165,25 @@ def test_cache_fail_policy_while_redis_is_down(policy: FailPolicy, tmp_path: Pat
         asyncio.run(run())
     finally:
         redis_proc.stop()
+
+
+def test_build_queue_is_fifo_and_a_dead_workers_jobs_come_back(redis_server: RedisServer) -> None:
+    async def run() -> None:
+        store = RedisTargetStore(redis_server.url, prefix="queue")
+        try:
+            for job_id in ("j1", "j2", "j3"):
+                await store.enqueue_job(job_id)
+            assert await store.claim_job(1) == "j1"
+            assert await store.claim_job(1) == "j2"
+            await store.finish_job("j1")  # j2 stays claimed: its worker "dies" here
+            assert await store.requeue_running() == 1
+            # the interrupted build goes back to the front of the queue
+            assert [await store.claim_job(1) for _ in range(2)] == ["j2", "j3"]
+            await store.finish_job("j3")
+            await store.finish_job("j2")
+            assert await store.claim_job(0.1) is None
+            assert await store.requeue_running() == 0
+        finally:
+            await store.close()
+
+    asyncio.run(run())

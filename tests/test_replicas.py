@@ -1,8 +1,9 @@
-"""Two gateway processes (transformers engine) on one real redis-server, as two pods of a Deployment would run.
+"""Two gateway processes (transformers engine) and a build worker on one real redis-server, as in Kubernetes.
 
-A target registered through replica A is enforced by replica B within a second; killing Redis loses nothing that
-was registered; while Redis is down both replicas fail closed (503 ``registry_unavailable``, never an unguarded
-answer) and they recover by themselves once it is back.
+The replicas only queue builds (``jobs.mode=queue``); the worker process claims and runs them. A target registered
+through replica A is enforced by replica B within a second of becoming active; killing Redis loses nothing that was
+registered; while Redis is down both replicas fail closed (503 ``registry_unavailable``, never an unguarded answer)
+and they recover by themselves once it is back.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def replicas(redis_proc: RedisServer, model_path: Path, cache_dir: Path,
            "UGW_REGISTRY__ARTIFACT_DIR": str(tmp_path_factory.mktemp("shared-artifacts")),
            "UGW_GUARDS__ELICIT__QUESTIONS": "0"}
     engine = EngineSettings(kind="hf", max_model_len=1024)
-    procs = [gateway(model_path, "smollm2", engine, logs, label=f"replica-{name}", env=env) for name in "ab"]
+    procs = [gateway(model_path, "smollm2", engine, logs, label=f"replica-{name}",
+                     env={**env, "UGW_JOBS__MODE": "queue"}) for name in "ab"]
+    procs.append(gateway(model_path, "smollm2", engine, logs, label="worker", env=env, command="worker"))
     try:
         for proc in procs:
             proc.start(timeout=300)
@@ -96,7 +99,7 @@ def test_target_registered_on_a_is_enforced_by_b_within_a_second(
     prompt = "What did Stephen King write?"
     before = ask(b, prompt)
     assert before.status_code == 200 and HEADER not in before.headers
-    target_id = register(a, "Stephen King")  # the build job runs on A; B learns of it through Redis
+    target_id = register(a, "Stephen King")  # the worker builds it; B learns of it through Redis
     lag = wait_for(lambda: fired(ask(b, prompt), target_id), 1.0, "replica B did not enforce the target within 1 s")
     print(f"replica B enforced the target {lag * 1000:.0f} ms after A reported it active")
     assert httpx.delete(a.base_url + f"/admin/targets/{target_id}", headers=AUTH).status_code == 204

@@ -74,6 +74,8 @@ class RedisTargetStore(TargetStore):
         self.k_targets = f"{prefix}:targets"
         self.k_names = f"{prefix}:names"
         self.channel = f"{prefix}:events"
+        self.k_queued = f"{prefix}:jobs:queued"
+        self.k_running = f"{prefix}:jobs:running"
         self._listener: asyncio.Task[None] | None = None
         self.connected = False
 
@@ -169,6 +171,25 @@ class RedisTargetStore(TargetStore):
     async def get_job(self, job_id: str) -> JobRecord | None:
         raw = await self._call(self.client.get(f"{self.prefix}:job:{job_id}"))
         return JobRecord.model_validate_json(raw) if raw else None
+
+    async def enqueue_job(self, job_id: str) -> None:
+        await self._call(self.client.lpush(self.k_queued, job_id))
+
+    async def claim_job(self, timeout_s: float) -> str | None:
+        # Blocking pop, kept under the client's socket timeout; RIGHT->LEFT makes the queue first-in first-out.
+        timeout = max(min(timeout_s, 4.0), 0.01)
+        job_id: str | None = await self._call(self.client.blmove(self.k_queued, self.k_running, timeout,
+                                                                 src="RIGHT", dest="LEFT"))
+        return job_id
+
+    async def finish_job(self, job_id: str) -> None:
+        await self._call(self.client.lrem(self.k_running, 0, job_id))
+
+    async def requeue_running(self) -> int:
+        moved = 0
+        while await self._call(self.client.lmove(self.k_running, self.k_queued, src="RIGHT", dest="RIGHT")):
+            moved += 1
+        return moved
 
     async def ping(self) -> bool:
         try:

@@ -32,10 +32,12 @@ Builder = Callable[[TargetRecord, Progress], Awaitable[BuildResult]]
 
 
 class TargetService:
-    def __init__(self, store: TargetStore, cache: TargetCache, builder: Builder) -> None:
+    def __init__(self, store: TargetStore, cache: TargetCache, builder: Builder, queue: bool = False) -> None:
         self.store = store
         self.cache = cache
         self.builder = builder
+        # Queue builds for `ugw worker` processes instead of running them here (jobs.mode=queue).
+        self.queue = queue
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -51,7 +53,7 @@ class TargetService:
         await self.store.put_job(job)
         await self.store.create(record)
         await self._seen(record)
-        self._launch(job)
+        await self._launch(job)
         return record
 
     async def update(self, target_id: str, body: TargetUpdate) -> TargetRecord:
@@ -82,7 +84,7 @@ class TargetService:
                 await self.store.put_job(job)
             await self._seen(new)
             if job is not None:
-                self._launch(job)
+                await self._launch(job)
             return new
         raise AssertionError("unreachable")
 
@@ -101,10 +103,20 @@ class TargetService:
         return job
 
     # ---- jobs ------------------------------------------------------------------------------------------------------
-    def _launch(self, job: JobRecord) -> None:
+    async def _launch(self, job: JobRecord) -> None:
+        if self.queue:
+            await self.store.enqueue_job(job.id)
+            return
         task = asyncio.create_task(self._run(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def run_queued(self, job_id: str) -> None:
+        """A worker's turn at one queued job; one that already ended (a requeue after a crash) is left alone."""
+        job = await self.store.get_job(job_id)
+        if job is None or job.state in ("succeeded", "failed", "superseded"):
+            return
+        await self._run(job)
 
     async def _set_target(self, target_id: str, job_id: str, **fields: object) -> TargetRecord | None:
         """Apply a job's outcome unless the target moved on (deleted, disabled, or a newer job owns it)."""

@@ -88,6 +88,21 @@ class TargetStore(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> bool: ...
 
+    # ---- build queue (jobs.mode=queue; only the shared backend has one) --------------------------------------------
+    async def enqueue_job(self, job_id: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no build queue; use the Redis registry")
+
+    async def claim_job(self, timeout_s: float) -> str | None:
+        """Move the oldest queued job to the running list and return it (None after ``timeout_s``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no build queue; use the Redis registry")
+
+    async def finish_job(self, job_id: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no build queue; use the Redis registry")
+
+    async def requeue_running(self) -> int:
+        """Put jobs a dead worker had claimed back in the queue (called when a worker starts)."""
+        raise NotImplementedError(f"{type(self).__name__} has no build queue; use the Redis registry")
+
     async def require(self, target_id: str) -> TargetRecord:
         record = await self.get(target_id)
         if record is None:
