@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from server import __version__
+from server.admin_port import AdminPortMiddleware
 from server.body_limit import BodyLimitMiddleware
 from server.deps import AdminServices, Gateway
 from server.engines.base import Engine, create_engine
@@ -93,5 +94,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.admin_port is not None:
+        app.add_middleware(AdminPortMiddleware, admin_port=settings.admin_port)
     app.add_middleware(MetricsMiddleware, metrics=gateway.metrics)
     return app

@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     guards: InterventionSettings = Field(default_factory=InterventionSettings)
     # Bearer token for /admin; the admin API is disabled when it is not set.
     admin_token: SecretStr | None = None
+    # Serve /admin only on this second port (same host), so that a NetworkPolicy can keep it internal.
+    admin_port: int | None = Field(default=None, ge=1, le=65535)
     # Longest request body accepted, so a huge upload is a 413 rather than a memory spike.
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Seconds a shutdown waits for in-flight streams before closing them.
@@ -151,6 +153,12 @@ class Settings(BaseSettings):
             raise ValueError("admin_token is still the manifest's placeholder; set a secret of your own "
                              "(`openssl rand -hex 24`)")
         return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        if self.admin_port is not None and self.admin_port == self.port:
+            raise ValueError("admin_port must differ from port (or be unset to serve /admin on the main port)")
+        return self
 
     @model_validator(mode="after")
     def _queue_needs_redis(self) -> Settings:

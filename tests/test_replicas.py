@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from loadtest.servers import ServerProcess, gateway
+from loadtest.servers import ServerProcess, free_port, gateway
 from server.settings import EngineSettings
 from tests.conftest import ADMIN_TOKEN
 from tests.redis_server import RedisServer
@@ -46,8 +46,9 @@ def replicas(redis_proc: RedisServer, model_path: Path, cache_dir: Path,
            "UGW_REGISTRY__ARTIFACT_DIR": str(tmp_path_factory.mktemp("shared-artifacts")),
            "UGW_GUARDS__ELICIT__QUESTIONS": "0"}
     engine = EngineSettings(kind="hf", max_model_len=1024)
+    # The replicas serve /admin on a port of its own, as in Kubernetes (where a NetworkPolicy keeps it internal).
     procs = [gateway(model_path, "smollm2", engine, logs, label=f"replica-{name}",
-                     env={**env, "UGW_JOBS__MODE": "queue"}) for name in "ab"]
+                     env={**env, "UGW_JOBS__MODE": "queue", "UGW_ADMIN_PORT": str(free_port())}) for name in "ab"]
     procs.append(gateway(model_path, "smollm2", engine, logs, label="worker", env=env, command="worker"))
     try:
         for proc in procs:
@@ -56,6 +57,10 @@ def replicas(redis_proc: RedisServer, model_path: Path, cache_dir: Path,
     finally:
         for proc in procs:
             proc.stop()
+
+
+def admin(server: ServerProcess) -> str:
+    return f"http://127.0.0.1:{server.env['UGW_ADMIN_PORT']}/admin"
 
 
 def ask(server: ServerProcess, prompt: str) -> httpx.Response:
@@ -72,11 +77,11 @@ def ask(server: ServerProcess, prompt: str) -> httpx.Response:
 
 
 def register(server: ServerProcess, name: str) -> str:
-    created = httpx.post(server.base_url + "/admin/targets", json={"name": name, "methods": ["guard"]},
+    created = httpx.post(admin(server) + "/targets", json={"name": name, "methods": ["guard"]},
                          headers=AUTH, timeout=30)
     assert created.status_code == 201, created.text
     target_id: str = created.json()["id"]
-    wait_for(lambda: httpx.get(server.base_url + f"/admin/targets/{target_id}", headers=AUTH).json()["status"]
+    wait_for(lambda: httpx.get(admin(server) + f"/targets/{target_id}", headers=AUTH).json()["status"]
              == "active", 60, f"{name} did not become active")
     return target_id
 
@@ -97,12 +102,14 @@ def test_target_registered_on_a_is_enforced_by_b_within_a_second(
         replicas: tuple[ServerProcess, ServerProcess]) -> None:
     a, b = replicas
     prompt = "What did Stephen King write?"
+    public = httpx.get(a.base_url + "/admin/targets", headers=AUTH)
+    assert public.status_code == 404 and "own port" in public.json()["error"]["message"]
     before = ask(b, prompt)
     assert before.status_code == 200 and HEADER not in before.headers
     target_id = register(a, "Stephen King")  # the worker builds it; B learns of it through Redis
     lag = wait_for(lambda: fired(ask(b, prompt), target_id), 1.0, "replica B did not enforce the target within 1 s")
     print(f"replica B enforced the target {lag * 1000:.0f} ms after A reported it active")
-    assert httpx.delete(a.base_url + f"/admin/targets/{target_id}", headers=AUTH).status_code == 204
+    assert httpx.delete(admin(a) + f"/targets/{target_id}", headers=AUTH).status_code == 204
     wait_for(lambda: HEADER not in ask(b, prompt).headers, 1.0, "replica B still enforced a deleted target")
 
 
@@ -120,7 +127,7 @@ def test_redis_outage_fails_closed_and_loses_no_target(replicas: tuple[ServerPro
                      f"{server.name} kept answering while the registry was down")
             refused = ask(server, text)
             assert refused.json()["error"]["code"] == "registry_unavailable"
-    outage_write = httpx.post(a.base_url + "/admin/targets", json={"name": "Terry Pratchett"}, headers=AUTH,
+    outage_write = httpx.post(admin(a) + "/targets", json={"name": "Terry Pratchett"}, headers=AUTH,
                               timeout=30)
     assert outage_write.status_code == 503 and outage_write.json()["error"]["type"] == "service_unavailable"
     assert httpx.get(b.base_url + "/health").status_code == 200  # alive: no restart for a registry outage
@@ -131,5 +138,5 @@ def test_redis_outage_fails_closed_and_loses_no_target(replicas: tuple[ServerPro
     assert fired(ask(b, prompt), target_id)
     assert HEADER not in ask(a, "What is the capital of France?").headers
     for server in (a, b):
-        names = [t["name"] for t in httpx.get(server.base_url + "/admin/targets", headers=AUTH).json()["data"]]
+        names = [t["name"] for t in httpx.get(admin(server) + "/targets", headers=AUTH).json()["data"]]
         assert "J.R.R. Tolkien" in names and "Terry Pratchett" not in names
