@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from loadtest import bench, decode_cost
+from loadtest import bench, decode_cost, load
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=int, default=2)
     b.add_argument("--log-dir", default=None, help="where server logs go (default: a temp folder)")
     b.set_defaults(func=bench.main)
+    ld = sub.add_parser("load", help="time-bounded mixed load on the gateway (flagged/plain, streamed/not), with "
+                                     "latency percentiles, throughput, errors and server memory")
+    ld.add_argument("--out", required=True, help="JSON report path")
+    ld.add_argument("--duration", type=float, default=300.0, help="seconds of load (default 300)")
+    ld.add_argument("--max-requests", type=int, default=100_000, help="stop after this many requests")
+    ld.add_argument("--concurrency", type=int, default=16)
+    ld.add_argument("--flagged-share", type=float, default=0.25, help="share of prompts naming a target")
+    ld.add_argument("--stream-share", type=float, default=0.5, help="share of streamed requests")
+    ld.add_argument("--max-tokens", type=int, default=48)
+    ld.add_argument("--targets", type=int, default=10, help="forget targets registered before the run")
+    ld.add_argument("--methods", default="eco,guard", help="their methods (o3 adds a LoRA fit per target)")
+    ld.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="engine of the gateway it starts")
+    ld.add_argument("--url", default=None, help="load a running gateway on loopback instead of starting one")
+    ld.add_argument("--model", default=None, help="model name with --url (default: the first it serves)")
+    ld.add_argument("--admin-token", default=None, help="admin token with --url (to register the targets)")
+    ld.add_argument("--log-dir", default=None)
+    ld.set_defaults(func=load.main)
     d = sub.add_parser("decode-cost", help="per-token decode time added by GUARD, ECO and O3 (embedded vLLM)")
     d.add_argument("--out", required=True, help="JSON report path")
     d.add_argument("--batch", type=int, default=8)

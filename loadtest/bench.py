@@ -9,11 +9,14 @@ import asyncio
 import json
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from loadtest.load import TARGETS, register_targets
 from loadtest.servers import ServerProcess, bare_vllm, gateway
+from loadtest.stats import pct
 from loadtest.workload import WorkloadResult, WorkloadSpec, run_workload, ttft_probe
 from server.model_store import resolve_model
 from server.settings import EngineSettings, Settings
@@ -48,16 +51,12 @@ class BenchReport(BaseModel):
     gateway: ServerFigures
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def _measure(server: ServerProcess, spec: WorkloadSpec, rounds: int) -> ServerFigures:
+def _measure(server: ServerProcess, spec: WorkloadSpec, rounds: int,
+             setup: Callable[[ServerProcess], None] | None = None) -> ServerFigures:
     server.start()
     try:
+        if setup is not None:
+            setup(server)
         asyncio.run(run_workload(server.base_url, SERVED_NAME, spec.model_copy(update={"requests": spec.concurrency})))
         unloaded = asyncio.run(ttft_probe(server.base_url, SERVED_NAME))
         results: list[WorkloadResult] = [asyncio.run(run_workload(server.base_url, SERVED_NAME, spec))
@@ -70,7 +69,7 @@ def _measure(server: ServerProcess, spec: WorkloadSpec, rounds: int) -> ServerFi
     return ServerFigures(
         unloaded_ttft_p50_ms=statistics.median(unloaded),
         throughput_tok_s=statistics.median(r.throughput_tok_s for r in results),
-        ttft_p50_ms=_pct(ttft, 0.5), ttft_p99_ms=_pct(ttft, 0.99), latency_p50_ms=_pct(latency, 0.5),
+        ttft_p50_ms=pct(ttft, 0.5), ttft_p99_ms=pct(ttft, 0.99), latency_p50_ms=pct(latency, 0.5),
         completion_tokens=sum(r.completion_tokens for r in results), errors=sum(r.errors for r in results),
         rss_mib=rss / 2**20, rounds=[r.throughput_tok_s for r in results])
 
@@ -78,15 +77,24 @@ def _measure(server: ServerProcess, spec: WorkloadSpec, rounds: int) -> ServerFi
 def run_bench(baseline: str, targets: int, spec: WorkloadSpec, rounds: int, log_dir: Path) -> BenchReport:
     if baseline != "vllm":
         raise SystemExit("only --baseline vllm is supported")
-    if targets != 0:
-        raise SystemExit("--targets must be 0 until the forget-target registry exists")
     settings = Settings()
     model_path = resolve_model(settings.engine.model, settings.cache_dir)
     engine = EngineSettings(kind="vllm")
     log_dir.mkdir(parents=True, exist_ok=True)
     work_dir = settings.cache_dir / "work" / "vllm"
     bare = _measure(bare_vllm(model_path, SERVED_NAME, engine, log_dir, work_dir), spec, rounds)
-    gw = _measure(gateway(model_path, SERVED_NAME, engine, log_dir), spec, rounds)
+    # The gateway run enforces `targets` forget targets (GUARD and ECO, built before the workload starts), so every
+    # request pays for detection over all of them; the workload's own prompts name none of them.
+    token = "bench-" + "0123456789abcdef" * 2
+    names = [*TARGETS, *(f"Test Person {i:04d}" for i in range(max(0, targets - len(TARGETS))))][:targets]
+    env = {"UGW_ADMIN_TOKEN": token, "UGW_GUARDS__ELICIT__QUESTIONS": "0",
+           "UGW_REGISTRY__PATH": str(log_dir / "registry"), "UGW_REGISTRY__ARTIFACT_DIR": str(log_dir / "artifacts")}
+
+    def register(server: ServerProcess) -> None:
+        if names:
+            register_targets(server.base_url, token, names, ["eco", "guard"])
+
+    gw = _measure(gateway(model_path, SERVED_NAME, engine, log_dir, env=env), spec, rounds, setup=register)
     return BenchReport(
         baseline=baseline, targets=targets, workload=spec,
         throughput_ratio=gw.throughput_tok_s / bare.throughput_tok_s if bare.throughput_tok_s else 0.0,
