@@ -93,3 +93,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for one test alone, which it may kill and restart (same port, same data folder)."""
+    server = RedisServer(tmp_path / "own-redis")
+    server.data_dir.mkdir()
+    yield server.start()
+    server.stop()

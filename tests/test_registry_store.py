@@ -85,12 +85,8 @@ def test_a_second_store_on_the_same_backend_sees_changes(make_store: Callable[[]
     asyncio.run(run())
 
 
-def test_redis_killed_and_restarted_loses_no_target(tmp_path: Path) -> None:
-    import shutil
-
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    redis_proc = RedisServer(tmp_path).start()
+def test_redis_killed_and_restarted_loses_no_target(own_redis: RedisServer) -> None:
+    redis_proc = own_redis
 
     async def run() -> None:
         store = RedisTargetStore(redis_proc.url, prefix="durable", reconnect_delay_s=0.1)
@@ -114,21 +110,14 @@ def test_redis_killed_and_restarted_loses_no_target(tmp_path: Path) -> None:
             await store.close()
 
     old_port = redis_proc.port
-    try:
-        asyncio.run(run())
-        assert redis_proc.port == old_port
-    finally:
-        redis_proc.stop()
+    asyncio.run(run())
+    assert redis_proc.port == old_port
 
 
 @pytest.mark.parametrize("policy", ["closed", "last_known"])
-def test_cache_fail_policy_while_redis_is_down(policy: FailPolicy, tmp_path: Path) -> None:
+def test_cache_fail_policy_while_redis_is_down(policy: FailPolicy, own_redis: RedisServer) -> None:
     """Closed: the replica refuses to vouch for a stale view (503). last_known: it keeps its targets. Both recover."""
-    import shutil
-
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    redis_proc = RedisServer(tmp_path).start()
+    redis_proc = own_redis
 
     async def run() -> None:
         store = RedisTargetStore(redis_proc.url, prefix="policy", reconnect_delay_s=0.1)
@@ -161,10 +150,7 @@ def test_cache_fail_policy_while_redis_is_down(policy: FailPolicy, tmp_path: Pat
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.02)
 
-    try:
-        asyncio.run(run())
-    finally:
-        redis_proc.stop()
+    asyncio.run(run())
 
 
 def test_build_queue_is_fifo_and_a_dead_workers_jobs_come_back(redis_server: RedisServer) -> None:
