@@ -49,6 +49,10 @@ class LoadSpec(BaseModel):
 class MemorySample(BaseModel):
     t_s: float
     rss_mib: float
+    # The server process itself and its children (vLLM's engine core) separately.
+    server_mib: float = 0.0
+    children_mib: float = 0.0
+    requests_done: int = 0
 
 
 class LoadReport(BaseModel):
@@ -70,6 +74,8 @@ class LoadReport(BaseModel):
     rss_end_mib: float
     rss_peak_mib: float
     rss_growth_after_warmup_mib: float
+    server_growth_after_warmup_mib: float
+    children_growth_after_warmup_mib: float
     memory: list[MemorySample]
 
 
@@ -158,29 +164,39 @@ async def run_load(base_url: str, model: str, spec: LoadSpec, names: list[str],
             prompt, _, stream = req
             await one(prompt, stream)
 
+    def sample() -> MemorySample | None:
+        if server is None:
+            return None
+        own, children = server.rss_split()
+        return MemorySample(t_s=time.perf_counter() - t0, rss_mib=(own + children) / 2**20, server_mib=own / 2**20,
+                            children_mib=children / 2**20, requests_done=len(latency) + sum(errors.values()))
+
     async def sample_memory() -> None:
         while True:
-            if server is not None:
-                memory.append(MemorySample(t_s=time.perf_counter() - t0, rss_mib=server.rss_bytes() / 2**20))
+            if (m := sample()) is not None:
+                memory.append(m)
             await asyncio.sleep(max(1.0, spec.duration_s / 100))
 
     sampler = asyncio.create_task(sample_memory())
     await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
     wall = time.perf_counter() - t0
     sampler.cancel()
-    if server is not None:
-        memory.append(MemorySample(t_s=wall, rss_mib=server.rss_bytes() / 2**20))
+    if (m := sample()) is not None:
+        memory.append(m)
     await client.close()
 
-    after = [m.rss_mib for m in memory if m.t_s >= spec.warmup_share * wall] or [0.0]
+    warm = [m for m in memory if m.t_s >= spec.warmup_share * wall] or [MemorySample(t_s=0, rss_mib=0)]
+    after = [m.rss_mib for m in warm]
     return LoadReport(
         spec=spec, requests=counts["requests"], flagged_requests=counts["flagged"],
         streamed_requests=counts["streamed"], errors=sum(errors.values()), error_kinds=errors, wall_s=wall,
         throughput_req_s=counts["requests"] / wall, throughput_tok_s=counts["tokens"] / wall,
         ttft_p50_ms=pct(ttft, 0.5), ttft_p99_ms=pct(ttft, 0.99),
         latency_p50_ms=pct(latency, 0.5), latency_p99_ms=pct(latency, 0.99),
-        rss_after_warmup_mib=after[0], rss_end_mib=after[-1], rss_peak_mib=max(m.rss_mib for m in memory or [after]),
-        rss_growth_after_warmup_mib=after[-1] - after[0], memory=memory)
+        rss_after_warmup_mib=after[0], rss_end_mib=after[-1], rss_peak_mib=max((m.rss_mib for m in memory), default=0.0),
+        rss_growth_after_warmup_mib=after[-1] - after[0],
+        server_growth_after_warmup_mib=warm[-1].server_mib - warm[0].server_mib,
+        children_growth_after_warmup_mib=warm[-1].children_mib - warm[0].children_mib, memory=memory)
 
 
 def main(args) -> int:  # type: ignore[no-untyped-def]

@@ -56,15 +56,27 @@ class ServerProcess:
 
     def rss_bytes(self) -> int:
         """Resident memory of the server and its children (vLLM's engine core is a child process)."""
+        own, children = self.rss_split()
+        return own + children
+
+    def rss_split(self) -> tuple[int, int]:
+        """(the server process itself, its children together): tells gateway growth from engine-core growth."""
         if self.proc is None:
-            return 0
+            return 0, 0
         import psutil
 
         try:
             root = psutil.Process(self.proc.pid)
-            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            own = root.memory_info().rss
+            children = 0
+            for child in root.children(recursive=True):
+                try:
+                    children += child.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+            return own, children
         except psutil.NoSuchProcess:
-            return 0
+            return 0, 0
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
