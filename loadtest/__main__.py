@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--targets", type=int, default=10, help="forget targets registered before the run")
     ld.add_argument("--methods", default="eco,guard", help="their methods (o3 adds a LoRA fit per target)")
     ld.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="engine of the gateway it starts")
+    ld.add_argument("--bare-vllm", action="store_true", help="run the same mix on vLLM's own server instead "
+                                                             "(unguarded; the baseline for memory and latency)")
     ld.add_argument("--url", default=None, help="load a running gateway on loopback instead of starting one")
     ld.add_argument("--model", default=None, help="model name with --url (default: the first it serves)")
     ld.add_argument("--admin-token", default=None, help="admin token with --url (to register the targets)")

@@ -20,7 +20,7 @@ import httpx
 import openai
 from pydantic import BaseModel
 
-from loadtest.servers import ServerProcess, gateway
+from loadtest.servers import ServerProcess, bare_vllm, gateway
 from loadtest.stats import pct
 from loadtest.workload import PROMPTS
 from server.model_store import resolve_model
@@ -193,7 +193,8 @@ async def run_load(base_url: str, model: str, spec: LoadSpec, names: list[str],
         throughput_req_s=counts["requests"] / wall, throughput_tok_s=counts["tokens"] / wall,
         ttft_p50_ms=pct(ttft, 0.5), ttft_p99_ms=pct(ttft, 0.99),
         latency_p50_ms=pct(latency, 0.5), latency_p99_ms=pct(latency, 0.99),
-        rss_after_warmup_mib=after[0], rss_end_mib=after[-1], rss_peak_mib=max((m.rss_mib for m in memory), default=0.0),
+        rss_after_warmup_mib=after[0], rss_end_mib=after[-1],
+        rss_peak_mib=max((m.rss_mib for m in memory), default=0.0),
         rss_growth_after_warmup_mib=after[-1] - after[0],
         server_growth_after_warmup_mib=warm[-1].server_mib - warm[0].server_mib,
         children_growth_after_warmup_mib=warm[-1].children_mib - warm[0].children_mib, memory=memory)
@@ -204,6 +205,8 @@ def main(args) -> int:  # type: ignore[no-untyped-def]
                     flagged_share=args.flagged_share, stream_share=args.stream_share, max_tokens=args.max_tokens,
                     targets=args.targets, methods=args.methods.split(","))
     names = TARGETS[: spec.targets] + [f"Test Person {i:04d}" for i in range(max(0, spec.targets - len(TARGETS)))]
+    # Without targets the flagged share still names these people: the prompts stay the same, nothing fires.
+    prompt_names = names or TARGETS
     server: ServerProcess | None = None
     if args.url:
         check_loopback(args.url)
@@ -218,17 +221,23 @@ def main(args) -> int:  # type: ignore[no-untyped-def]
         log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="ugw-load-"))
         log_dir.mkdir(parents=True, exist_ok=True)
         engine = EngineSettings(kind=args.engine)
-        server = gateway(resolve_model(settings.engine.model, settings.cache_dir), SERVED_NAME, engine, log_dir,
-                         env={"UGW_ADMIN_TOKEN": token, "UGW_GUARDS__ELICIT__QUESTIONS": "0",
-                              "UGW_REGISTRY__PATH": str(log_dir / "registry"),
-                              "UGW_REGISTRY__ARTIFACT_DIR": str(log_dir / "artifacts")}).start()
+        model_path = resolve_model(settings.engine.model, settings.cache_dir)
+        if args.bare_vllm:  # the same mix, unguarded, on vLLM's own server: the baseline for memory and latency
+            spec.targets, names = 0, []
+            server = bare_vllm(model_path, SERVED_NAME, EngineSettings(kind="vllm"), log_dir,
+                               settings.cache_dir / "work" / "vllm").start()
+        else:
+            server = gateway(model_path, SERVED_NAME, engine, log_dir,
+                             env={"UGW_ADMIN_TOKEN": token, "UGW_GUARDS__ELICIT__QUESTIONS": "0",
+                                  "UGW_REGISTRY__PATH": str(log_dir / "registry"),
+                                  "UGW_REGISTRY__ARTIFACT_DIR": str(log_dir / "artifacts")}).start()
         base_url, model = server.base_url, SERVED_NAME
-        print(f"[load] gateway ({args.engine}) up; logs in {log_dir}")
+        print(f"[load] {server.name} up; logs in {log_dir}")
     try:
         if spec.targets:
             register_targets(base_url, token, names, spec.methods)
             print(f"[load] {spec.targets} targets active ({','.join(spec.methods)})")
-        report = asyncio.run(run_load(base_url, model, spec, names[: spec.targets], server))
+        report = asyncio.run(run_load(base_url, model, spec, names[: spec.targets] or prompt_names, server))
     finally:
         if server is not None:
             server.stop()
