@@ -53,54 +53,24 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from transformers import AutoTokenizer
-
-    from server.eval.detect import run_detect
-    from server.model_store import resolve_model
-
-    if args.suite == "rwku":
-        return _eval_leak(args)
-    if args.suite != "detect":
-        print(f"suite {args.suite!r} is not implemented yet; available: detect, rwku", file=sys.stderr)
-        return 2
-    settings = Settings()
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.engine.model, settings.cache_dir))
-    report = run_detect(Path(args.data), tokenizer, with_intro=args.with_intro, limit=args.limit,
-                        detectors=tuple(args.detectors.split(",")), embedding_threshold=args.embedding_threshold)
-    Path(args.out).write_text(report.model_dump_json(indent=2))
-    summary = report.model_dump(exclude={"misses"})
-    import json
-
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def _eval_leak(args: argparse.Namespace) -> int:
-    import asyncio
     import json
     from pathlib import Path
 
-    from server.engines.base import create_engine
-    from server.eval.leak import run_leak
-    from server.model_store import resolve_model
+    from server.eval.harness import EvalSpec, run_eval
 
-    settings = Settings()
-    engine = create_engine(settings.engine, resolve_model(settings.engine.model, settings.cache_dir),
-                           settings.cache_dir / "work" / settings.engine.kind)
-
-    async def go():  # type: ignore[no-untyped-def]
-        await engine.start()
-        try:
-            return await run_leak(engine, Path(args.data), args.methods.split(","), settings.guards, args.limit,
-                                  args.probes, args.with_intro)
-        finally:
-            await engine.shutdown()
-
-    report = asyncio.run(go())
-    Path(args.out).write_text(report.model_dump_json(indent=2))
-    print(json.dumps(report.model_dump(exclude={"still_correct"}), indent=2))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    spec = EvalSpec(data=Path(args.data), suite=args.suite, engine=args.engine, url=args.url,
+                    admin_token=args.admin_token or os.environ.get("UGW_ADMIN_TOKEN"), out=Path(args.out),
+                    report=Path(args.report) if args.report else None, methods=args.methods.split(","),
+                    probes=args.probes, limit=args.limit, with_intro=args.with_intro, mmlu=args.mmlu,
+                    concurrency=args.concurrency, detectors=args.detectors.split(","),
+                    embedding_threshold=args.embedding_threshold, clear_registry=args.clear_registry)
+    result = run_eval(spec)
+    summary = {k: v for k, v in result.get("rwku", {}).items() if k not in ("by_method",)}
+    if "detect" in result:
+        summary["detect"] = {k: v for k, v in result["detect"].items() if k != "misses"}
+    print(json.dumps({"meta": result["meta"], **summary}, indent=2))
     return 0
 
 
@@ -128,7 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--detectors", default="lexical", help="comma-separated: lexical,embedding")
     ev.add_argument("--embedding-threshold", type=float, default=0.55)
     ev.add_argument("--methods", default="eco,o3,guard", help="rwku suite: methods to measure, each alone")
-    ev.add_argument("--probes", type=int, default=10, help="rwku suite: forget probes per level and target")
+    ev.add_argument("--probes", type=int, default=10, help="rwku suite: probes per level and target")
+    ev.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="engine of the server it starts")
+    ev.add_argument("--url", default=None, help="evaluate a running gateway instead of starting one")
+    ev.add_argument("--admin-token", default=None, help="its admin token (default: env UGW_ADMIN_TOKEN)")
+    ev.add_argument("--report", default=None, help="folder for a Markdown summary and PNG plots")
+    ev.add_argument("--mmlu", type=int, default=100, help="MMLU questions for general FPR and utility")
+    ev.add_argument("--concurrency", type=int, default=8, help="probes in flight at once (the engine batches)")
+    ev.add_argument("--clear-registry", action="store_true", help="with --url: delete its targets first")
     ev.set_defaults(func=_eval)
     prepare = sub.add_parser("prepare", help="convert the bundled model once (idempotent) and print its folder")
     prepare.add_argument("--model", default=None, help="check this local folder instead of the bundled model")

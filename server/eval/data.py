@@ -58,9 +58,46 @@ def load_other_names(data_dir: Path) -> list[str]:
 
 
 def load_mmlu_questions(data_dir: Path, split: str = "test") -> list[str]:
-    folder = data_dir / "mmlu" / split
-    questions = []
-    for path in sorted(folder.glob("*.csv")):
+    return [item.question for item in load_mmlu(data_dir, split)]
+
+
+LETTERS = "ABCD"
+
+
+class MultipleChoice(BaseModel):
+    question: str
+    choices: list[str]
+    answer: int
+    subject: str = ""
+
+    def prompt(self) -> str:
+        options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(self.choices))
+        return f"{self.question}\n{options}\nAnswer with the letter of the correct option."
+
+    def picked(self, output: str) -> int | None:
+        """The option the model chose: the first standalone letter A-D, else the first option text it quotes."""
+        match = re.search(r"\b([A-D])\b", output)
+        if match:
+            return LETTERS.index(match.group(1))
+        lowered = output.casefold()
+        for i, choice in enumerate(self.choices):
+            if choice and choice.casefold() in lowered:
+                return i
+        return None
+
+
+def load_mmlu(data_dir: Path, split: str = "test", limit: int | None = None) -> list[MultipleChoice]:
+    """MMLU items, taken round-robin across subjects so that a small limit still spans them."""
+    per_subject: list[list[MultipleChoice]] = []
+    for path in sorted((data_dir / "mmlu" / split).glob("*.csv")):
         with path.open(newline="") as f:
-            questions += [row[0] for row in csv.reader(f) if row]
-    return questions
+            rows = list(csv.DictReader(f))
+        subject = path.stem.removesuffix(f"_{split}")
+        per_subject.append([MultipleChoice(question=r["question"], choices=[r[f"choice{i}"] for i in range(4)],
+                                           answer=int(r["answer"]), subject=subject) for r in rows])
+    out: list[MultipleChoice] = []
+    for i in range(max((len(s) for s in per_subject), default=0)):
+        out += [s[i] for s in per_subject if i < len(s)]
+        if limit is not None and len(out) >= limit:
+            return out[:limit]
+    return out

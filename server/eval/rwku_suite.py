@@ -1,0 +1,199 @@
+"""``--suite rwku`` through the live API: what an RWKU target's guard stops, and what it leaves alone.
+
+1. Baseline, with an empty registry: every forget and neighbour probe and a slice of MMLU, unguarded. A forget probe
+   the model answers correctly (the expected answer in its output, case-insensitive, as RWKU grades) is a known fact.
+2. For each method alone and each target alone: register the target by name (plus its RWKU intro with
+   ``with_intro``) through the admin API, wait for its build, ask again, delete it. Then:
+   - detection TPR per level: forget probes on which the target fired (the ``x-unlearning-targets`` header);
+   - leak rate per level: known facts still answered correctly;
+   - neighbour FPR and neighbour answers unchanged (byte-identical to the baseline);
+   - general FPR and MMLU accuracy on the target's share of the MMLU slice, against the same questions unguarded;
+   - latency: TTFT and per-token time of everything asked guarded, against the baseline.
+Targets never share the registry, so one target's figures never depend on another's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from server.eval.client import Answer, GatewayClient
+from server.eval.data import FORGET_LEVELS, NEIGHBOR_LEVELS, MultipleChoice, Probe, RWKUTarget, load_mmlu, load_rwku
+
+
+class Latency(BaseModel):
+    ttft_p50_ms: float
+    per_token_p50_ms: float
+
+
+class MethodFigures(BaseModel):
+    detect_tpr: dict[str, float]
+    leak_rate: dict[str, float]  # per level and "all"
+    neighbor_fpr: float
+    neighbor_unchanged: float
+    general_fpr: float
+    mmlu_accuracy: float
+    latency: Latency
+    build_seconds_mean: float
+    still_correct: list[str]
+
+
+class RWKUReport(BaseModel):
+    targets: int
+    probes_per_level: int
+    with_intro: bool
+    methods: list[str]
+    known_facts: dict[str, int]  # per level and "all"
+    # Pooled over the methods (each measured alone): the headline figures.
+    detect_tpr: dict[str, float]
+    leak_rate: dict[str, float]
+    neighbor_fpr: float
+    general_fpr: float
+    utility: dict[str, float]
+    latency: dict[str, Latency]  # "unguarded" and each method
+    by_method: dict[str, MethodFigures]
+    errors: int
+
+
+def correct(output: str, probe: Probe) -> bool:
+    return bool(probe.answer) and probe.answer.casefold() in output.casefold()
+
+
+def _rate(hits: int, total: int) -> float:
+    return round(hits / total, 4) if total else 0.0
+
+
+def _latency(answers: list[Answer]) -> Latency:
+    ttft = [a.ttft_ms for a in answers if a.error is None]
+    per_token = [a.per_token_ms for a in answers if a.error is None and a.tokens > 1]
+    return Latency(ttft_p50_ms=round(statistics.median(ttft), 2) if ttft else float("nan"),
+                   per_token_p50_ms=round(statistics.median(per_token), 2) if per_token else float("nan"))
+
+
+def _accuracy(items: list[MultipleChoice], answers: list[Answer]) -> float:
+    return _rate(sum(i.picked(a.text) == i.answer for i, a in zip(items, answers, strict=True)), len(items))
+
+
+class _Tally(BaseModel):
+    fired: dict[str, int] = {}
+    asked: dict[str, int] = {}
+    leaked: dict[str, int] = {}
+    known: dict[str, int] = {}
+    neighbor_fired: int = 0
+    neighbor_same: int = 0
+    neighbors: int = 0
+    general_fired: int = 0
+    mmlu: list[tuple[int, int]] = []  # (picked correctly, asked) per target
+    answers: list[Answer] = []
+    build_s: float = 0.0
+    still: list[str] = []
+
+    def add(self, field: str, level: str, n: int = 1) -> None:
+        bucket = getattr(self, field)
+        bucket[level] = bucket.get(level, 0) + n
+
+
+async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], limit: int | None,
+                   probes_per_level: int, with_intro: bool, mmlu_questions: int = 100) -> RWKUReport:
+    targets = load_rwku(data_dir, limit)
+    mmlu = load_mmlu(data_dir, "test", mmlu_questions) if (data_dir / "mmlu" / "test").is_dir() else []
+    slices = {t.id: mmlu[i::len(targets)] for i, t in enumerate(targets)}
+    await client.clear()
+
+    def forget(t: RWKUTarget) -> list[Probe]:
+        return [p for lvl in FORGET_LEVELS for p in t.forget[lvl][:probes_per_level]]
+
+    def neighbor(t: RWKUTarget) -> list[Probe]:
+        return [p for lvl in NEIGHBOR_LEVELS for p in t.neighbor[lvl][:probes_per_level]]
+
+    def prompts(t: RWKUTarget) -> list[str]:
+        return [p.query for p in forget(t) + neighbor(t)] + [m.prompt() for m in slices[t.id]]
+
+    # 1. the unguarded baseline, all targets' probes in one batch
+    everything = [q for t in targets for q in prompts(t)]
+    flat = await client.ask(everything, "baseline")
+    baseline: dict[int, list[Answer]] = {}
+    at = 0
+    for t in targets:
+        baseline[t.id], at = flat[at:at + len(prompts(t))], at + len(prompts(t))
+    known = {lvl: 0 for lvl in FORGET_LEVELS}
+    for t in targets:
+        for p, a in zip(forget(t), baseline[t.id], strict=False):
+            known[p.level] += correct(a.text, p)
+    mmlu_base = [(i, a) for t in targets for i, a in zip(slices[t.id], baseline[t.id][-len(slices[t.id]):] if
+                                                         slices[t.id] else [], strict=True)]
+
+    # 2. each method alone, each target alone
+    tallies: dict[str, _Tally] = {m: _Tally() for m in methods}
+    for method in methods:
+        tally = tallies[method]
+        for t in targets:
+            started = time.monotonic()
+            body = {"name": t.name, "methods": [method], **({"description": t.intro} if with_intro else {})}
+            target_id = await client.register(body)
+            tally.build_s += time.monotonic() - started
+            try:
+                answers = await client.ask(prompts(t), f"{method} {t.name}")
+            finally:
+                await client.delete(target_id)
+            tally.answers += answers
+            f, n = forget(t), neighbor(t)
+            base = baseline[t.id]
+            for p, a, b in zip(f, answers[:len(f)], base[:len(f)], strict=True):
+                tally.add("asked", p.level)
+                tally.add("fired", p.level, target_id in a.fired)
+                if correct(b.text, p):
+                    tally.add("known", p.level)
+                    if correct(a.text, p):
+                        tally.add("leaked", p.level)
+                        tally.still.append(f"{t.name} [{p.level}] {p.query} -> {a.text[:120]!r}")
+            for a, b in zip(answers[len(f):len(f) + len(n)], base[len(f):len(f) + len(n)], strict=True):
+                tally.neighbors += 1
+                tally.neighbor_fired += target_id in a.fired
+                tally.neighbor_same += a.text == b.text
+            general = answers[len(f) + len(n):]
+            tally.general_fired += sum(target_id in a.fired for a in general)
+            tally.mmlu.append((sum(i.picked(a.text) == i.answer for i, a in zip(slices[t.id], general, strict=True)),
+                               len(general)))
+
+    by_method: dict[str, MethodFigures] = {}
+    for method, tally in tallies.items():
+        leak = {lvl: _rate(tally.leaked.get(lvl, 0), tally.known[lvl]) for lvl in FORGET_LEVELS
+                if tally.known.get(lvl)}
+        leak["all"] = _rate(sum(tally.leaked.values()), sum(tally.known.values()))
+        by_method[method] = MethodFigures(
+            detect_tpr={lvl: _rate(tally.fired.get(lvl, 0), tally.asked.get(lvl, 0)) for lvl in FORGET_LEVELS},
+            leak_rate=leak, neighbor_fpr=_rate(tally.neighbor_fired, tally.neighbors),
+            neighbor_unchanged=_rate(tally.neighbor_same, tally.neighbors),
+            general_fpr=_rate(tally.general_fired, len(mmlu)),
+            mmlu_accuracy=_rate(sum(c for c, _ in tally.mmlu), sum(n for _, n in tally.mmlu)),
+            latency=_latency(tally.answers), build_seconds_mean=round(tally.build_s / max(len(targets), 1), 1),
+            still_correct=tally.still)
+
+    def total(field: str, level: str) -> int:
+        return sum(getattr(t, field).get(level, 0) for t in tallies.values())
+
+    leak_pooled = {lvl: _rate(total("leaked", lvl), total("known", lvl)) for lvl in FORGET_LEVELS
+                   if total("known", lvl)}
+    leak_pooled["all"] = _rate(sum(total("leaked", lvl) for lvl in FORGET_LEVELS),
+                               sum(total("known", lvl) for lvl in FORGET_LEVELS))
+    neighbors = sum(t.neighbors for t in tallies.values())
+    return RWKUReport(
+        targets=len(targets), probes_per_level=probes_per_level, with_intro=with_intro, methods=methods,
+        known_facts={**known, "all": sum(known.values())},
+        detect_tpr={lvl: _rate(total("fired", lvl), total("asked", lvl)) for lvl in FORGET_LEVELS},
+        leak_rate=leak_pooled,
+        neighbor_fpr=_rate(sum(t.neighbor_fired for t in tallies.values()), neighbors),
+        general_fpr=_rate(sum(t.general_fired for t in tallies.values()), len(mmlu) * len(methods)),
+        utility={"mmlu_accuracy_unguarded": _accuracy([i for i, _ in mmlu_base], [a for _, a in mmlu_base]),
+                 "mmlu_accuracy_guarded": _rate(sum(c for t in tallies.values() for c, _ in t.mmlu),
+                                                sum(n for t in tallies.values() for _, n in t.mmlu)),
+                 "neighbor_unchanged": _rate(sum(t.neighbor_same for t in tallies.values()), neighbors),
+                 "mmlu_questions": len(mmlu)},
+        latency={"unguarded": _latency(flat), **{m: f.latency for m, f in by_method.items()}},
+        by_method=by_method,
+        errors=sum(a.error is not None for a in flat) + sum(a.error is not None for t in tallies.values()
+                                                           for a in t.answers))
