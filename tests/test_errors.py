@@ -87,3 +87,14 @@ def test_unknown_route_and_method(http: httpx.Client) -> None:
 def test_oversized_body_is_413(http: httpx.Client, hf_server: LiveServer) -> None:
     huge = "x" * (hf_server.settings.max_request_bytes + 10)
     _assert_error(http.post("/v1/chat/completions", json={"model": "smollm2", "messages": _msgs(huge)}), 413)
+
+
+def test_a_denormal_temperature_is_greedy(http: httpx.Client) -> None:
+    """Found by schemathesis: temperature 5e-324 made the logits infinite (a 500); vLLM treats < 1e-5 as greedy."""
+    def ask(temperature: float) -> httpx.Response:
+        return http.post("/v1/chat/completions", json={"model": "smollm2", "messages": _msgs("Name a colour."),
+                                                       "max_tokens": 6, "temperature": temperature, "top_p": 5e-324})
+
+    tiny, zero = ask(5e-324), ask(0.0)
+    assert tiny.status_code == 200, tiny.text
+    assert tiny.json()["choices"][0]["message"] == zero.json()["choices"][0]["message"]

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 FinishReason = Literal["stop", "length", "abort"]
 
 
+GREEDY_BELOW = 1e-5
+
+
 class SamplingOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -40,7 +43,9 @@ class SamplingOptions(BaseModel):
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # vLLM treats any temperature below 1e-5 as greedy (its _SAMPLING_EPS); dividing logits by a denormal
+        # temperature such as 5e-324 would make them infinite.
+        return self.temperature < GREEDY_BELOW
 
 
 class LoRASelection(BaseModel):

@@ -91,10 +91,11 @@ def load_mmlu(data_dir: Path, split: str = "test", limit: int | None = None) -> 
     per_subject: list[list[MultipleChoice]] = []
     for path in sorted((data_dir / "mmlu" / split).glob("*.csv")):
         with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+            # question, four choices, answer index; the header row is optional
+            rows = [r for r in csv.reader(f) if len(r) >= 6 and r[5].strip().isdigit()]
         subject = path.stem.removesuffix(f"_{split}")
-        per_subject.append([MultipleChoice(question=r["question"], choices=[r[f"choice{i}"] for i in range(4)],
-                                           answer=int(r["answer"]), subject=subject) for r in rows])
+        per_subject.append([MultipleChoice(question=r[0], choices=r[1:5], answer=int(r[5]), subject=subject)
+                            for r in rows])
     out: list[MultipleChoice] = []
     for i in range(max((len(s) for s in per_subject), default=0)):
         out += [s[i] for s in per_subject if i < len(s)]
