@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from loadtest.load import TARGETS, register_targets
-from loadtest.servers import ServerProcess, bare_vllm, gateway
+from loadtest.load import register_targets, target_names
+from loadtest.servers import ServerProcess, bare_vllm, gateway, isolated_env
 from loadtest.stats import pct
 from loadtest.workload import WorkloadResult, WorkloadSpec, run_workload, ttft_probe
 from server.model_store import resolve_model
@@ -86,15 +86,14 @@ def run_bench(baseline: str, targets: int, spec: WorkloadSpec, rounds: int, log_
     # The gateway run enforces `targets` forget targets (GUARD and ECO, built before the workload starts), so every
     # request pays for detection over all of them; the workload's own prompts name none of them.
     token = "bench-" + "0123456789abcdef" * 2
-    names = [*TARGETS, *(f"Test Person {i:04d}" for i in range(max(0, targets - len(TARGETS))))][:targets]
-    env = {"UGW_ADMIN_TOKEN": token, "UGW_GUARDS__ELICIT__QUESTIONS": "0",
-           "UGW_REGISTRY__PATH": str(log_dir / "registry"), "UGW_REGISTRY__ARTIFACT_DIR": str(log_dir / "artifacts")}
+    names = target_names(targets)
 
     def register(server: ServerProcess) -> None:
         if names:
             register_targets(server.base_url, token, names, ["eco", "guard"])
 
-    gw = _measure(gateway(model_path, SERVED_NAME, engine, log_dir, env=env), spec, rounds, setup=register)
+    server = gateway(model_path, SERVED_NAME, engine, log_dir, env=isolated_env(token, log_dir))
+    gw = _measure(server, spec, rounds, setup=register)
     return BenchReport(
         baseline=baseline, targets=targets, workload=spec,
         throughput_ratio=gw.throughput_tok_s / bare.throughput_tok_s if bare.throughput_tok_s else 0.0,

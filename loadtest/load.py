@@ -20,7 +20,7 @@ import httpx
 import openai
 from pydantic import BaseModel
 
-from loadtest.servers import ServerProcess, bare_vllm, gateway
+from loadtest.servers import ServerProcess, bare_vllm, gateway, isolated_env
 from loadtest.stats import pct
 from loadtest.workload import PROMPTS
 from server.model_store import resolve_model
@@ -77,6 +77,11 @@ class LoadReport(BaseModel):
     server_growth_after_warmup_mib: float
     children_growth_after_warmup_mib: float
     memory: list[MemorySample]
+
+
+def target_names(count: int) -> list[str]:
+    """Well-known people first, then made-up names, so that any count of targets can be registered."""
+    return [*TARGETS, *(f"Test Person {i:04d}" for i in range(max(0, count - len(TARGETS))))][:count]
 
 
 def check_loopback(url: str) -> None:
@@ -204,9 +209,7 @@ def main(args) -> int:  # type: ignore[no-untyped-def]
     spec = LoadSpec(duration_s=args.duration, max_requests=args.max_requests, concurrency=args.concurrency,
                     flagged_share=args.flagged_share, stream_share=args.stream_share, max_tokens=args.max_tokens,
                     targets=args.targets, methods=args.methods.split(","))
-    names = TARGETS[: spec.targets] + [f"Test Person {i:04d}" for i in range(max(0, spec.targets - len(TARGETS)))]
-    # Without targets the flagged share still names these people: the prompts stay the same, nothing fires.
-    prompt_names = names or TARGETS
+    names = target_names(spec.targets)
     server: ServerProcess | None = None
     if args.url:
         check_loopback(args.url)
@@ -227,17 +230,15 @@ def main(args) -> int:  # type: ignore[no-untyped-def]
             server = bare_vllm(model_path, SERVED_NAME, EngineSettings(kind="vllm"), log_dir,
                                settings.cache_dir / "work" / "vllm").start()
         else:
-            server = gateway(model_path, SERVED_NAME, engine, log_dir,
-                             env={"UGW_ADMIN_TOKEN": token, "UGW_GUARDS__ELICIT__QUESTIONS": "0",
-                                  "UGW_REGISTRY__PATH": str(log_dir / "registry"),
-                                  "UGW_REGISTRY__ARTIFACT_DIR": str(log_dir / "artifacts")}).start()
+            server = gateway(model_path, SERVED_NAME, engine, log_dir, env=isolated_env(token, log_dir)).start()
         base_url, model = server.base_url, SERVED_NAME
         print(f"[load] {server.name} up; logs in {log_dir}")
     try:
         if spec.targets:
             register_targets(base_url, token, names, spec.methods)
             print(f"[load] {spec.targets} targets active ({','.join(spec.methods)})")
-        report = asyncio.run(run_load(base_url, model, spec, names[: spec.targets] or prompt_names, server))
+        # Without targets the flagged share still names these people: the prompts stay the same, nothing fires.
+        report = asyncio.run(run_load(base_url, model, spec, names or TARGETS, server))
     finally:
         if server is not None:
             server.stop()

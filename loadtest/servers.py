@@ -112,6 +112,16 @@ def bare_vllm(model_path: Path, name: str, engine: EngineSettings, log_dir: Path
                          env=vllm_environment(engine, work_dir))
 
 
+def isolated_env(admin_token: str, folder: Path, elicit: bool = False) -> dict[str, str]:
+    """Settings for a gateway started by a measurement: its own registry and artifacts under ``folder``; without
+    ``elicit`` a target's build skips asking the model about it (fast registration of many targets)."""
+    env = {"UGW_ADMIN_TOKEN": admin_token, "UGW_REGISTRY__PATH": str(folder / "registry"),
+           "UGW_REGISTRY__ARTIFACT_DIR": str(folder / "artifacts")}
+    if not elicit:
+        env["UGW_GUARDS__ELICIT__QUESTIONS"] = "0"
+    return env
+
+
 def gateway(model_path: Path, name: str, engine: EngineSettings, log_dir: Path, label: str = "gateway",
             env: dict[str, str] | None = None, command: str = "serve") -> ServerProcess:
     """``python -m server serve`` (or ``worker``) as its own process; ``env`` carries further settings (``UGW_*``)."""

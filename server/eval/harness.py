@@ -104,7 +104,7 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
 def _with_server(spec: EvalSpec) -> tuple[dict[str, Any], str]:
     if spec.url is not None:
         return asyncio.run(_rwku(spec, spec.url, spec.admin_token))
-    from loadtest.servers import gateway
+    from loadtest.servers import gateway, isolated_env
     from server.model_store import resolve_model
 
     settings = Settings()
@@ -112,8 +112,7 @@ def _with_server(spec: EvalSpec) -> tuple[dict[str, Any], str]:
     work = Path(tempfile.mkdtemp(prefix="ugw-eval-"))
     server = gateway(resolve_model(settings.engine.model, settings.cache_dir), "eval-model",
                      EngineSettings(kind=spec.engine), work, label=f"eval-{spec.engine}",
-                     env={"UGW_ADMIN_TOKEN": token, "UGW_REGISTRY__PATH": str(work / "registry"),
-                          "UGW_REGISTRY__ARTIFACT_DIR": str(work / "artifacts")})
+                     env=isolated_env(token, work, elicit=True))
     print(f"[eval] starting a {spec.engine} gateway (log: {server.log_path})")
     server.start()
     try:

@@ -123,8 +123,9 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
     for t in targets:
         for p, a in zip(forget(t), baseline[t.id], strict=False):
             known[p.level] += correct(a.text, p)
-    mmlu_base = [(i, a) for t in targets for i, a in zip(slices[t.id], baseline[t.id][-len(slices[t.id]):] if
-                                                         slices[t.id] else [], strict=True)]
+    # each target's MMLU share comes after its forget and neighbour probes
+    mmlu_items = [i for t in targets for i in slices[t.id]]
+    mmlu_unguarded = [a for t in targets for a in baseline[t.id][len(forget(t)) + len(neighbor(t)):]]
 
     # 2. each method alone, each target alone
     tallies: dict[str, _Tally] = {m: _Tally() for m in methods}
@@ -188,7 +189,7 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
         leak_rate=leak_pooled,
         neighbor_fpr=_rate(sum(t.neighbor_fired for t in tallies.values()), neighbors),
         general_fpr=_rate(sum(t.general_fired for t in tallies.values()), len(mmlu) * len(methods)),
-        utility={"mmlu_accuracy_unguarded": _accuracy([i for i, _ in mmlu_base], [a for _, a in mmlu_base]),
+        utility={"mmlu_accuracy_unguarded": _accuracy(mmlu_items, mmlu_unguarded),
                  "mmlu_accuracy_guarded": _rate(sum(c for t in tallies.values() for c, _ in t.mmlu),
                                                 sum(n for t in tallies.values() for _, n in t.mmlu)),
                  "neighbor_unchanged": _rate(sum(t.neighbor_same for t in tallies.values()), neighbors),
