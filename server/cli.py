@@ -64,12 +64,13 @@ def _eval(args: argparse.Namespace) -> int:
                     admin_token=args.admin_token or os.environ.get("UGW_ADMIN_TOKEN"), out=Path(args.out),
                     report=Path(args.report) if args.report else None, methods=args.methods.split(","),
                     probes=args.probes, limit=args.limit, with_intro=args.with_intro, mmlu=args.mmlu,
+                    questions=args.questions, tofu_split=args.tofu_split,
                     concurrency=args.concurrency, detectors=args.detectors.split(","),
                     embedding_threshold=args.embedding_threshold, clear_registry=args.clear_registry)
     result = run_eval(spec)
-    summary = {k: v for k, v in result.get("rwku", {}).items() if k not in ("by_method",)}
-    if "detect" in result:
-        summary["detect"] = {k: v for k, v in result["detect"].items() if k != "misses"}
+    # the headline figures of each suite; the file has the rest
+    summary = {suite: {k: v for k, v in figures.items() if k not in ("by_method", "misses", "baseline")}
+               for suite, figures in result.items() if suite != "meta"}
     print(json.dumps({"meta": result["meta"], **summary}, indent=2))
     return 0
 
@@ -97,14 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="only the first N RWKU targets")
     ev.add_argument("--detectors", default="lexical", help="comma-separated: lexical,embedding")
     ev.add_argument("--embedding-threshold", type=float, default=0.55)
-    ev.add_argument("--methods", default="eco,o3,guard", help="rwku suite: methods to measure, each alone")
+    ev.add_argument("--methods", default="eco,o3,guard", help="methods to measure, each alone")
     ev.add_argument("--probes", type=int, default=10, help="rwku suite: probes per level and target")
     ev.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="engine of the server it starts")
     ev.add_argument("--url", default=None, help="evaluate a running gateway instead of starting one")
     ev.add_argument("--admin-token", default=None, help="its admin token (default: env UGW_ADMIN_TOKEN)")
     ev.add_argument("--report", default=None, help="folder for a Markdown summary and PNG plots")
     ev.add_argument("--mmlu", type=int, default=100, help="MMLU questions for general FPR and utility")
-    ev.add_argument("--concurrency", type=int, default=8, help="probes in flight at once (the engine batches)")
+    ev.add_argument("--questions", type=int, default=100, help="hp, tofu, wmdp suites: items per probe set")
+    ev.add_argument("--tofu-split", default="forget01", help="tofu suite: forget01, forget05, ...")
+    ev.add_argument("--concurrency", type=int, default=32, help="probes in flight at once (the engine batches)")
     ev.add_argument("--clear-registry", action="store_true", help="with --url: delete its targets first")
     ev.set_defaults(func=_eval)
     prepare = sub.add_parser("prepare", help="convert the bundled model once (idempotent) and print its folder")

@@ -1,26 +1,30 @@
-"""vLLM: requests with LoRA or banned tokens in the same batch as plain ones do not leak into them."""
+"""Requests with LoRA, banned tokens or prompt embeddings in the same batch as plain ones do not leak into them.
+
+On both engines: vLLM's continuous batching, and the reference engine's padded batches (which also drop finished
+rows from the KV cache mid-batch, since the requests here stop at different lengths).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from server.engines.base import EngineRequest, LogitsArgs, LoRASelection, SamplingOptions
 from tests.live import LiveServer
 from tests.lora_fixture import make_random_adapter
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+PROMPTS = ["What is the capital of France?", "Name a large animal.",
+           "What colour is the sky on a clear summer afternoon, and why?"]
 
-GREEDY = SamplingOptions(max_tokens=32, temperature=0.0)
+
+def _sampling(i: int) -> SamplingOptions:
+    return SamplingOptions(max_tokens=12 + 10 * i, temperature=0.0)
 
 
-def test_mixed_batch_does_not_leak(vllm_server: LiveServer, tmp_path: Path, model_path: Path) -> None:
-    engine = vllm_server.engine
-    vllm_server.call(engine.load_lora("mixed", make_random_adapter(model_path, tmp_path / "mixed", seed=3)))
-    prompts = ["What is the capital of France?", "Name a large animal.", "What colour is the sky?"]
-    ids = [engine.render_chat([{"role": "user", "content": p}]) for p in prompts]
+def test_mixed_batch_does_not_leak(live: LiveServer, tmp_path: Path, model_path: Path) -> None:
+    engine = live.engine
+    live.call(engine.load_lora("mixed", make_random_adapter(model_path, tmp_path / "mixed", seed=3)))
+    ids = [engine.render_chat([{"role": "user", "content": p}]) for p in PROMPTS]
 
     async def tokens(req: EngineRequest) -> list[int]:
         out: list[int] = []
@@ -29,27 +33,37 @@ def test_mixed_batch_does_not_leak(vllm_server: LiveServer, tmp_path: Path, mode
         return out
 
     def plain(i: int, tag: str) -> EngineRequest:
-        return EngineRequest(request_id=f"{tag}-plain-{i}", sampling=GREEDY, prompt_token_ids=ids[i])
+        return EngineRequest(request_id=f"{tag}-plain-{i}", sampling=_sampling(i), prompt_token_ids=ids[i])
 
-    alone = [vllm_server.call(tokens(plain(i, "alone"))) for i in range(len(prompts))]
+    alone = [live.call(tokens(plain(i, "alone"))) for i in range(len(PROMPTS))]
     banned = LogitsArgs(banned_token_ids=tuple(alone[0][:4]))
 
+    def guarded(i: int, tag: str) -> list[EngineRequest]:
+        return [EngineRequest(request_id=f"{tag}-lora-{i}", sampling=_sampling(i), prompt_token_ids=ids[i],
+                              lora=LoRASelection(name="mixed", scale=1.0)),
+                EngineRequest(request_id=f"{tag}-ban-{i}", sampling=_sampling(i), prompt_token_ids=ids[i],
+                              logits=banned),
+                EngineRequest(request_id=f"{tag}-embeds-{i}", sampling=_sampling(i),
+                              prompt_embeds=engine.embed_tokens(ids[i]))]
+
+    guarded_alone = [live.call(tokens(r)) for i in range(len(PROMPTS)) for r in guarded(i, "alone")]
+
     async def together() -> list[list[int]]:
-        reqs = []
-        for i in range(len(prompts)):
-            reqs.append(plain(i, "mix"))
-            reqs.append(EngineRequest(request_id=f"mix-lora-{i}", sampling=GREEDY, prompt_token_ids=ids[i],
-                                      lora=LoRASelection(name="mixed", scale=1.0)))
-            reqs.append(EngineRequest(request_id=f"mix-ban-{i}", sampling=GREEDY, prompt_token_ids=ids[i],
-                                      logits=banned))
+        reqs = [r for i in range(len(PROMPTS)) for r in [plain(i, "mix"), *guarded(i, "mix")]]
         return await asyncio.gather(*(tokens(r) for r in reqs))
 
-    mixed = vllm_server.call(together())
-    for i in range(len(prompts)):
-        got_plain, got_lora, got_ban = mixed[3 * i: 3 * i + 3]
+    mixed = live.call(together())
+    if live.engine.kind == "hf":
+        assert live.engine.largest_batch >= 8, "the reference engine ran the mixed requests one at a time"
+    for i in range(len(PROMPTS)):
+        got_plain, got_lora, got_ban, got_embeds = mixed[4 * i: 4 * i + 4]
         assert got_plain == alone[i], f"plain request {i} changed when batched with guarded ones"
+        assert got_embeds == alone[i], "the clean prompt embeddings should give the token prompt's answer"
         assert got_lora != alone[i], "the LoRA request was not affected by its adapter"
         assert not set(got_ban) & set(banned.banned_token_ids)
+        assert [got_lora, got_ban, got_embeds] == guarded_alone[3 * i: 3 * i + 3], \
+            f"guarded requests for prompt {i} answered differently in a batch than alone"
+        assert len(got_plain) <= _sampling(i).max_tokens
     assert mixed[2] != alone[0], "the banned-token request was not affected"
-    vllm_server.call(engine.unload_lora("mixed"))
+    live.call(engine.unload_lora("mixed"))
     assert "mixed" not in engine.loaded_loras()

@@ -1,6 +1,8 @@
-"""The transformers reference engine: simple, exact, one request at a time on a worker thread.
+"""The transformers reference engine: simple and exact, batching whatever is queued on one worker thread.
 
-It exists to cross-check vLLM (differential tests) and to start in seconds; it is not meant for throughput.
+It exists to cross-check vLLM (differential tests), to start in seconds and to run the evaluation harness on
+machines without vLLM; batching (see ``hf_batch``) is what makes the latter affordable. It has no paged KV cache and
+no continuous batching: requests that arrive while a batch runs wait for it to finish.
 """
 
 from __future__ import annotations
@@ -10,32 +12,20 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import torch
 
-from guards.logits.hf_adapter import GatewayHFLogitsProcessor
 from server.engines.base import Engine, EngineOutput, EngineRequest
 from server.engines.detokenize import IncrementalDetokenizer
+from server.engines.hf_batch import BatchRow, HFBatch, Job, RowLoRA
 from server.engines.lora import LoRAAdapter
 from server.engines.sampling import TokenSampler
 from server.errors import InvalidRequestError, ServiceUnavailableError
 from server.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Job:
-    request: EngineRequest
-    loop: asyncio.AbstractEventLoop
-    outputs: asyncio.Queue[EngineOutput | BaseException]
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def emit(self, item: EngineOutput | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.outputs.put_nowait, item)
 
 
 class HFEngine(Engine):
@@ -45,10 +35,12 @@ class HFEngine(Engine):
         super().__init__(settings, model_path, work_dir)
         self.model: torch.nn.Module | None = None
         self._adapters: dict[str, LoRAAdapter] = {}
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._eos_ids: set[int] = set()
-        self._busy = False
+        self._running = 0
+        # the most requests one batch has held: lets tests and operators see that batching happens
+        self.largest_batch = 0
         # module path -> module, for applying LoRA deltas by the adapter's module names
         self._modules: dict[str, torch.nn.Module] = {}
 
@@ -79,7 +71,7 @@ class HFEngine(Engine):
         return self._worker is not None and self._worker.is_alive()
 
     def num_running(self) -> int:
-        return self._jobs.qsize() + int(self._busy)
+        return self._jobs.qsize() + self._running
 
     # ---- LoRA ------------------------------------------------------------------------------------------------------
     async def load_lora(self, name: str, path: Path) -> None:
@@ -106,7 +98,7 @@ class HFEngine(Engine):
         if self._worker is None or not self._worker.is_alive():
             raise ServiceUnavailableError("the engine is not running")
         self.validate_request(request)
-        job = _Job(request=request, loop=asyncio.get_running_loop(), outputs=asyncio.Queue())
+        job = Job(request=request, loop=asyncio.get_running_loop(), outputs=asyncio.Queue())
         self._jobs.put(job)
         try:
             while True:
@@ -120,83 +112,37 @@ class HFEngine(Engine):
             job.cancelled.set()
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            if job.cancelled.is_set():
+        stopping = False
+        while not stopping and (job := self._jobs.get()) is not None:
+            jobs = [job]
+            while len(jobs) < self.settings.max_num_seqs:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                jobs.append(more)
+            jobs = [j for j in jobs if not j.cancelled.is_set()]
+            if not jobs:
                 continue
-            self._busy = True
+            self._running = len(jobs)
+            self.largest_batch = max(self.largest_batch, len(jobs))
             try:
-                for output in self._generate(job):
-                    job.emit(output)
-                    if job.cancelled.is_set():
-                        break
-            except Exception as exc:  # the worker must survive any single request
-                logger.exception("reference engine failed on request %s", job.request.request_id)
-                job.emit(exc)
+                assert self.model is not None
+                HFBatch(self.model, jobs, self._row, RowLoRA(self._modules, self._adapters), self._eos_ids,
+                        self.settings.max_model_len).run()
+            except Exception as exc:  # the worker must survive any single batch
+                logger.exception("reference engine failed on a batch of %d requests", len(jobs))
+                for j in jobs:
+                    j.emit(exc)
             finally:
-                self._busy = False
+                self._running = 0
 
-    @contextlib.contextmanager
-    def _lora(self, request: EngineRequest) -> Iterator[None]:
-        if request.lora is None:
-            yield
-            return
-        adapter = self._adapters[request.lora.name]
-        factor = adapter.scaling * request.lora.scale
-        modules = self._modules
-        handles = []
-        for name, (a, b) in adapter.weights.items():
-            def hook(_m: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor,
-                     a: torch.Tensor = a, b: torch.Tensor = b) -> torch.Tensor:
-                return out + factor * ((args[0] @ a.T) @ b.T)
-            handles.append(modules[name].register_forward_hook(hook))
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    @torch.inference_mode()
-    def _generate(self, job: _Job) -> Iterator[EngineOutput]:
+    def _row(self, job: Job) -> BatchRow:
         assert self.model is not None
-        req = job.request
-        opts = req.sampling
         vocab = int(self.model.get_output_embeddings().weight.shape[0])
-        sampler = TokenSampler(opts, vocab)
-        output_ids: list[int] = []
-        processor = None
-        if req.logits is not None and not req.logits.is_empty():
-            processor = GatewayHFLogitsProcessor([req.logits], [output_ids])
-        detok = IncrementalDetokenizer(self.tokenizer, opts.stop)
-        n_prompt = req.num_prompt_tokens
-        with self._lora(req):
-            if req.prompt_embeds is not None:
-                dtype = next(self.model.parameters()).dtype
-                out = self.model(inputs_embeds=req.prompt_embeds.to(dtype)[None], use_cache=True)
-            else:
-                out = self.model(input_ids=torch.tensor([req.prompt_token_ids]), use_cache=True)
-            while True:
-                logits = sampler.adjust(out.logits[0, -1].float())
-                if processor is not None:
-                    logits = processor(torch.tensor([output_ids]), logits[None])[0]
-                token = sampler.choose(logits)
-                sampler.observe(token)
-                output_ids.append(token)
-                finish = None
-                if token in self._eos_ids:
-                    finish = "stop"
-                    delta = detok.flush()
-                else:
-                    delta, hit_stop = detok.push(token)
-                    if hit_stop:
-                        finish = "stop"
-                    elif len(output_ids) >= opts.max_tokens or n_prompt + len(output_ids) >= \
-                            self.settings.max_model_len:
-                        finish = "length"
-                        delta += detok.flush()
-                yield EngineOutput(text=delta, token_ids=[token], num_prompt_tokens=n_prompt,
-                                   num_output_tokens=len(output_ids), finish_reason=finish,
-                                   finished=finish is not None)
-                if finish is not None or job.cancelled.is_set():
-                    return
-                out = self.model(input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values,
-                                 use_cache=True)
+        opts = job.request.sampling
+        return BatchRow(job=job, sampler=TokenSampler(opts, vocab),
+                        detok=IncrementalDetokenizer(self.tokenizer, opts.stop))

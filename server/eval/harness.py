@@ -1,8 +1,8 @@
 """``python -m server eval``: start (or connect to) a gateway, run the chosen suites, write JSON and a report.
 
-``detect`` measures the detectors alone, in process (it needs no engine). ``rwku`` goes through the live API (see
-``rwku_suite``). The Harry Potter, TOFU and WMDP suites are not built yet: ``all`` runs what exists and lists the
-rest under ``skipped`` in the JSON rather than pretending.
+``detect`` measures the detectors alone, in process (it needs no engine). ``rwku`` (see ``rwku_suite``) and ``hp``,
+``tofu``, ``wmdp`` (see ``benchmarks`` and ``suite``) go through the live API of one gateway, started once for all
+of them. ``all`` runs every suite whose data the folder has and lists the others under ``meta.skipped``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from server.eval.client import GatewayClient
 from server.settings import EngineSettings, Settings
 
 Suite = Literal["detect", "rwku", "hp", "tofu", "wmdp", "all"]
-BUILT = ("detect", "rwku")
-NOT_BUILT = ("hp", "tofu", "wmdp")
+ORDER = ("detect", "rwku", "hp", "tofu", "wmdp")
+# the file or folder each suite reads, relative to --data
+NEEDS = {"detect": "rwku/Target", "rwku": "rwku/Target", "hp": "harry_potter/hp_trivia_train.jsonl",
+         "tofu": "tofu/retain90.json", "wmdp": "wmdp/deduped_785"}
+API_SUITES = ("rwku", "hp", "tofu", "wmdp")
 
 
 class EvalSpec(BaseModel):
@@ -38,7 +41,10 @@ class EvalSpec(BaseModel):
     limit: int | None = None
     with_intro: bool = False
     mmlu: int = 100
-    concurrency: int = 8
+    # items per probe set of the hp, tofu and wmdp suites
+    questions: int = 100
+    tofu_split: str = "forget01"
+    concurrency: int = 32
     max_tokens: int = 32
     detectors: list[str] = ["lexical"]
     embedding_threshold: float = 0.55
@@ -46,38 +52,56 @@ class EvalSpec(BaseModel):
     progress: bool = True
 
 
-def _suites(suite: Suite) -> tuple[list[str], list[str]]:
-    if suite == "all":
-        return list(BUILT), list(NOT_BUILT)
-    if suite in NOT_BUILT:
-        raise SystemExit(f"suite {suite!r} is not implemented yet; available: {', '.join(BUILT)}, all")
-    return [suite], []
+def _suites(spec: EvalSpec) -> tuple[list[str], dict[str, str]]:
+    if spec.suite != "all":
+        if not (spec.data / NEEDS[spec.suite]).exists():
+            raise SystemExit(f"suite {spec.suite!r} needs {spec.data / NEEDS[spec.suite]}, which does not exist")
+        return [spec.suite], {}
+    present = [s for s in ORDER if (spec.data / NEEDS[s]).exists()]
+    return present, {s: f"no {NEEDS[s]} under {spec.data}" for s in ORDER if s not in present}
 
 
-async def _rwku(spec: EvalSpec, base_url: str, token: str | None) -> tuple[dict[str, Any], str]:
+async def _api_suites(spec: EvalSpec, suites: list[str], base_url: str, token: str | None) -> dict[str, Any]:
+    from server.eval import benchmarks
     from server.eval.rwku_suite import run_rwku
+    from server.eval.suite import run_suite
 
     client = GatewayClient(base_url, token, concurrency=spec.concurrency, max_tokens=spec.max_tokens,
                            progress=spec.progress)
+    out: dict[str, Any] = {}
     try:
-        registered = (await client.admin.get("/targets"))
+        registered = await client.admin.get("/targets")
         if registered.status_code != 200:
             raise SystemExit(f"the admin API answered {registered.status_code}: {registered.text}")
         if registered.json()["data"] and not spec.clear_registry:
             raise SystemExit("the server already has forget targets, so its baseline would not be unguarded; "
                              "pass --clear-registry to delete them first")
-        report = await run_rwku(client, spec.data, spec.methods, spec.limit, spec.probes, spec.with_intro,
-                                spec.mmlu)
-        return report.model_dump(), await client.served_model()
+        for suite in suites:
+            started = time.time()
+            if suite == "rwku":
+                report = await run_rwku(client, spec.data, spec.methods, spec.limit, spec.probes, spec.with_intro,
+                                        spec.mmlu)
+                out[suite] = report.model_dump()
+            else:
+                if suite == "hp":
+                    targets, sets = benchmarks.harry_potter(spec.data, spec.questions, spec.mmlu)
+                elif suite == "tofu":
+                    targets, sets = benchmarks.tofu(spec.data, spec.tofu_split, spec.questions)
+                else:
+                    targets, sets = benchmarks.wmdp(spec.data, spec.questions, spec.mmlu)
+                out[suite] = (await run_suite(client, targets, sets, spec.methods, suite)).model_dump()
+            out[suite]["seconds"] = round(time.time() - started, 1)
+        out["model"] = await client.served_model()
+        return out
     finally:
         await client.close()
 
 
 def run_eval(spec: EvalSpec) -> dict[str, Any]:
-    suites, skipped = _suites(spec.suite)
+    suites, skipped = _suites(spec)
     started = time.time()
     result: dict[str, Any] = {"meta": {"data": str(spec.data), "engine": spec.engine, "suites": suites,
-                                       "skipped": {s: "not implemented yet" for s in skipped}}}
+                                       "skipped": skipped, "methods": spec.methods, "detectors": spec.detectors}}
     if "detect" in suites:
         from transformers import AutoTokenizer
 
@@ -89,33 +113,37 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
         result["detect"] = run_detect(spec.data, tokenizer, with_intro=spec.with_intro, limit=spec.limit,
                                       detectors=tuple(spec.detectors),
                                       embedding_threshold=spec.embedding_threshold).model_dump()
-    if "rwku" in suites:
-        result["rwku"], result["meta"]["model"] = _with_server(spec)
+    api = [s for s in suites if s in API_SUITES]
+    if api:
+        measured = _with_server(spec, api)
+        result["meta"]["model"] = measured.pop("model")
+        result.update(measured)
     result["meta"]["seconds"] = round(time.time() - started, 1)
     spec.out.write_text(json.dumps(result, indent=2))
-    if spec.report is not None and "rwku" in result:
+    if spec.report is not None and api:
         from server.eval.report import write_report
-        from server.eval.rwku_suite import RWKUReport
 
-        write_report(spec.report, RWKUReport.model_validate(result["rwku"]), result["meta"]["model"], spec.engine)
+        write_report(spec.report, result)
     return result
 
 
-def _with_server(spec: EvalSpec) -> tuple[dict[str, Any], str]:
+def _with_server(spec: EvalSpec, suites: list[str]) -> dict[str, Any]:
     if spec.url is not None:
-        return asyncio.run(_rwku(spec, spec.url, spec.admin_token))
+        return asyncio.run(_api_suites(spec, suites, spec.url, spec.admin_token))
     from loadtest.servers import gateway, isolated_env
     from server.model_store import resolve_model
 
     settings = Settings()
     token = secrets.token_hex(24)
     work = Path(tempfile.mkdtemp(prefix="ugw-eval-"))
+    env = isolated_env(token, work, elicit=True)
+    env["UGW_DETECTION__DETECTORS"] = json.dumps(spec.detectors)
+    env["UGW_DETECTION__EMBEDDING_THRESHOLD"] = str(spec.embedding_threshold)
     server = gateway(resolve_model(settings.engine.model, settings.cache_dir), "eval-model",
-                     EngineSettings(kind=spec.engine), work, label=f"eval-{spec.engine}",
-                     env=isolated_env(token, work, elicit=True))
+                     EngineSettings(kind=spec.engine), work, label=f"eval-{spec.engine}", env=env)
     print(f"[eval] starting a {spec.engine} gateway (log: {server.log_path})")
     server.start()
     try:
-        return asyncio.run(_rwku(spec, server.base_url, token))
+        return asyncio.run(_api_suites(spec, suites, server.base_url, token))
     finally:
         server.stop()

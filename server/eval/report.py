@@ -1,14 +1,21 @@
 """The ``--report`` folder: a Markdown summary and PNG plots drawn from the same JSON the harness writes.
 
-Each plot carries its own title, axes and value labels, so that it reads on its own when pasted elsewhere.
+Each plot carries its own title, axes and value labels, so that it reads on its own when pasted elsewhere. RWKU has
+its three plots (leak, detection, utility); every other suite has two (``<suite>_scores.png``: each probe set's score
+unguarded and per method; ``<suite>_flagged.png``: how often its targets fired on each set).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from server.eval.data import FORGET_LEVELS
 from server.eval.rwku_suite import RWKUReport
+from server.eval.suite import SuiteReport
+
+TITLES = {"hp": "Harry Potter", "tofu": "TOFU", "wmdp": "WMDP"}
+ROLE_GOAL = {"forget": "should drop", "retain": "should stay", "general": "should stay"}
 
 LEVEL_NAMES = {"l1": "L1 fill-in", "l2": "L2 questions", "l3": "L3 adversarial", "all": "all"}
 # Two-line axis labels, so that neighbouring ones never overlap.
@@ -39,8 +46,68 @@ def _bars(path: Path, title: str, ylabel: str, groups: list[str], series: dict[s
     plt.close(fig)
 
 
-def write_report(folder: Path, rwku: RWKUReport, model: str, engine: str) -> list[Path]:
+def write_report(folder: Path, result: dict[str, Any]) -> list[Path]:
+    """Summary and plots for every API suite in ``result`` (the harness's JSON); returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
+    meta = result["meta"]
+    lines = [f"# Unlearning evaluation of `{meta['model']}` on the `{meta['engine']}` engine", "",
+             f"Suites: {', '.join(s for s in meta['suites'] if s != 'detect')}; detectors: "
+             f"{', '.join(meta.get('detectors', ['lexical']))}. Every figure comes from the live OpenAI API at "
+             "temperature 0, each method measured alone against the same unguarded baseline.", ""]
+    if meta.get("skipped"):
+        lines += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in meta["skipped"].items()) + ".", ""]
+    files = [folder / "summary.md"]
+    if "rwku" in result:
+        section, plots = _rwku_section(folder, RWKUReport.model_validate(result["rwku"]))
+        lines += section
+        files += plots
+    for suite in ("hp", "tofu", "wmdp"):
+        if suite in result:
+            section, plots = _suite_section(folder, suite, SuiteReport.model_validate(result[suite]))
+            lines += section
+            files += plots
+    (folder / "summary.md").write_text("\n".join(lines))
+    return files
+
+
+def _suite_section(folder: Path, suite: str, report: SuiteReport) -> tuple[list[str], list[Path]]:
+    title, methods, sets = TITLES[suite], report.methods, list(report.baseline)
+    ticks = [f"{name}\n({report.baseline[name].role})" for name in sets]
+    scores, flagged = folder / f"{suite}_scores.png", folder / f"{suite}_flagged.png"
+    _bars(scores, f"{title}: score per probe set (forget sets should drop, the others stay)", "score",
+          ticks, {"unguarded": [report.baseline[n].score for n in sets],
+                  **{m: [report.by_method[m].sets[n].score for n in sets] for m in methods}})
+    _bars(flagged, f"{title}: share of probes on which a target fired (TPR on forget sets, FPR elsewhere)",
+          "rate", ticks, {m: [report.by_method[m].sets[n].flagged for n in sets] for m in methods})
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = [f"## {title}", "", f"Targets registered together per method: {', '.join(report.targets)}.", "",
+             f"Detection TPR {report.detect_tpr:.3f}; leak rate {fmt(report.leak_rate)}; retain FPR "
+             f"{fmt(report.retain_fpr)}; general FPR {fmt(report.general_fpr)} (pooled over methods).", "",
+             "| probe set | role | items | metric | unguarded | "
+             + " | ".join(f"{m} score | {m} fired | {m} leak | {m} unchanged" for m in methods) + " |",
+             "|---|" + "---|" * (4 + 4 * len(methods))]
+    for name in sets:
+        b = report.baseline[name]
+        cells = [f"{name} | {b.role} ({ROLE_GOAL[b.role]}) | {b.items} | {b.metric} | {b.score:.3f}"]
+        for m in methods:
+            r = report.by_method[m].sets[name]
+            cells.append(f"{r.score:.3f} | {r.flagged:.3f} | {fmt(r.leak_rate)} | {r.unchanged:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| | unguarded | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods),
+              "| TTFT p50 ms | " + " | ".join(f"{report.latency[k].ttft_p50_ms:.1f}"
+                                             for k in ["unguarded", *methods]) + " |",
+              "| ms/token p50 | " + " | ".join(f"{report.latency[k].per_token_p50_ms:.1f}"
+                                              for k in ["unguarded", *methods]) + " |",
+              "| build s | | " + " | ".join(f"{report.by_method[m].build_seconds:.1f}" for m in methods) + " |",
+              "", f"![{suite} scores]({scores.name})", "", f"![{suite} flagged]({flagged.name})", "",
+              f"Requests that failed: {report.errors}.", ""]
+    return lines, [scores, flagged]
+
+
+def _rwku_section(folder: Path, rwku: RWKUReport) -> tuple[list[str], list[Path]]:
     methods = rwku.methods
     leak_levels = ["l1", "l2", "l3", "all"]
     _bars(folder / "leak.png", f"Leak rate on known RWKU facts ({rwku.targets} targets, lower is better)",
@@ -55,10 +122,9 @@ def write_report(folder: Path, rwku: RWKUReport, model: str, engine: str) -> lis
           {"unguarded": [rwku.utility["mmlu_accuracy_unguarded"], 1.0],
            **{m: [rwku.by_method[m].mmlu_accuracy, rwku.by_method[m].neighbor_unchanged] for m in methods}})
     lines = [
-        "# Unlearning evaluation: RWKU", "",
-        f"Model `{model}` on the `{engine}` engine; {rwku.targets} targets, up to {rwku.probes_per_level} probes per "
-        f"level, registered by name{' and intro' if rwku.with_intro else ''}; each method and each target measured "
-        "alone through the live OpenAI API at temperature 0.", "",
+        "## RWKU", "",
+        f"{rwku.targets} targets, up to {rwku.probes_per_level} probes per level, registered by name"
+        f"{' and intro' if rwku.with_intro else ''}; each method and each target measured alone.", "",
         "Known facts (forget probes the unguarded model answers correctly): "
         + ", ".join(f"{LEVEL_NAMES[k]} {v}" for k, v in rwku.known_facts.items()) + ".", "",
         "| method | leak L1 | leak L2 | leak L3 | leak all | TPR L1 | TPR L2 | TPR L3 | neighbour FPR | general FPR "
@@ -81,6 +147,6 @@ def write_report(folder: Path, rwku: RWKUReport, model: str, engine: str) -> lis
     ]
     for m in methods:
         if rwku.by_method[m].still_correct:
-            lines += [f"## Still answered with {m}", "", *(f"- {s}" for s in rwku.by_method[m].still_correct), ""]
-    (folder / "summary.md").write_text("\n".join(lines))
-    return [folder / n for n in ("summary.md", "leak.png", "detection.png", "utility.png")]
+            lines += [f"### RWKU facts still answered with {m}", "",
+                      *(f"- {s}" for s in rwku.by_method[m].still_correct), ""]
+    return lines, [folder / n for n in ("leak.png", "detection.png", "utility.png")]

@@ -14,7 +14,6 @@ Targets never share the registry, so one target's figures never depend on anothe
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
@@ -22,11 +21,7 @@ from pydantic import BaseModel
 
 from server.eval.client import Answer, GatewayClient
 from server.eval.data import FORGET_LEVELS, NEIGHBOR_LEVELS, MultipleChoice, Probe, RWKUTarget, load_mmlu, load_rwku
-
-
-class Latency(BaseModel):
-    ttft_p50_ms: float
-    per_token_p50_ms: float
+from server.eval.suite import Latency, answered, latency, rate
 
 
 class MethodFigures(BaseModel):
@@ -59,22 +54,11 @@ class RWKUReport(BaseModel):
 
 
 def correct(output: str, probe: Probe) -> bool:
-    return bool(probe.answer) and probe.answer.casefold() in output.casefold()
-
-
-def _rate(hits: int, total: int) -> float:
-    return round(hits / total, 4) if total else 0.0
-
-
-def _latency(answers: list[Answer]) -> Latency:
-    ttft = [a.ttft_ms for a in answers if a.error is None]
-    per_token = [a.per_token_ms for a in answers if a.error is None and a.tokens > 1]
-    return Latency(ttft_p50_ms=round(statistics.median(ttft), 2) if ttft else float("nan"),
-                   per_token_p50_ms=round(statistics.median(per_token), 2) if per_token else float("nan"))
+    return answered(output, probe.answer)
 
 
 def _accuracy(items: list[MultipleChoice], answers: list[Answer]) -> float:
-    return _rate(sum(i.picked(a.text) == i.answer for i, a in zip(items, answers, strict=True)), len(items))
+    return rate(sum(i.picked(a.text) == i.answer for i, a in zip(items, answers, strict=True)), len(items))
 
 
 class _Tally(BaseModel):
@@ -162,39 +146,39 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
 
     by_method: dict[str, MethodFigures] = {}
     for method, tally in tallies.items():
-        leak = {lvl: _rate(tally.leaked.get(lvl, 0), tally.known[lvl]) for lvl in FORGET_LEVELS
+        leak = {lvl: rate(tally.leaked.get(lvl, 0), tally.known[lvl]) for lvl in FORGET_LEVELS
                 if tally.known.get(lvl)}
-        leak["all"] = _rate(sum(tally.leaked.values()), sum(tally.known.values()))
+        leak["all"] = rate(sum(tally.leaked.values()), sum(tally.known.values()))
         by_method[method] = MethodFigures(
-            detect_tpr={lvl: _rate(tally.fired.get(lvl, 0), tally.asked.get(lvl, 0)) for lvl in FORGET_LEVELS},
-            leak_rate=leak, neighbor_fpr=_rate(tally.neighbor_fired, tally.neighbors),
-            neighbor_unchanged=_rate(tally.neighbor_same, tally.neighbors),
-            general_fpr=_rate(tally.general_fired, len(mmlu)),
-            mmlu_accuracy=_rate(sum(c for c, _ in tally.mmlu), sum(n for _, n in tally.mmlu)),
-            latency=_latency(tally.answers), build_seconds_mean=round(tally.build_s / max(len(targets), 1), 1),
+            detect_tpr={lvl: rate(tally.fired.get(lvl, 0), tally.asked.get(lvl, 0)) for lvl in FORGET_LEVELS},
+            leak_rate=leak, neighbor_fpr=rate(tally.neighbor_fired, tally.neighbors),
+            neighbor_unchanged=rate(tally.neighbor_same, tally.neighbors),
+            general_fpr=rate(tally.general_fired, len(mmlu)),
+            mmlu_accuracy=rate(sum(c for c, _ in tally.mmlu), sum(n for _, n in tally.mmlu)),
+            latency=latency(tally.answers), build_seconds_mean=round(tally.build_s / max(len(targets), 1), 1),
             still_correct=tally.still)
 
     def total(field: str, level: str) -> int:
         return sum(getattr(t, field).get(level, 0) for t in tallies.values())
 
-    leak_pooled = {lvl: _rate(total("leaked", lvl), total("known", lvl)) for lvl in FORGET_LEVELS
+    leak_pooled = {lvl: rate(total("leaked", lvl), total("known", lvl)) for lvl in FORGET_LEVELS
                    if total("known", lvl)}
-    leak_pooled["all"] = _rate(sum(total("leaked", lvl) for lvl in FORGET_LEVELS),
+    leak_pooled["all"] = rate(sum(total("leaked", lvl) for lvl in FORGET_LEVELS),
                                sum(total("known", lvl) for lvl in FORGET_LEVELS))
     neighbors = sum(t.neighbors for t in tallies.values())
     return RWKUReport(
         targets=len(targets), probes_per_level=probes_per_level, with_intro=with_intro, methods=methods,
         known_facts={**known, "all": sum(known.values())},
-        detect_tpr={lvl: _rate(total("fired", lvl), total("asked", lvl)) for lvl in FORGET_LEVELS},
+        detect_tpr={lvl: rate(total("fired", lvl), total("asked", lvl)) for lvl in FORGET_LEVELS},
         leak_rate=leak_pooled,
-        neighbor_fpr=_rate(sum(t.neighbor_fired for t in tallies.values()), neighbors),
-        general_fpr=_rate(sum(t.general_fired for t in tallies.values()), len(mmlu) * len(methods)),
+        neighbor_fpr=rate(sum(t.neighbor_fired for t in tallies.values()), neighbors),
+        general_fpr=rate(sum(t.general_fired for t in tallies.values()), len(mmlu) * len(methods)),
         utility={"mmlu_accuracy_unguarded": _accuracy(mmlu_items, mmlu_unguarded),
-                 "mmlu_accuracy_guarded": _rate(sum(c for t in tallies.values() for c, _ in t.mmlu),
+                 "mmlu_accuracy_guarded": rate(sum(c for t in tallies.values() for c, _ in t.mmlu),
                                                 sum(n for t in tallies.values() for _, n in t.mmlu)),
-                 "neighbor_unchanged": _rate(sum(t.neighbor_same for t in tallies.values()), neighbors),
+                 "neighbor_unchanged": rate(sum(t.neighbor_same for t in tallies.values()), neighbors),
                  "mmlu_questions": len(mmlu)},
-        latency={"unguarded": _latency(flat), **{m: f.latency for m, f in by_method.items()}},
+        latency={"unguarded": latency(flat), **{m: f.latency for m, f in by_method.items()}},
         by_method=by_method,
         errors=sum(a.error is not None for a in flat) + sum(a.error is not None for t in tallies.values()
                                                            for a in t.answers))
