@@ -64,7 +64,7 @@ def _eval(args: argparse.Namespace) -> int:
                     admin_token=args.admin_token or os.environ.get("UGW_ADMIN_TOKEN"), out=Path(args.out),
                     report=Path(args.report) if args.report else None, methods=args.methods.split(","),
                     probes=args.probes, limit=args.limit, with_intro=args.with_intro, mmlu=args.mmlu,
-                    questions=args.questions, tofu_split=args.tofu_split,
+                    questions=args.questions, tofu_split=args.tofu_split, parallel=args.parallel,
                     concurrency=args.concurrency, detectors=args.detectors.split(","),
                     embedding_threshold=args.embedding_threshold, clear_registry=args.clear_registry)
     result = run_eval(spec)
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_serve)
     ev = sub.add_parser("eval", help="measure detection and forgetting on a benchmark folder")
     ev.add_argument("--data", required=True, help="folder laid out like shared/data (rwku/, mmlu/, ...)")
-    ev.add_argument("--suite", default="detect", choices=["detect", "rwku", "hp", "tofu", "wmdp", "all"])
+    ev.add_argument("--suite", default="detect", help="detect, rwku, hp, tofu, wmdp (comma-separated) or all")
     ev.add_argument("--out", required=True, help="JSON report path")
     ev.add_argument("--with-intro", action="store_true", help="register targets with their RWKU intro")
     ev.add_argument("--limit", type=int, default=None, help="only the first N RWKU targets")
@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", default=None, help="folder for a Markdown summary and PNG plots")
     ev.add_argument("--mmlu", type=int, default=100, help="MMLU questions for general FPR and utility")
     ev.add_argument("--questions", type=int, default=100, help="hp, tofu, wmdp suites: items per probe set")
+    ev.add_argument("--parallel", type=int, default=8, help="rwku suite: targets registered and measured "
+                    "together (1: each alone)")
     ev.add_argument("--tofu-split", default="forget01", help="tofu suite: forget01, forget05, ...")
     ev.add_argument("--concurrency", type=int, default=32, help="probes in flight at once (the engine batches)")
     ev.add_argument("--clear-registry", action="store_true", help="with --url: delete its targets first")

@@ -40,6 +40,9 @@ class TargetBuilder:
         self.artifacts = artifacts
         self.settings = settings
         self.load_adapter = load_adapter
+        # O3 training is CPU/GPU-bound and loads its own copy of the model: several registrations at once train one
+        # after another instead of multiplying memory and fighting over the same cores.
+        self._training = asyncio.Semaphore(1)
 
     async def knowledge(self, record: TargetRecord) -> Knowledge:
         elicit_settings = self.settings.elicit
@@ -80,13 +83,16 @@ class TargetBuilder:
         def report(fraction: float, message: str) -> None:  # called from the training thread
             latest.append((fraction, message))
 
-        earlier = self.earlier_adapters(record)
-        task = asyncio.ensure_future(asyncio.to_thread(
-            train_adapter, self.engine.model_path, knowledge.questions, earlier, self.settings.o3, report))
-        while not task.done():
-            await asyncio.wait([task], timeout=1.0)
-            if latest:
-                fraction, message = latest[-1]
-                await progress(0.6 + 0.35 * fraction, message)
-        adapter, _loss = task.result()
+        if self._training.locked():
+            await progress(0.6, "O3: waiting for another target's training to finish")
+        async with self._training:
+            earlier = self.earlier_adapters(record)
+            task = asyncio.ensure_future(asyncio.to_thread(
+                train_adapter, self.engine.model_path, knowledge.questions, earlier, self.settings.o3, report))
+            while not task.done():
+                await asyncio.wait([task], timeout=1.0)
+                if latest:
+                    fraction, message = latest[-1]
+                    await progress(0.6 + 0.35 * fraction, message)
+            adapter, _loss = task.result()
         return self.artifacts.put(adapter.to_bytes())

@@ -27,6 +27,10 @@ from server.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
 
+# How long the worker waits for one more request before it starts a batch (a prefill of the bundled model takes
+# tens of milliseconds, so this costs a lone request little and keeps bursts in one batch).
+BATCH_WINDOW_S = 0.005
+
 
 class HFEngine(Engine):
     kind = "hf"
@@ -117,7 +121,8 @@ class HFEngine(Engine):
             jobs = [job]
             while len(jobs) < self.settings.max_num_seqs:
                 try:
-                    more = self._jobs.get_nowait()
+                    # requests sent together reach the queue a little apart: wait briefly for the next one
+                    more = self._jobs.get(timeout=BATCH_WINDOW_S)
                 except queue.Empty:
                     break
                 if more is None:

@@ -20,7 +20,6 @@ from pydantic import BaseModel
 from server.eval.client import GatewayClient
 from server.settings import EngineSettings, Settings
 
-Suite = Literal["detect", "rwku", "hp", "tofu", "wmdp", "all"]
 ORDER = ("detect", "rwku", "hp", "tofu", "wmdp")
 # the file or folder each suite reads, relative to --data
 NEEDS = {"detect": "rwku/Target", "rwku": "rwku/Target", "hp": "harry_potter/hp_trivia_train.jsonl",
@@ -30,7 +29,8 @@ API_SUITES = ("rwku", "hp", "tofu", "wmdp")
 
 class EvalSpec(BaseModel):
     data: Path
-    suite: Suite = "rwku"
+    # one of ORDER, several comma-separated, or "all"
+    suite: str = "rwku"
     engine: Literal["vllm", "hf"] = "vllm"
     url: str | None = None
     admin_token: str | None = None
@@ -44,6 +44,8 @@ class EvalSpec(BaseModel):
     # items per probe set of the hp, tofu and wmdp suites
     questions: int = 100
     tofu_split: str = "forget01"
+    # rwku: targets registered and measured together (1: each alone)
+    parallel: int = 8
     concurrency: int = 32
     max_tokens: int = 32
     detectors: list[str] = ["lexical"]
@@ -53,12 +55,18 @@ class EvalSpec(BaseModel):
 
 
 def _suites(spec: EvalSpec) -> tuple[list[str], dict[str, str]]:
-    if spec.suite != "all":
-        if not (spec.data / NEEDS[spec.suite]).exists():
-            raise SystemExit(f"suite {spec.suite!r} needs {spec.data / NEEDS[spec.suite]}, which does not exist")
-        return [spec.suite], {}
-    present = [s for s in ORDER if (spec.data / NEEDS[s]).exists()]
-    return present, {s: f"no {NEEDS[s]} under {spec.data}" for s in ORDER if s not in present}
+    """``all`` runs what the folder has data for; named suites (comma-separated) must all have theirs."""
+    if spec.suite == "all":
+        present = [s for s in ORDER if (spec.data / NEEDS[s]).exists()]
+        return present, {s: f"no {NEEDS[s]} under {spec.data}" for s in ORDER if s not in present}
+    named = [s.strip() for s in spec.suite.split(",") if s.strip()]
+    unknown = [s for s in named if s not in ORDER]
+    if unknown or not named:
+        raise SystemExit(f"unknown suite {', '.join(unknown) or spec.suite!r}; choose from {', '.join(ORDER)}, all")
+    missing = [f"{s} needs {spec.data / NEEDS[s]}" for s in named if not (spec.data / NEEDS[s]).exists()]
+    if missing:
+        raise SystemExit("; ".join(missing) + ", which does not exist")
+    return [s for s in ORDER if s in named], {}
 
 
 async def _api_suites(spec: EvalSpec, suites: list[str], base_url: str, token: str | None) -> dict[str, Any]:
@@ -80,7 +88,7 @@ async def _api_suites(spec: EvalSpec, suites: list[str], base_url: str, token: s
             started = time.time()
             if suite == "rwku":
                 report = await run_rwku(client, spec.data, spec.methods, spec.limit, spec.probes, spec.with_intro,
-                                        spec.mmlu)
+                                        spec.mmlu, spec.parallel)
                 out[suite] = report.model_dump()
             else:
                 if suite == "hp":

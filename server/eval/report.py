@@ -124,7 +124,9 @@ def _rwku_section(folder: Path, rwku: RWKUReport) -> tuple[list[str], list[Path]
     lines = [
         "## RWKU", "",
         f"{rwku.targets} targets, up to {rwku.probes_per_level} probes per level, registered by name"
-        f"{' and intro' if rwku.with_intro else ''}; each method and each target measured alone.", "",
+        f"{' and intro' if rwku.with_intro else ''}; each method measured alone, "
+        + ("each target alone." if rwku.parallel == 1 else f"targets registered {rwku.parallel} at a time.")
+        + " Build seconds: registration to active per target (a wave's wall time shared among its targets).", "",
         "Known facts (forget probes the unguarded model answers correctly): "
         + ", ".join(f"{LEVEL_NAMES[k]} {v}" for k, v in rwku.known_facts.items()) + ".", "",
         "| method | leak L1 | leak L2 | leak L3 | leak all | TPR L1 | TPR L2 | TPR L3 | neighbour FPR | general FPR "

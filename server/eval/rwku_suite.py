@@ -2,18 +2,22 @@
 
 1. Baseline, with an empty registry: every forget and neighbour probe and a slice of MMLU, unguarded. A forget probe
    the model answers correctly (the expected answer in its output, case-insensitive, as RWKU grades) is a known fact.
-2. For each method alone and each target alone: register the target by name (plus its RWKU intro with
-   ``with_intro``) through the admin API, wait for its build, ask again, delete it. Then:
+2. For each method alone: register the targets by name (plus their RWKU intro with ``with_intro``) through the
+   admin API, ``parallel`` at a time (their builds and probes then share the engine's batches), wait for the builds,
+   ask again, delete them. Then, per target:
    - detection TPR per level: forget probes on which the target fired (the ``x-unlearning-targets`` header);
    - leak rate per level: known facts still answered correctly;
    - neighbour FPR and neighbour answers unchanged (byte-identical to the baseline);
-   - general FPR and MMLU accuracy on the target's share of the MMLU slice, against the same questions unguarded;
+   - general FPR (any registered target fired) and MMLU accuracy on the target's share of the MMLU slice, against
+     the same questions unguarded;
    - latency: TTFT and per-token time of everything asked guarded, against the baseline.
-Targets never share the registry, so one target's figures never depend on another's.
+With ``parallel=1`` each target is measured alone; with more, a probe may also meet the other targets of its wave,
+as it would in a registry holding many targets.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -32,12 +36,15 @@ class MethodFigures(BaseModel):
     general_fpr: float
     mmlu_accuracy: float
     latency: Latency
+    # registration to active, per target; with parallel > 1 the wave's wall time shared among its targets
     build_seconds_mean: float
     still_correct: list[str]
 
 
 class RWKUReport(BaseModel):
     targets: int
+    # targets registered and measured together (1: each alone)
+    parallel: int = 1
     probes_per_level: int
     with_intro: bool
     methods: list[str]
@@ -79,9 +86,30 @@ class _Tally(BaseModel):
         bucket = getattr(self, field)
         bucket[level] = bucket.get(level, 0) + n
 
+    def score(self, t: RWKUTarget, target_id: str, registered: set[str], answers: list[Answer],
+              base: list[Answer], f: list[Probe], n: list[Probe], mmlu: list[MultipleChoice]) -> None:
+        self.answers += answers
+        for p, a, b in zip(f, answers[:len(f)], base[:len(f)], strict=True):
+            self.add("asked", p.level)
+            self.add("fired", p.level, target_id in a.fired)
+            if correct(b.text, p):
+                self.add("known", p.level)
+                if correct(a.text, p):
+                    self.add("leaked", p.level)
+                    self.still.append(f"{t.name} [{p.level}] {p.query} -> {a.text[:120]!r}")
+        for a, b in zip(answers[len(f):len(f) + len(n)], base[len(f):len(f) + len(n)], strict=True):
+            self.neighbors += 1
+            self.neighbor_fired += target_id in a.fired
+            self.neighbor_same += a.text == b.text
+        general = answers[len(f) + len(n):]
+        self.general_fired += sum(bool(registered & set(a.fired)) for a in general)
+        self.mmlu.append((sum(i.picked(a.text) == i.answer for i, a in zip(mmlu, general, strict=True)),
+                          len(general)))
+
 
 async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], limit: int | None,
-                   probes_per_level: int, with_intro: bool, mmlu_questions: int = 100) -> RWKUReport:
+                   probes_per_level: int, with_intro: bool, mmlu_questions: int = 100,
+                   parallel: int = 8) -> RWKUReport:
     targets = load_rwku(data_dir, limit)
     mmlu = load_mmlu(data_dir, "test", mmlu_questions) if (data_dir / "mmlu" / "test").is_dir() else []
     slices = {t.id: mmlu[i::len(targets)] for i, t in enumerate(targets)}
@@ -111,38 +139,24 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
     mmlu_items = [i for t in targets for i in slices[t.id]]
     mmlu_unguarded = [a for t in targets for a in baseline[t.id][len(forget(t)) + len(neighbor(t)):]]
 
-    # 2. each method alone, each target alone
+    # 2. each method alone; targets a wave at a time
     tallies: dict[str, _Tally] = {m: _Tally() for m in methods}
     for method in methods:
         tally = tallies[method]
-        for t in targets:
+        for at in range(0, len(targets), max(parallel, 1)):
+            wave = targets[at:at + max(parallel, 1)]
             started = time.monotonic()
-            body = {"name": t.name, "methods": [method], **({"description": t.intro} if with_intro else {})}
-            target_id = await client.register(body)
+            ids = await asyncio.gather(*(client.register(
+                {"name": t.name, "methods": [method], **({"description": t.intro} if with_intro else {})})
+                for t in wave))
             tally.build_s += time.monotonic() - started
             try:
-                answers = await client.ask(prompts(t), f"{method} {t.name}")
+                got = await asyncio.gather(*(client.ask(prompts(t), f"{method} {t.name}") for t in wave))
             finally:
-                await client.delete(target_id)
-            tally.answers += answers
-            f, n = forget(t), neighbor(t)
-            base = baseline[t.id]
-            for p, a, b in zip(f, answers[:len(f)], base[:len(f)], strict=True):
-                tally.add("asked", p.level)
-                tally.add("fired", p.level, target_id in a.fired)
-                if correct(b.text, p):
-                    tally.add("known", p.level)
-                    if correct(a.text, p):
-                        tally.add("leaked", p.level)
-                        tally.still.append(f"{t.name} [{p.level}] {p.query} -> {a.text[:120]!r}")
-            for a, b in zip(answers[len(f):len(f) + len(n)], base[len(f):len(f) + len(n)], strict=True):
-                tally.neighbors += 1
-                tally.neighbor_fired += target_id in a.fired
-                tally.neighbor_same += a.text == b.text
-            general = answers[len(f) + len(n):]
-            tally.general_fired += sum(target_id in a.fired for a in general)
-            tally.mmlu.append((sum(i.picked(a.text) == i.answer for i, a in zip(slices[t.id], general, strict=True)),
-                               len(general)))
+                for target_id in ids:
+                    await client.delete(target_id)
+            for t, target_id, answers in zip(wave, ids, got, strict=True):
+                tally.score(t, target_id, set(ids), answers, baseline[t.id], forget(t), neighbor(t), slices[t.id])
 
     by_method: dict[str, MethodFigures] = {}
     for method, tally in tallies.items():
@@ -167,7 +181,8 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
                                sum(total("known", lvl) for lvl in FORGET_LEVELS))
     neighbors = sum(t.neighbors for t in tallies.values())
     return RWKUReport(
-        targets=len(targets), probes_per_level=probes_per_level, with_intro=with_intro, methods=methods,
+        targets=len(targets), parallel=max(parallel, 1), probes_per_level=probes_per_level, with_intro=with_intro,
+        methods=methods,
         known_facts={**known, "all": sum(known.values())},
         detect_tpr={lvl: rate(total("fired", lvl), total("asked", lvl)) for lvl in FORGET_LEVELS},
         leak_rate=leak_pooled,

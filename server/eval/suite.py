@@ -14,6 +14,7 @@ method, so each method is measured alone against the same unguarded baseline.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -73,7 +74,7 @@ class SetUnderMethod(BaseModel):
     score: float
     # share of items on which one of the suite's targets fired (TPR on forget sets, FPR elsewhere)
     flagged: float
-    # binary sets: of the items known unguarded, the share still answered correctly
+    # binary forget sets: of the items known unguarded, the share still answered correctly
     leak_rate: float | None = None
     # share of answers byte-identical to the unguarded ones
     unchanged: float
@@ -100,10 +101,10 @@ class SuiteReport(BaseModel):
 
 
 async def _ask_sets(client: GatewayClient, sets: list[ProbeSet], label: str) -> dict[str, list[Answer]]:
-    out: dict[str, list[Answer]] = {}
-    for s in sets:
-        out[s.name] = await client.ask(s.prompts, f"{label} {s.name}", max_tokens=s.max_tokens)
-    return out
+    """All sets at once, so that the engine's batches stay full instead of draining at the end of each set."""
+    answers = await asyncio.gather(*(client.ask(s.prompts, f"{label} {s.name}", max_tokens=s.max_tokens)
+                                     for s in sets))
+    return {s.name: a for s, a in zip(sets, answers, strict=True)}
 
 
 def _scores(s: ProbeSet, answers: list[Answer]) -> list[float]:
@@ -140,13 +141,12 @@ async def run_suite(client: GatewayClient, targets: list[dict[str, Any]], sets: 
             pooled[s.role][0] += flagged
             pooled[s.role][1] += len(s.prompts)
             leak = None
-            if s.binary:
+            if s.binary and s.role == "forget":
                 known = [i for i, v in enumerate(base_scores[s.name]) if v >= 1.0]
                 still = sum(scores[i] >= 1.0 for i in known)
                 leak = rate(still, len(known)) if known else None
-                if s.role == "forget":
-                    pooled["leak"][0] += still
-                    pooled["leak"][1] += len(known)
+                pooled["leak"][0] += still
+                pooled["leak"][1] += len(known)
             per_set[s.name] = SetUnderMethod(
                 score=rate(sum(scores), len(s.prompts)), flagged=rate(flagged, len(s.prompts)), leak_rate=leak,
                 unchanged=rate(sum(a.text == b.text for a, b in zip(got[s.name], base[s.name], strict=True)),
