@@ -13,8 +13,11 @@ from server.engines.base import EngineRequest, LogitsArgs, LoRASelection, Sampli
 from tests.live import LiveServer
 from tests.lora_fixture import make_random_adapter
 
+# The last prompt is several times longer than the others: the reference engine prefills it in a group of its own
+# and merges the groups' KV caches, which this test checks against each request run alone.
 PROMPTS = ["What is the capital of France?", "Name a large animal.",
-           "What colour is the sky on a clear summer afternoon, and why?"]
+           "Read this passage and say what colour the sky is. " + " ".join(
+               ["On a clear summer afternoon the air is dry, the wind is light and the sun stands high;"] * 6)]
 
 
 def _sampling(i: int) -> SamplingOptions:

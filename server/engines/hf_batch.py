@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
 
 from guards.logits.hf_adapter import GatewayHFLogitsProcessor
 from server.engines.base import EngineOutput, EngineRequest, FinishReason
@@ -92,6 +93,26 @@ class RowLoRA:
         return hook
 
 
+def _left_mask(lengths: list[int]) -> torch.Tensor:
+    width = max(lengths)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, width - n:] = 1
+    return mask
+
+
+def _length_groups(lengths: list[int], slack: float = 1.25, extra: int = 16) -> list[list[int]]:
+    """Row indices grouped so that no prompt is padded beyond ``slack`` times its length plus ``extra`` tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] <= lengths[groups[-1][0]] * slack + extra:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 class HFBatch:
     def __init__(self, model: torch.nn.Module, jobs: list[Job], make_row: Callable[[Job], BatchRow],
                  lora: RowLoRA, eos_ids: set[int], max_model_len: int) -> None:
@@ -112,36 +133,68 @@ class HFBatch:
             if any(g is not None for g in guarded) else None
         self.lora.select(self.rows)
 
-    def _prefill(self) -> torch.Tensor:
-        lengths = [r.request.num_prompt_tokens for r in self.rows]
+    def _inputs(self, index: list[int]) -> dict[str, torch.Tensor]:
+        """Model inputs for the rows ``index``, left-padded to the longest of them."""
+        rows = [self.rows[i] for i in index]
+        lengths = [r.request.num_prompt_tokens for r in rows]
         width = max(lengths)
-        batch = len(self.rows)
         inputs: dict[str, torch.Tensor] = {}
-        if any(r.request.prompt_embeds is not None for r in self.rows):
+        if any(r.request.prompt_embeds is not None for r in rows):
             table = self.model.get_input_embeddings()
             dtype = table.weight.dtype
-            x = torch.zeros(batch, width, table.weight.shape[1], dtype=dtype)
-            for i, r in enumerate(self.rows):
+            x = torch.zeros(len(rows), width, table.weight.shape[1], dtype=dtype)
+            for i, r in enumerate(rows):
                 req = r.request
                 x[i, width - lengths[i]:] = req.prompt_embeds.to(dtype) if req.prompt_embeds is not None \
                     else table(torch.tensor(req.prompt_token_ids))
             inputs["inputs_embeds"] = x
         else:
-            ids = torch.zeros(batch, width, dtype=torch.long)
-            for i, r in enumerate(self.rows):
+            ids = torch.zeros(len(rows), width, dtype=torch.long)
+            for i, r in enumerate(rows):
                 ids[i, width - lengths[i]:] = torch.tensor(r.request.prompt_token_ids)
             inputs["input_ids"] = ids
         if min(lengths) != width:
-            mask = torch.zeros(batch, width, dtype=torch.long)
-            for i, n in enumerate(lengths):
-                mask[i, width - n:] = 1
-            self.mask = mask
+            mask = _left_mask(lengths)
             inputs["attention_mask"] = mask
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        return inputs
+
+    def _prefill(self) -> torch.Tensor:
+        """Prompts of similar length are prefilled together; a short prompt never pays for a long one's padding.
+
+        The groups' KV caches are then merged, right-aligned, into one cache for the whole batch, and from there on
+        the batch decodes as one: padded positions are masked and each row keeps its own positions.
+        """
+        lengths = [r.request.num_prompt_tokens for r in self.rows]
+        groups = _length_groups(lengths)
+        if min(lengths) != max(lengths):
+            self.mask = _left_mask(lengths)
             self.positions = torch.tensor(lengths, dtype=torch.long)
-        out = self.model(**inputs, use_cache=True)
-        self.cache = out.past_key_values
-        return out.logits[:, -1].float()
+        if len(groups) == 1:
+            out = self.model(**self._inputs(list(range(len(self.rows)))), use_cache=True)
+            self.cache = out.past_key_values
+            return out.logits[:, -1].float()
+        width = max(lengths)
+        logits: torch.Tensor | None = None
+        merged: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for group in groups:
+            self.lora.select([self.rows[i] for i in group])  # the hooks index rows of the group's forward
+            out = self.model(**self._inputs(group), use_cache=True)
+            last = out.logits[:, -1].float()
+            if logits is None:
+                logits = torch.empty(len(self.rows), last.shape[-1])
+            index = torch.tensor(group, dtype=torch.long)
+            logits[index] = last
+            for layer, (keys, values) in enumerate((lay.keys, lay.values) for lay in out.past_key_values.layers):
+                if layer == len(merged):
+                    shape = (len(self.rows), keys.shape[1], width, keys.shape[3])
+                    merged.append((keys.new_zeros(shape), values.new_zeros(shape)))
+                merged[layer][0][index, :, width - keys.shape[2]:] = keys
+                merged[layer][1][index, :, width - values.shape[2]:] = values
+        self.lora.select(self.rows)
+        self.cache = DynamicCache(ddp_cache_data=merged)
+        assert logits is not None
+        return logits
 
     def _decode(self, tokens: list[int]) -> torch.Tensor:
         inputs: dict[str, torch.Tensor] = {"input_ids": torch.tensor(tokens, dtype=torch.long)[:, None]}
