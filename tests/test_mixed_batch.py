@@ -70,3 +70,15 @@ def test_mixed_batch_does_not_leak(live: LiveServer, tmp_path: Path, model_path:
     assert mixed[2] != alone[0], "the banned-token request was not affected"
     live.call(engine.unload_lora("mixed"))
     assert "mixed" not in engine.loaded_loras()
+
+
+def test_length_groups_bound_the_padding() -> None:
+    from server.engines.hf_batch import _length_groups
+
+    lengths = [30, 400, 32, 45, 410, 60, 31]
+    groups = _length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for group in groups:
+        shortest, longest = min(lengths[i] for i in group), max(lengths[i] for i in group)
+        assert longest <= shortest * 1.25 + 16
+    assert [sorted(g) for g in groups] == [[0, 2, 3, 6], [5], [1, 4]]

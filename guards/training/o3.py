@@ -59,7 +59,7 @@ def train_adapter(model_path: Path, questions: list[str], earlier: list[LoRAAdap
 
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     examples = []
-    for q in questions:
+    for q in questions[:settings.max_questions]:
         prompt = tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                                tokenize=True)
         prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
