@@ -166,12 +166,14 @@ class HFBatch:
         the batch decodes as one: padded positions are masked and each row keeps its own positions.
         """
         lengths = [r.request.num_prompt_tokens for r in self.rows]
+        # only the last position's logits are sampled from: the LM head over every prompt position would cost more
+        # than the rest of the prefill for long prompts (49k-token vocabulary)
         groups = _length_groups(lengths)
         if min(lengths) != max(lengths):
             self.mask = _left_mask(lengths)
             self.positions = torch.tensor(lengths, dtype=torch.long)
         if len(groups) == 1:
-            out = self.model(**self._inputs(list(range(len(self.rows)))), use_cache=True)
+            out = self.model(**self._inputs(list(range(len(self.rows)))), use_cache=True, logits_to_keep=1)
             self.cache = out.past_key_values
             return out.logits[:, -1].float()
         width = max(lengths)
@@ -179,7 +181,7 @@ class HFBatch:
         merged: list[tuple[torch.Tensor, torch.Tensor]] = []
         for group in groups:
             self.lora.select([self.rows[i] for i in group])  # the hooks index rows of the group's forward
-            out = self.model(**self._inputs(group), use_cache=True)
+            out = self.model(**self._inputs(group), use_cache=True, logits_to_keep=1)
             last = out.logits[:, -1].float()
             if logits is None:
                 logits = torch.empty(len(self.rows), last.shape[-1])
