@@ -38,7 +38,7 @@ def rouge_l_recall(output: str, reference: str) -> float:
 
 def multiple_choice(name: str, role: str, items: list[MultipleChoice]) -> ProbeSet:
     return ProbeSet(name, role, "accuracy", [i.prompt() for i in items],  # type: ignore[arg-type]
-                    lambda k, text: float(items[k].picked(text) == items[k].answer), max_tokens=MC_TOKENS)
+                    lambda k, text: float(items[k].is_correct(text)), max_tokens=MC_TOKENS)
 
 
 def mmlu_set(data_dir: Path, count: int) -> list[ProbeSet]:

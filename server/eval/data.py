@@ -74,6 +74,9 @@ class MultipleChoice(BaseModel):
         options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(self.choices))
         return f"{self.question}\n{options}\nAnswer with the letter of the correct option."
 
+    def is_correct(self, output: str) -> bool:
+        return self.picked(output) == self.answer
+
     def picked(self, output: str) -> int | None:
         """The option the model chose: the first standalone letter A-D, else the first option text it quotes."""
         match = re.search(r"\b([A-D])\b", output)

@@ -65,7 +65,7 @@ def correct(output: str, probe: Probe) -> bool:
 
 
 def _accuracy(items: list[MultipleChoice], answers: list[Answer]) -> float:
-    return rate(sum(i.picked(a.text) == i.answer for i, a in zip(items, answers, strict=True)), len(items))
+    return rate(sum(i.is_correct(a.text) for i, a in zip(items, answers, strict=True)), len(items))
 
 
 class _Tally(BaseModel):
@@ -103,8 +103,7 @@ class _Tally(BaseModel):
             self.neighbor_same += a.text == b.text
         general = answers[len(f) + len(n):]
         self.general_fired += sum(bool(registered & set(a.fired)) for a in general)
-        self.mmlu.append((sum(i.picked(a.text) == i.answer for i, a in zip(mmlu, general, strict=True)),
-                          len(general)))
+        self.mmlu.append((sum(i.is_correct(a.text) for i, a in zip(mmlu, general, strict=True)), len(general)))
 
 
 async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], limit: int | None,
