@@ -166,16 +166,18 @@ class HFBatch:
         the batch decodes as one: padded positions are masked and each row keeps its own positions.
         """
         lengths = [r.request.num_prompt_tokens for r in self.rows]
-        # only the last position's logits are sampled from: the LM head over every prompt position would cost more
-        # than the rest of the prefill for long prompts (49k-token vocabulary)
         groups = _length_groups(lengths)
         if min(lengths) != max(lengths):
-            self.mask = _left_mask(lengths)
             self.positions = torch.tensor(lengths, dtype=torch.long)
+        # only the last position's logits are sampled from: the LM head over every prompt position would cost more
+        # than the rest of the prefill for long prompts (49k-token vocabulary)
         if len(groups) == 1:
-            out = self.model(**self._inputs(list(range(len(self.rows)))), use_cache=True, logits_to_keep=1)
+            inputs = self._inputs(list(range(len(self.rows))))
+            self.mask = inputs.get("attention_mask")
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
             self.cache = out.past_key_values
             return out.logits[:, -1].float()
+        self.mask = _left_mask(lengths)
         width = max(lengths)
         logits: torch.Tensor | None = None
         merged: list[tuple[torch.Tensor, torch.Tensor]] = []

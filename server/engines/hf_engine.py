@@ -42,6 +42,7 @@ class HFEngine(Engine):
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._eos_ids: set[int] = set()
+        self._vocab = 0  # rows of the LM head, read once the model is loaded
         self._running = 0
         # the most requests one batch has held: lets tests and operators see that batching happens
         self.largest_batch = 0
@@ -55,6 +56,7 @@ class HFEngine(Engine):
         self.model = await asyncio.to_thread(AutoModelForCausalLM.from_pretrained, self.model_path, dtype=dtype)
         self.model.eval()
         self._modules = dict(self.model.named_modules())
+        self._vocab = int(self.model.get_output_embeddings().weight.shape[0])
         eos: set[int] = set()
         if self.tokenizer.eos_token_id is not None:
             eos.add(int(self.tokenizer.eos_token_id))
@@ -146,8 +148,6 @@ class HFEngine(Engine):
                 self._running = 0
 
     def _row(self, job: Job) -> BatchRow:
-        assert self.model is not None
-        vocab = int(self.model.get_output_embeddings().weight.shape[0])
         opts = job.request.sampling
-        return BatchRow(job=job, sampler=TokenSampler(opts, vocab),
+        return BatchRow(job=job, sampler=TokenSampler(opts, self._vocab),
                         detok=IncrementalDetokenizer(self.tokenizer, opts.stop))
