@@ -72,6 +72,43 @@ def test_mixed_batch_does_not_leak(live: LiveServer, tmp_path: Path, model_path:
     assert "mixed" not in engine.loaded_loras()
 
 
+def test_request_joins_a_running_batch(live: LiveServer) -> None:
+    """Continuous batching: a short request sent while a long one decodes finishes first, with its own answer."""
+    engine = live.engine
+    long_ids = engine.render_chat([{"role": "user", "content": "Write a long story about a dragon and a knight."}])
+    short_ids = engine.render_chat([{"role": "user", "content": PROMPTS[0]}])
+
+    def request(tag: str, ids: list[int], max_tokens: int) -> EngineRequest:
+        return EngineRequest(request_id=tag, sampling=SamplingOptions(max_tokens=max_tokens, temperature=0.0),
+                             prompt_token_ids=ids)
+
+    async def tokens(req: EngineRequest, events: list[str] | None = None) -> list[int]:
+        out: list[int] = []
+        async for step in engine.generate(req):
+            out.extend(step.token_ids)
+            if events is not None:
+                events.append(req.request_id)
+        return out
+
+    short_alone = live.call(tokens(request("short-alone", short_ids, 6)))
+    long_alone = live.call(tokens(request("long-alone", long_ids, 48)))
+    assert len(long_alone) == 48, "the long request must not stop early for this test to mean anything"
+
+    async def overlapped() -> tuple[list[int], list[int], list[str]]:
+        events: list[str] = []
+        long_task = asyncio.ensure_future(tokens(request("long", long_ids, 48), events))
+        while events.count("long") < 8:  # the long request is decoding
+            await asyncio.sleep(0.005)
+        short = await tokens(request("short", short_ids, 6), events)
+        return await long_task, short, events
+
+    got_long, got_short, events = live.call(overlapped())
+    assert got_short == short_alone and got_long == long_alone
+    finished_short = len(events) - 1 - events[::-1].index("short")
+    assert "long" in events[finished_short + 1:], \
+        "the short request waited for the long one to finish instead of joining its batch"
+
+
 def test_length_groups_bound_the_padding() -> None:
     from server.engines.hf_batch import _length_groups
 

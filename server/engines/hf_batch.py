@@ -1,11 +1,12 @@
-"""One batch of the reference engine: requests prefilled together (left-padded) and decoded in lock step.
+"""The reference engine's running batch: continuous (iteration-level) batching over one padded KV cache.
 
-The engine collects whatever is queued (up to ``max_num_seqs``) into a batch and runs it to the end; requests that
-arrive meanwhile wait for the next batch. Rows that finish are dropped from the KV cache, so a long request does not
-keep paying for short ones. Per row, everything matches the single-request path: its own sampler and seed, its own
-GUARD rules, its own LoRA adapter at its own strength (applied by forward hooks to the rows that chose it only).
-A batch of one is not padded and runs exactly the single-request computation, which the differential tests against
-vLLM rely on; padded rows agree with it up to floating-point reassociation.
+Requests join the batch at any decode step, up to ``max_num_seqs``: they are prefilled on arrival and merged into
+the running KV cache, so a request never waits for a whole batch to finish, and a slot freed by a short answer is
+refilled at the next step. Rows that finish are dropped from the cache at once. Per row, everything matches the
+single-request path: its own sampler and seed, its own GUARD rules, its own LoRA adapter at its own strength
+(applied by forward hooks to the rows that chose it only). A batch of one is not padded and runs exactly the
+single-request computation, which the differential tests against vLLM rely on; padded rows agree with it up to
+floating-point reassociation.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -93,12 +95,9 @@ class RowLoRA:
         return hook
 
 
-def _left_mask(lengths: list[int]) -> torch.Tensor:
-    width = max(lengths)
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        mask[i, width - n:] = 1
-    return mask
+def _right_aligned_mask(filled: torch.Tensor, width: int) -> torch.Tensor:
+    """Row i attends to its last ``filled[i]`` columns of ``width``."""
+    return (torch.arange(width)[None, :] >= (width - filled)[:, None]).long()
 
 
 def _length_groups(lengths: list[int], slack: float = 1.25, extra: int = 16) -> list[list[int]]:
@@ -114,28 +113,43 @@ def _length_groups(lengths: list[int], slack: float = 1.25, extra: int = 16) -> 
 
 
 class HFBatch:
-    def __init__(self, model: torch.nn.Module, jobs: list[Job], make_row: Callable[[Job], BatchRow],
-                 lora: RowLoRA, eos_ids: set[int], max_model_len: int) -> None:
+    """The rows being decoded, their KV cache and their next-token logits.
+
+    Cache layout: one ``DynamicCache`` whose rows are right-aligned. Row i holds ``filled[i]`` tokens in the last
+    ``filled[i]`` columns; the columns to their left are masked out. When every row fills the whole width (requests
+    admitted together with prompts of one length, in particular a batch of one) no mask is passed at all.
+    """
+
+    def __init__(self, model: torch.nn.Module, make_row: Callable[[Job], BatchRow], lora: RowLoRA,
+                 eos_ids: set[int], max_model_len: int) -> None:
         self.model = model
-        self.rows = [make_row(job) for job in jobs]
+        self.make_row = make_row
         self.lora = lora
         self.eos_ids = eos_ids
         self.max_model_len = max_model_len
+        self.rows: list[BatchRow] = []
+        self.cache: DynamicCache | None = None
+        self.filled = torch.zeros(0, dtype=torch.long)
+        self.logits = torch.zeros(0)
         self.processor: GatewayHFLogitsProcessor | None = None
-        self.mask: torch.Tensor | None = None
-        self.positions: torch.Tensor | None = None  # next position per row, only when padded
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     def _rebuild(self) -> None:
-        """Per-row state that depends on which rows are in the batch: GUARD rules and LoRA groups."""
+        """The GUARD rules of the rows in the batch (LoRA groups are chosen per forward, in ``_forward``)."""
         guarded = [r.request.logits if r.request.logits is not None and not r.request.logits.is_empty() else None
                    for r in self.rows]
         self.processor = GatewayHFLogitsProcessor(guarded, [r.output_ids for r in self.rows]) \
             if any(g is not None for g in guarded) else None
-        self.lora.select(self.rows)
 
-    def _inputs(self, index: list[int]) -> dict[str, torch.Tensor]:
-        """Model inputs for the rows ``index``, left-padded to the longest of them."""
-        rows = [self.rows[i] for i in index]
+    def _forward(self, rows: list[BatchRow], **inputs: Any) -> Any:
+        self.lora.select(rows)  # the hooks index the rows of this forward
+        with self.lora.installed():
+            return self.model(**inputs, use_cache=True)
+
+    def _inputs(self, rows: list[BatchRow]) -> dict[str, torch.Tensor]:
+        """Model inputs for ``rows``, left-padded to the longest of them."""
         lengths = [r.request.num_prompt_tokens for r in rows]
         width = max(lengths)
         inputs: dict[str, torch.Tensor] = {}
@@ -154,69 +168,86 @@ class HFBatch:
                 ids[i, width - lengths[i]:] = torch.tensor(r.request.prompt_token_ids)
             inputs["input_ids"] = ids
         if min(lengths) != width:
-            mask = _left_mask(lengths)
+            mask = _right_aligned_mask(torch.tensor(lengths), width)
             inputs["attention_mask"] = mask
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         return inputs
 
-    def _prefill(self) -> torch.Tensor:
-        """Prompts of similar length are prefilled together; a short prompt never pays for a long one's padding.
+    @torch.inference_mode()
+    def admit(self, jobs: list[Job]) -> None:
+        """Prefill ``jobs`` and add them to the batch; their first token is sampled by the next ``step``.
 
-        The groups' KV caches are then merged, right-aligned, into one cache for the whole batch, and from there on
-        the batch decodes as one: padded positions are masked and each row keeps its own positions.
+        Prompts of similar length are prefilled together, so a short prompt never pays for a long one's padding.
+        Each group's KV cache is copied, right-aligned, into a new cache for the whole batch (the running rows are
+        padded on the left when a new prompt is longer than anything in it). Only the last position's logits are
+        computed: the LM head over every prompt position would cost more than the rest of a long prefill (49k-token
+        vocabulary). Nothing changes on failure, so a bad request fails alone.
         """
-        lengths = [r.request.num_prompt_tokens for r in self.rows]
-        groups = _length_groups(lengths)
-        if min(lengths) != max(lengths):
-            self.positions = torch.tensor(lengths, dtype=torch.long)
-        # only the last position's logits are sampled from: the LM head over every prompt position would cost more
-        # than the rest of the prefill for long prompts (49k-token vocabulary)
-        if len(groups) == 1:
-            inputs = self._inputs(list(range(len(self.rows))))
-            self.mask = inputs.get("attention_mask")
-            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
-            self.cache = out.past_key_values
-            return out.logits[:, -1].float()
-        self.mask = _left_mask(lengths)
-        width = max(lengths)
-        logits: torch.Tensor | None = None
+        new = [self.make_row(job) for job in jobs]
+        lengths = [r.request.num_prompt_tokens for r in new]
+        start = len(self.rows)
+        old_width = self.cache.get_seq_length() if self.cache is not None else 0
+        width = max(old_width, *lengths)
+        logits = torch.empty(0)
         merged: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for group in groups:
-            self.lora.select([self.rows[i] for i in group])  # the hooks index rows of the group's forward
-            out = self.model(**self._inputs(group), use_cache=True, logits_to_keep=1)
+        for group in _length_groups(lengths):
+            rows = [new[i] for i in group]
+            out = self._forward(rows, **self._inputs(rows), logits_to_keep=1)
             last = out.logits[:, -1].float()
-            if logits is None:
-                logits = torch.empty(len(self.rows), last.shape[-1])
+            if not logits.numel():
+                logits = last.new_empty(len(new), last.shape[-1])
             index = torch.tensor(group, dtype=torch.long)
             logits[index] = last
-            for layer, (keys, values) in enumerate((lay.keys, lay.values) for lay in out.past_key_values.layers):
+            for layer, lay in enumerate(out.past_key_values.layers):
                 if layer == len(merged):
-                    shape = (len(self.rows), keys.shape[1], width, keys.shape[3])
-                    merged.append((keys.new_zeros(shape), values.new_zeros(shape)))
-                merged[layer][0][index, :, width - keys.shape[2]:] = keys
-                merged[layer][1][index, :, width - values.shape[2]:] = values
-        self.lora.select(self.rows)
+                    merged.append(self._grown(layer, start + len(new), width, lay.keys))
+                keys, values = merged[layer]
+                keys[index + start, :, width - lay.keys.shape[2]:] = lay.keys
+                values[index + start, :, width - lay.values.shape[2]:] = lay.values
         self.cache = DynamicCache(ddp_cache_data=merged)
-        assert logits is not None
-        return logits
+        self.rows += new
+        self.filled = torch.cat([self.filled, torch.tensor(lengths, dtype=torch.long)])
+        self.logits = torch.cat([self.logits.view(start, -1), logits]) if start else logits
+        self._rebuild()
+
+    def _grown(self, layer: int, rows: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zeroed (keys, values) for ``rows`` rows of ``width`` columns, the running rows copied in right-aligned."""
+        shape = (rows, like.shape[1], width, like.shape[3])
+        keys, values = like.new_zeros(shape), like.new_zeros(shape)
+        if self.cache is not None:
+            old = self.cache.layers[layer]
+            n, w = old.keys.shape[0], old.keys.shape[2]
+            keys[:n, :, width - w:] = old.keys
+            values[:n, :, width - w:] = old.values
+        return keys, values
 
     def _decode(self, tokens: list[int]) -> torch.Tensor:
-        inputs: dict[str, torch.Tensor] = {"input_ids": torch.tensor(tokens, dtype=torch.long)[:, None]}
-        if self.mask is not None and self.positions is not None:
-            self.mask = torch.cat([self.mask, torch.ones(len(tokens), 1, dtype=torch.long)], dim=1)
-            inputs["attention_mask"] = self.mask
-            inputs["position_ids"] = self.positions[:, None]
-            self.positions = self.positions + 1
-        out = self.model(**inputs, past_key_values=self.cache, use_cache=True)
+        assert self.cache is not None
+        width = self.cache.get_seq_length()
+        inputs: dict[str, Any] = {"input_ids": torch.tensor(tokens, dtype=torch.long)[:, None],
+                                  "past_key_values": self.cache}
+        if bool((self.filled != width).any()):
+            inputs["attention_mask"] = _right_aligned_mask(self.filled + 1, width + 1)
+            inputs["position_ids"] = self.filled[:, None]
+        out = self._forward(self.rows, **inputs)
         self.cache = out.past_key_values
+        self.filled = self.filled + 1
         return out.logits[:, -1].float()
 
     def _keep(self, keep: list[int]) -> None:
+        """Drop the other rows, and the columns no remaining row uses."""
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache, self.filled, self.logits = None, self.filled[:0], torch.zeros(0)
+            return
+        assert self.cache is not None
         index = torch.tensor(keep, dtype=torch.long)
         self.cache.batch_select_indices(index)
-        if self.mask is not None and self.positions is not None:
-            self.mask, self.positions = self.mask[index], self.positions[index]
-        self.rows = [self.rows[i] for i in keep]
+        self.filled = self.filled[index]
+        need = int(self.filled.max())
+        if need < self.cache.get_seq_length():
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, -need:], layer.values[:, :, -need:]
         self._rebuild()
 
     def _step(self, row: BatchRow, token: int) -> FinishReason | None:
@@ -240,20 +271,22 @@ class HFBatch:
         return finish
 
     @torch.inference_mode()
-    def run(self) -> None:
-        self._rebuild()
-        with self.lora.installed():
-            logits = self._prefill()
-            while True:
-                adjusted = torch.stack([r.sampler.adjust(logits[i]) for i, r in enumerate(self.rows)])
-                if self.processor is not None:
-                    adjusted = self.processor(torch.empty(0, dtype=torch.long), adjusted)
-                tokens = [r.sampler.choose(adjusted[i]) for i, r in enumerate(self.rows)]
-                keep = [i for i, (r, t) in enumerate(zip(self.rows, tokens, strict=True))
-                        if self._step(r, t) is None and not r.job.cancelled.is_set()]
-                if not keep:
-                    return
-                if len(keep) != len(self.rows):
-                    self._keep(keep)
-                    tokens = [tokens[i] for i in keep]
-                logits = self._decode(tokens)
+    def step(self) -> None:
+        """Sample and emit every row's next token, drop the rows that are done, decode one step for the others."""
+        adjusted = torch.stack([r.sampler.adjust(self.logits[i]) for i, r in enumerate(self.rows)])
+        if self.processor is not None:
+            adjusted = self.processor(torch.empty(0, dtype=torch.long), adjusted)
+        tokens = [r.sampler.choose(adjusted[i]) for i, r in enumerate(self.rows)]
+        keep = [i for i, (r, t) in enumerate(zip(self.rows, tokens, strict=True))
+                if self._step(r, t) is None and not r.job.cancelled.is_set()]
+        if len(keep) != len(self.rows):
+            self._keep(keep)
+            tokens = [tokens[i] for i in keep]
+        if self.rows:
+            self.logits = self._decode(tokens)
+
+    def fail(self, exc: BaseException) -> None:
+        """A decode step failed: every row gets the error and the batch starts empty."""
+        for row in self.rows:
+            row.job.emit(exc)
+        self._keep([])

@@ -1,8 +1,9 @@
-"""The transformers reference engine: simple and exact, batching whatever is queued on one worker thread.
+"""The transformers reference engine: simple and exact, one worker thread running a continuous batch.
 
 It exists to cross-check vLLM (differential tests), to start in seconds and to run the evaluation harness on
-machines without vLLM; batching (see ``hf_batch``) is what makes the latter affordable. It has no paged KV cache and
-no continuous batching: requests that arrive while a batch runs wait for it to finish.
+machines without vLLM; batching (see ``hf_batch``) is what makes the latter affordable. Requests join the running
+batch at the next decode step, up to ``max_num_seqs``. It has no paged KV cache: the batch's cache is one padded
+tensor per layer, copied when requests join.
 """
 
 from __future__ import annotations
@@ -117,35 +118,50 @@ class HFEngine(Engine):
         finally:
             job.cancelled.set()
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping and (job := self._jobs.get()) is not None:
-            jobs = [job]
-            while len(jobs) < self.settings.max_num_seqs:
-                try:
-                    # requests sent together reach the queue a little apart: wait briefly for the next one
-                    more = self._jobs.get(timeout=BATCH_WINDOW_S)
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                jobs.append(more)
-            jobs = [j for j in jobs if not j.cancelled.is_set()]
-            if not jobs:
-                continue
-            self._running = len(jobs)
-            self.largest_batch = max(self.largest_batch, len(jobs))
+    def _next_jobs(self, batch: HFBatch) -> tuple[list[Job], bool]:
+        """Jobs to admit now, and whether shutdown was asked for.
+
+        An idle worker blocks for the first request, then waits briefly for the rest of a burst; a busy one takes
+        only what is already queued, so the running rows are never held up.
+        """
+        room = self.settings.max_num_seqs - len(batch)
+        jobs: list[Job | None] = []
+        if not len(batch):
+            jobs.append(self._jobs.get())
+        while len(jobs) < room and jobs[-1:] != [None]:
             try:
-                assert self.model is not None
-                HFBatch(self.model, jobs, self._row, RowLoRA(self._modules, self._adapters), self._eos_ids,
-                        self.settings.max_model_len).run()
-            except Exception as exc:  # the worker must survive any single batch
-                logger.exception("reference engine failed on a batch of %d requests", len(jobs))
-                for j in jobs:
-                    j.emit(exc)
-            finally:
-                self._running = 0
+                # requests sent together reach the queue a little apart
+                jobs.append(self._jobs.get(timeout=BATCH_WINDOW_S) if not len(batch) else self._jobs.get_nowait())
+            except queue.Empty:
+                break
+        stopping = None in jobs
+        return [j for j in jobs if j is not None and not j.cancelled.is_set()], stopping
+
+    def _run(self) -> None:
+        assert self.model is not None
+        batch = HFBatch(self.model, self._row, RowLoRA(self._modules, self._adapters), self._eos_ids,
+                        self.settings.max_model_len)
+        stopping = False
+        while not stopping or len(batch):
+            jobs, stop = ([], False) if stopping else self._next_jobs(batch)
+            stopping = stopping or stop
+            if jobs:
+                try:
+                    batch.admit(jobs)
+                except Exception as exc:  # a request that cannot be prefilled fails alone
+                    logger.exception("reference engine failed to prefill %d requests", len(jobs))
+                    for j in jobs:
+                        j.emit(exc)
+            self._running = len(batch)
+            self.largest_batch = max(self.largest_batch, len(batch))
+            if not len(batch):
+                continue
+            try:
+                batch.step()
+            except Exception as exc:  # the worker must survive any failed step
+                logger.exception("reference engine failed on a batch of %d requests", len(batch))
+                batch.fail(exc)
+            self._running = len(batch)
 
     def _row(self, job: Job) -> BatchRow:
         opts = job.request.sampling
