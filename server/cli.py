@@ -106,10 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", default=None, help="folder for a Markdown summary and PNG plots")
     ev.add_argument("--mmlu", type=int, default=100, help="MMLU questions for general FPR and utility")
     ev.add_argument("--questions", type=int, default=100, help="hp, tofu, wmdp suites: items per probe set")
-    ev.add_argument("--parallel", type=int, default=8, help="rwku suite: targets registered and measured "
+    ev.add_argument("--parallel", type=int, default=25, help="rwku suite: targets registered and measured "
                     "together (1: each alone)")
     ev.add_argument("--tofu-split", default="forget01", help="tofu suite: forget01, forget05, ...")
-    ev.add_argument("--concurrency", type=int, default=32, help="probes in flight at once (the engine batches)")
+    ev.add_argument("--concurrency", type=int, default=128,
+                    help="probes in flight at once; a gateway the harness starts batches up to this many")
     ev.add_argument("--clear-registry", action="store_true", help="with --url: delete its targets first")
     ev.set_defaults(func=_eval)
     prepare = sub.add_parser("prepare", help="convert the bundled model once (idempotent) and print its folder")

@@ -86,7 +86,8 @@ class ECOSettings(BaseModel):
     zo_steps: int = Field(default=10, ge=0, le=50)
     zo_lr: float = Field(default=4.0, gt=0)
     zo_eps: float = Field(default=0.25, gt=0)
-    bisect_steps: int = Field(default=4, ge=0, le=20)
+    # Two halvings of the last 0.5-decade bracket: sigma to within a factor of 1.33.
+    bisect_steps: int = Field(default=2, ge=0, le=20)
     max_sigma: float = Field(default=100.0, gt=0)
     # The forgetting objective is met when at most this share of the target's facts still comes out.
     target_leak: float = Field(default=0.0, ge=0, le=1)

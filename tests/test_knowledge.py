@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from transformers import AutoTokenizer
@@ -10,11 +11,13 @@ from transformers import AutoTokenizer
 from classifiers.lexical import common_word_in
 from guards.training.guard import GuardTables, build_guard_tables
 from guards.training.knowledge import Knowledge, entities_in, forget_questions, leaked
+from server.engines.base import EngineRequest
 from server.engines.lora import LoRAAdapter
 from server.engines.weights import load_input_embeddings
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 from server.settings import GuardSettings
+from tests.live import LiveServer
 
 
 def test_entities_are_the_names_the_question_did_not_contain(model_path: Path) -> None:
@@ -59,3 +62,29 @@ def test_adapter_round_trips_through_the_artifact_bytes() -> None:
     a, b = back.weights["model.layers.0.self_attn.q_proj"]
     assert torch.equal(a, weights["model.layers.0.self_attn.q_proj"][0]) and torch.equal(b, weights[
         "model.layers.0.self_attn.q_proj"][1])
+
+
+def test_a_target_registered_again_reuses_its_elicited_knowledge(hf_server: LiveServer, tmp_path: Path) -> None:
+    """Elicitation is deterministic, so re-registering (another method, or after a delete) does not ask again."""
+    from guards.training.build import TargetBuilder
+    from server.settings import ElicitSettings, InterventionSettings
+
+    engine = hf_server.engine
+    asked: list[str] = []
+    real_generate = engine.generate
+
+    def counting(request: EngineRequest):  # type: ignore[no-untyped-def]
+        asked.append(request.request_id)
+        return real_generate(request)
+
+    detection = SimpleNamespace(is_common=common_word_in(engine.tokenizer))
+    settings = InterventionSettings(elicit=ElicitSettings(questions=2, max_tokens=16))
+    builder = TargetBuilder(SimpleNamespace(generate=counting, render_chat=engine.render_chat),  # type: ignore[arg-type]
+                            detection, ArtifactStore(tmp_path), settings, load_adapter=None)  # type: ignore[arg-type]
+    first = hf_server.call(builder.knowledge(TargetRecord(name="Harry Potter", methods=["eco"])))
+    assert len(asked) == 2 and first.answers
+    again = hf_server.call(builder.knowledge(TargetRecord(name="Harry Potter", methods=["guard"])))
+    assert again == first and len(asked) == 2
+    other = hf_server.call(builder.knowledge(TargetRecord(name="Harry Potter", aliases=["the boy who lived"],
+                                                          methods=["guard"])))
+    assert len(asked) == 4 and other.questions != first.questions

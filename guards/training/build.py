@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 KNOWLEDGE_ARTIFACT = "knowledge"
 ECO_SEARCH_ARTIFACT = "eco_search"
+# targets whose elicited knowledge a replica remembers (a few kilobytes each)
+KNOWLEDGE_MEMO = 512
 
 
 class TargetBuilder:
@@ -43,13 +46,25 @@ class TargetBuilder:
         # O3 training is CPU/GPU-bound and loads its own copy of the model: several registrations at once train one
         # after another instead of multiplying memory and fighting over the same cores.
         self._training = asyncio.Semaphore(1)
+        # Elicitation is deterministic (temperature 0, same model, same questions): a target registered again, with
+        # other methods or after a delete, reuses what this replica already asked instead of asking the model again.
+        self._known: OrderedDict[tuple[object, ...], Knowledge] = OrderedDict()
 
     async def knowledge(self, record: TargetRecord) -> Knowledge:
         elicit_settings = self.settings.elicit
         if elicit_settings.questions == 0 or not {"eco", "guard"} & set(record.methods):
             return Knowledge(questions=forget_questions(record))  # O3 trains on the questions alone
-        return await elicit(self.engine, record, elicit_settings.questions, elicit_settings.max_tokens,
-                            self.detection.is_common)
+        key = (tuple(forget_questions(record)), record.name, tuple(record.aliases), elicit_settings.questions,
+               elicit_settings.max_tokens)
+        if key in self._known:
+            self._known.move_to_end(key)
+            return self._known[key]
+        knowledge = await elicit(self.engine, record, elicit_settings.questions, elicit_settings.max_tokens,
+                                 self.detection.is_common)
+        self._known[key] = knowledge
+        while len(self._known) > KNOWLEDGE_MEMO:
+            self._known.popitem(last=False)
+        return knowledge
 
     def earlier_adapters(self, record: TargetRecord) -> list[LoRAAdapter]:
         return [LoRAAdapter.from_bytes(self.artifacts.get(t.artifacts[O3_ARTIFACT]))

@@ -45,8 +45,9 @@ class EvalSpec(BaseModel):
     questions: int = 100
     tofu_split: str = "forget01"
     # rwku: targets registered and measured together (1: each alone)
-    parallel: int = 8
-    concurrency: int = 32
+    parallel: int = 25
+    # probes in flight; the gateway started by the harness batches up to this many (engine max_num_seqs)
+    concurrency: int = 128
     max_tokens: int = 32
     detectors: list[str] = ["lexical"]
     embedding_threshold: float = 0.55
@@ -147,6 +148,7 @@ def _with_server(spec: EvalSpec, suites: list[str]) -> dict[str, Any]:
     env = isolated_env(token, work, elicit=True)
     env["UGW_DETECTION__DETECTORS"] = json.dumps(spec.detectors)
     env["UGW_DETECTION__EMBEDDING_THRESHOLD"] = str(spec.embedding_threshold)
+    env["UGW_ENGINE__MAX_NUM_SEQS"] = str(spec.concurrency)
     server = gateway(resolve_model(settings.engine.model, settings.cache_dir), "eval-model",
                      EngineSettings(kind=spec.engine), work, label=f"eval-{spec.engine}", env=env)
     print(f"[eval] starting a {spec.engine} gateway (log: {server.log_path})")
