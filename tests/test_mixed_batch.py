@@ -58,6 +58,7 @@ def test_mixed_batch_does_not_leak(live: LiveServer, tmp_path: Path, model_path:
     mixed = live.call(together())
     if live.engine.kind == "hf":
         assert live.engine.largest_batch >= 8, "the reference engine ran the mixed requests one at a time"
+        assert live.engine.reused_prefix_tokens > 0, "the plain prompts' shared chat prefix was prefilled per row"
     for i in range(len(PROMPTS)):
         got_plain, got_lora, got_ban, got_embeds = mixed[4 * i: 4 * i + 4]
         assert got_plain == alone[i], f"plain request {i} changed when batched with guarded ones"

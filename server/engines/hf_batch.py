@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,9 +96,23 @@ class RowLoRA:
         return hook
 
 
+# Shortest common prompt prefix worth prefilling once for several rows (the chat template's system prompt is ~20).
+MIN_SHARED_PREFIX = 8
+PREFIX_MEMO = 8
+
+
 def _right_aligned_mask(filled: torch.Tensor, width: int) -> torch.Tensor:
     """Row i attends to its last ``filled[i]`` columns of ``width``."""
     return (torch.arange(width)[None, :] >= (width - filled)[:, None]).long()
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    if not sequences:
+        return 0
+    first, n = sequences[0], min(len(s) for s in sequences)
+    for seq in sequences[1:]:
+        n = next((i for i in range(n) if seq[i] != first[i]), n)
+    return n
 
 
 def _length_groups(lengths: list[int], slack: float = 1.25, extra: int = 16) -> list[list[int]]:
@@ -113,11 +128,12 @@ def _length_groups(lengths: list[int], slack: float = 1.25, extra: int = 16) -> 
 
 
 class HFBatch:
-    """The rows being decoded, their KV cache and their next-token logits.
+    """The rows being decoded, their KV cache, attention mask and next-token logits.
 
-    Cache layout: one ``DynamicCache`` whose rows are right-aligned. Row i holds ``filled[i]`` tokens in the last
-    ``filled[i]`` columns; the columns to their left are masked out. When every row fills the whole width (requests
-    admitted together with prompts of one length, in particular a batch of one) no mask is passed at all.
+    Cache layout: one ``DynamicCache`` whose rows are right-aligned, with a ``mask`` of the columns each row attends
+    to (left padding, and the gap between a shared prompt prefix and a row's own suffix, are masked out) and each
+    row's next position. When the mask is all ones (requests admitted together with prompts of one length, in
+    particular a batch of one) it is not passed to the model at all.
     """
 
     def __init__(self, model: torch.nn.Module, make_row: Callable[[Job], BatchRow], lora: RowLoRA,
@@ -129,9 +145,14 @@ class HFBatch:
         self.max_model_len = max_model_len
         self.rows: list[BatchRow] = []
         self.cache: DynamicCache | None = None
-        self.filled = torch.zeros(0, dtype=torch.long)
+        self.mask = torch.zeros(0, 0, dtype=torch.long)
+        self.positions = torch.zeros(0, dtype=torch.long)
         self.logits = torch.zeros(0)
         self.processor: GatewayHFLogitsProcessor | None = None
+        # KV of recent shared prompt prefixes (the chat template's system prompt, mostly), computed once each
+        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        # prompt tokens whose prefill a shared prefix saved: lets tests and operators see it happen
+        self.reused_prefix_tokens = 0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -148,11 +169,41 @@ class HFBatch:
         with self.lora.installed():
             return self.model(**inputs, use_cache=True)
 
-    def _inputs(self, rows: list[BatchRow]) -> dict[str, torch.Tensor]:
-        """Model inputs for ``rows``, left-padded to the longest of them."""
-        lengths = [r.request.num_prompt_tokens for r in rows]
+    def _plan(self, new: list[BatchRow]) -> list[tuple[list[int], int]]:
+        """Prefill groups (row indices, shared prefix length) for rows admitted together.
+
+        Plain token prompts (no LoRA, which would change the prefix's KV; no prompt embeddings) admitted together
+        share their longest common prefix when it is long enough: it is prefilled once and only the suffixes per
+        row. A lone request is never split, so a batch of one stays the exact single-request computation.
+        """
+        plain = [i for i, r in enumerate(new) if r.request.prompt_token_ids is not None and r.request.lora is None]
+        prefix = _common_prefix([new[i].request.prompt_token_ids or [] for i in plain]) if len(plain) > 1 else 0
+        # every row keeps at least one token of its own, whose logits start its answer
+        prefix = min(prefix, *(new[i].request.num_prompt_tokens - 1 for i in plain)) if plain else 0
+        lengths = [r.request.num_prompt_tokens for r in new]
+        if prefix < MIN_SHARED_PREFIX:
+            return [(g, 0) for g in _length_groups(lengths)]
+        rest = [i for i in range(len(new)) if i not in set(plain)]
+        shared = [([plain[j] for j in g], prefix) for g in _length_groups([lengths[i] - prefix for i in plain])]
+        return shared + [([rest[j] for j in g], 0) for g in _length_groups([lengths[i] for i in rest])]
+
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if prefix in self._prefixes:
+            self._prefixes.move_to_end(prefix)
+        else:
+            out = self._forward([], input_ids=torch.tensor([prefix], dtype=torch.long), logits_to_keep=1)
+            self._prefixes[prefix] = [(lay.keys, lay.values) for lay in out.past_key_values.layers]
+            while len(self._prefixes) > PREFIX_MEMO:
+                self._prefixes.popitem(last=False)
+        return self._prefixes[prefix]
+
+    def _prefill(self, rows: list[BatchRow], prefix: int) -> tuple[Any, torch.Tensor]:
+        """Prefill ``rows`` (left-padded to the longest), after their shared ``prefix`` tokens if any; returns the
+        model output and the rows' attention mask over the cache it built."""
+        lengths = [r.request.num_prompt_tokens - prefix for r in rows]
         width = max(lengths)
-        inputs: dict[str, torch.Tensor] = {}
+        mask = _right_aligned_mask(torch.tensor(lengths), width)
+        inputs: dict[str, Any] = {"logits_to_keep": 1}
         if any(r.request.prompt_embeds is not None for r in rows):
             table = self.model.get_input_embeddings()
             dtype = table.weight.dtype
@@ -165,13 +216,20 @@ class HFBatch:
         else:
             ids = torch.zeros(len(rows), width, dtype=torch.long)
             for i, r in enumerate(rows):
-                ids[i, width - lengths[i]:] = torch.tensor(r.request.prompt_token_ids)
+                ids[i, width - lengths[i]:] = torch.tensor((r.request.prompt_token_ids or [])[prefix:])
             inputs["input_ids"] = ids
-        if min(lengths) != width:
-            mask = _right_aligned_mask(torch.tensor(lengths), width)
+        if prefix:
+            kv = self._prefix_kv(tuple((rows[0].request.prompt_token_ids or [])[:prefix]))
+            inputs["past_key_values"] = DynamicCache(ddp_cache_data=[
+                (k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in kv])
+            inputs["position_ids"] = prefix + (mask.cumsum(-1) - 1).clamp(min=0)
+            mask = torch.cat([torch.ones(len(rows), prefix, dtype=torch.long), mask], dim=1)
+            inputs["attention_mask"] = mask
+            self.reused_prefix_tokens += prefix * (len(rows) - 1)
+        elif min(lengths) != width:
             inputs["attention_mask"] = mask
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-        return inputs
+        return self._forward(rows, **inputs), mask
 
     @torch.inference_mode()
     def admit(self, jobs: list[Job]) -> None:
@@ -184,20 +242,19 @@ class HFBatch:
         vocabulary). Nothing changes on failure, so a bad request fails alone.
         """
         new = [self.make_row(job) for job in jobs]
-        lengths = [r.request.num_prompt_tokens for r in new]
         start = len(self.rows)
-        old_width = self.cache.get_seq_length() if self.cache is not None else 0
-        width = max(old_width, *lengths)
-        logits = torch.empty(0)
+        parts = [(torch.tensor(group, dtype=torch.long), *self._prefill([new[i] for i in group], prefix))
+                 for group, prefix in self._plan(new)]
+        old_width = self.mask.shape[1]
+        width = max(old_width, *(mask.shape[1] for *_, mask in parts))
+        mask = torch.zeros(start + len(new), width, dtype=torch.long)
+        mask[:start, width - old_width:] = self.mask
+        vocab = parts[0][1].logits.shape[-1]
+        logits = torch.cat([self.logits.view(start, vocab), torch.empty(len(new), vocab)])
         merged: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for group in _length_groups(lengths):
-            rows = [new[i] for i in group]
-            out = self._forward(rows, **self._inputs(rows), logits_to_keep=1)
-            last = out.logits[:, -1].float()
-            if not logits.numel():
-                logits = last.new_empty(len(new), last.shape[-1])
-            index = torch.tensor(group, dtype=torch.long)
-            logits[index] = last
+        for index, out, part_mask in parts:
+            mask[index + start, width - part_mask.shape[1]:] = part_mask
+            logits[index + start] = out.logits[:, -1].float()
             for layer, lay in enumerate(out.past_key_values.layers):
                 if layer == len(merged):
                     merged.append(self._grown(layer, start + len(new), width, lay.keys))
@@ -206,8 +263,8 @@ class HFBatch:
                 values[index + start, :, width - lay.values.shape[2]:] = lay.values
         self.cache = DynamicCache(ddp_cache_data=merged)
         self.rows += new
-        self.filled = torch.cat([self.filled, torch.tensor(lengths, dtype=torch.long)])
-        self.logits = torch.cat([self.logits.view(start, -1), logits]) if start else logits
+        self.mask, self.logits = mask, logits
+        self.positions = torch.cat([self.positions, torch.tensor([r.request.num_prompt_tokens for r in new])])
         self._rebuild()
 
     def _grown(self, layer: int, rows: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,32 +279,34 @@ class HFBatch:
         return keys, values
 
     def _decode(self, tokens: list[int]) -> torch.Tensor:
-        assert self.cache is not None
-        width = self.cache.get_seq_length()
+        padded = not bool(self.mask.all())
+        self.mask = torch.cat([self.mask, torch.ones(len(tokens), 1, dtype=torch.long)], dim=1)
         inputs: dict[str, Any] = {"input_ids": torch.tensor(tokens, dtype=torch.long)[:, None],
                                   "past_key_values": self.cache}
-        if bool((self.filled != width).any()):
-            inputs["attention_mask"] = _right_aligned_mask(self.filled + 1, width + 1)
-            inputs["position_ids"] = self.filled[:, None]
+        if padded:
+            inputs["attention_mask"] = self.mask
+            inputs["position_ids"] = self.positions[:, None]
         out = self._forward(self.rows, **inputs)
         self.cache = out.past_key_values
-        self.filled = self.filled + 1
+        self.positions = self.positions + 1
         return out.logits[:, -1].float()
 
     def _keep(self, keep: list[int]) -> None:
-        """Drop the other rows, and the columns no remaining row uses."""
+        """Drop the other rows, and the leading columns no remaining row attends to."""
         self.rows = [self.rows[i] for i in keep]
         if not keep:
-            self.cache, self.filled, self.logits = None, self.filled[:0], torch.zeros(0)
+            self.cache, self.logits = None, torch.zeros(0)
+            self.mask, self.positions = self.mask[:0, :0], self.positions[:0]
             return
         assert self.cache is not None
         index = torch.tensor(keep, dtype=torch.long)
         self.cache.batch_select_indices(index)
-        self.filled = self.filled[index]
-        need = int(self.filled.max())
-        if need < self.cache.get_seq_length():
+        self.mask, self.positions = self.mask[index], self.positions[index]
+        unused = int(self.mask.any(0).long().argmax())  # leading all-zero columns
+        if unused:
+            self.mask = self.mask[:, unused:]
             for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, -need:], layer.values[:, :, -need:]
+                layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
         self._rebuild()
 
     def _step(self, row: BatchRow, token: int) -> FinishReason | None:

@@ -47,6 +47,7 @@ class HFEngine(Engine):
         self._running = 0
         # the most requests one batch has held: lets tests and operators see that batching happens
         self.largest_batch = 0
+        self._batch: HFBatch | None = None
         # module path -> module, for applying LoRA deltas by the adapter's module names
         self._modules: dict[str, torch.nn.Module] = {}
 
@@ -76,6 +77,11 @@ class HFEngine(Engine):
 
     async def check_health(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
+
+    @property
+    def reused_prefix_tokens(self) -> int:
+        """Prompt tokens not prefilled again because requests admitted together shared them."""
+        return self._batch.reused_prefix_tokens if self._batch is not None else 0
 
     def num_running(self) -> int:
         return self._jobs.qsize() + self._running
@@ -139,8 +145,8 @@ class HFEngine(Engine):
 
     def _run(self) -> None:
         assert self.model is not None
-        batch = HFBatch(self.model, self._row, RowLoRA(self._modules, self._adapters), self._eos_ids,
-                        self.settings.max_model_len)
+        batch = self._batch = HFBatch(self.model, self._row, RowLoRA(self._modules, self._adapters),
+                                      self._eos_ids, self.settings.max_model_len)
         stopping = False
         while not stopping or len(batch):
             jobs, stop = ([], False) if stopping else self._next_jobs(batch)
