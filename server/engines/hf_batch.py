@@ -153,6 +153,7 @@ class HFBatch:
         self._prefixes: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         # prompt tokens whose prefill a shared prefix saved: lets tests and operators see it happen
         self.reused_prefix_tokens = 0
+        self.steps_since_admit = 0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -265,6 +266,7 @@ class HFBatch:
         self.rows += new
         self.mask, self.logits = mask, logits
         self.positions = torch.cat([self.positions, torch.tensor([r.request.num_prompt_tokens for r in new])])
+        self.steps_since_admit = 0
         self._rebuild()
 
     def _grown(self, layer: int, rows: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,6 +334,7 @@ class HFBatch:
     @torch.inference_mode()
     def step(self) -> None:
         """Sample and emit every row's next token, drop the rows that are done, decode one step for the others."""
+        self.steps_since_admit += 1
         adjusted = torch.stack([r.sampler.adjust(self.logits[i]) for i, r in enumerate(self.rows)])
         if self.processor is not None:
             adjusted = self.processor(torch.empty(0, dtype=torch.long), adjusted)

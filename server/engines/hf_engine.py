@@ -9,6 +9,7 @@ tensor per layer, copied when requests join.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import queue
@@ -31,6 +32,13 @@ logger = logging.getLogger(__name__)
 # How long the worker waits for one more request before it starts a batch (a prefill of the bundled model takes
 # tens of milliseconds, so this costs a lone request little and keeps bursts in one batch).
 BATCH_WINDOW_S = 0.005
+# Upper prompt lengths of the batching lanes (see ``_run``), and how often a running lane admits newcomers.
+LANE_BOUNDS = (64, 160, 400)
+ADMIT_EVERY = 4
+
+
+def _lane(prompt_tokens: int) -> int:
+    return bisect.bisect_left(LANE_BOUNDS, prompt_tokens)
 
 
 class HFEngine(Engine):
@@ -47,7 +55,7 @@ class HFEngine(Engine):
         self._running = 0
         # the most requests one batch has held: lets tests and operators see that batching happens
         self.largest_batch = 0
-        self._batch: HFBatch | None = None
+        self._lanes: list[HFBatch] = []
         # module path -> module, for applying LoRA deltas by the adapter's module names
         self._modules: dict[str, torch.nn.Module] = {}
 
@@ -81,7 +89,7 @@ class HFEngine(Engine):
     @property
     def reused_prefix_tokens(self) -> int:
         """Prompt tokens not prefilled again because requests admitted together shared them."""
-        return self._batch.reused_prefix_tokens if self._batch is not None else 0
+        return sum(lane.reused_prefix_tokens for lane in self._lanes)
 
     def num_running(self) -> int:
         return self._jobs.qsize() + self._running
@@ -124,50 +132,64 @@ class HFEngine(Engine):
         finally:
             job.cancelled.set()
 
-    def _next_jobs(self, batch: HFBatch) -> tuple[list[Job], bool]:
-        """Jobs to admit now, and whether shutdown was asked for.
+    def _next_jobs(self, idle: bool, room: int) -> tuple[list[Job], bool]:
+        """Jobs from the queue (at most ``room``), and whether shutdown was asked for.
 
         An idle worker blocks for the first request, then waits briefly for the rest of a burst; a busy one takes
         only what is already queued, so the running rows are never held up.
         """
-        room = self.settings.max_num_seqs - len(batch)
         jobs: list[Job | None] = []
-        if not len(batch):
+        if idle:
             jobs.append(self._jobs.get())
         while len(jobs) < room and jobs[-1:] != [None]:
             try:
                 # requests sent together reach the queue a little apart
-                jobs.append(self._jobs.get(timeout=BATCH_WINDOW_S) if not len(batch) else self._jobs.get_nowait())
+                jobs.append(self._jobs.get(timeout=BATCH_WINDOW_S) if idle else self._jobs.get_nowait())
             except queue.Empty:
                 break
-        stopping = None in jobs
-        return [j for j in jobs if j is not None and not j.cancelled.is_set()], stopping
+        return [j for j in jobs if j is not None], None in jobs
 
     def _run(self) -> None:
+        """One batch per lane of prompt lengths, each decoded one step per turn.
+
+        A batch's KV cache is as wide as its longest row, and every row pays for that width at every step (the cache
+        is copied as it grows). Lanes keep a 500-token prompt from widening a hundred 40-token ones. A lane admits
+        newcomers when it is empty or every ``ADMIT_EVERY`` steps, since each admission copies its cache.
+        """
         assert self.model is not None
-        batch = self._batch = HFBatch(self.model, self._row, RowLoRA(self._modules, self._adapters),
-                                      self._eos_ids, self.settings.max_model_len)
+        lora = RowLoRA(self._modules, self._adapters)
+        lanes = self._lanes = [HFBatch(self.model, self._row, lora, self._eos_ids, self.settings.max_model_len)
+                               for _ in range(len(LANE_BOUNDS) + 1)]
+        waiting: list[Job] = []
         stopping = False
-        while not stopping or len(batch):
-            jobs, stop = ([], False) if stopping else self._next_jobs(batch)
-            stopping = stopping or stop
-            if jobs:
+        while not stopping or any(len(lane) for lane in lanes):
+            running = sum(len(lane) for lane in lanes)
+            if not stopping:
+                jobs, stopping = self._next_jobs(not running and not waiting,
+                                                 self.settings.max_num_seqs - running - len(waiting))
+                waiting += jobs
+            waiting = [j for j in waiting if not j.cancelled.is_set()]
+            for i, lane in enumerate(lanes):
+                mine = [j for j in waiting if _lane(j.request.num_prompt_tokens) == i]
+                if mine and (not len(lane) or lane.steps_since_admit >= ADMIT_EVERY):
+                    waiting = [j for j in waiting if j not in mine]
+                    try:
+                        lane.admit(mine)
+                    except Exception as exc:  # a request that cannot be prefilled fails alone
+                        logger.exception("reference engine failed to prefill %d requests", len(mine))
+                        for j in mine:
+                            j.emit(exc)
+            self._running = sum(len(lane) for lane in lanes)
+            self.largest_batch = max(self.largest_batch, self._running)
+            for lane in lanes:
+                if not len(lane):
+                    continue
                 try:
-                    batch.admit(jobs)
-                except Exception as exc:  # a request that cannot be prefilled fails alone
-                    logger.exception("reference engine failed to prefill %d requests", len(jobs))
-                    for j in jobs:
-                        j.emit(exc)
-            self._running = len(batch)
-            self.largest_batch = max(self.largest_batch, len(batch))
-            if not len(batch):
-                continue
-            try:
-                batch.step()
-            except Exception as exc:  # the worker must survive any failed step
-                logger.exception("reference engine failed on a batch of %d requests", len(batch))
-                batch.fail(exc)
-            self._running = len(batch)
+                    lane.step()
+                except Exception as exc:  # the worker must survive any failed step
+                    logger.exception("reference engine failed on a batch of %d requests", len(lane))
+                    lane.fail(exc)
+            self._running = sum(len(lane) for lane in lanes) + len(waiting)
 
     def _row(self, job: Job) -> BatchRow:
         opts = job.request.sampling
