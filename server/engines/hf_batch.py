@@ -335,10 +335,13 @@ class HFBatch:
     def step(self) -> None:
         """Sample and emit every row's next token, drop the rows that are done, decode one step for the others."""
         self.steps_since_admit += 1
-        adjusted = torch.stack([r.sampler.adjust(self.logits[i]) for i, r in enumerate(self.rows)])
-        if self.processor is not None:
-            adjusted = self.processor(torch.empty(0, dtype=torch.long), adjusted)
-        tokens = [r.sampler.choose(adjusted[i]) for i, r in enumerate(self.rows)]
+        if self.processor is None and all(r.sampler.plain_greedy for r in self.rows):
+            tokens = self.logits.argmax(dim=-1).tolist()  # the usual evaluation batch: one op, no copies
+        else:
+            adjusted = torch.stack([r.sampler.adjust(self.logits[i]) for i, r in enumerate(self.rows)])
+            if self.processor is not None:
+                adjusted = self.processor(torch.empty(0, dtype=torch.long), adjusted)
+            tokens = [r.sampler.choose(adjusted[i]) for i, r in enumerate(self.rows)]
         keep = [i for i, (r, t) in enumerate(zip(self.rows, tokens, strict=True))
                 if self._step(r, t) is None and not r.job.cancelled.is_set()]
         if len(keep) != len(self.rows):

@@ -26,6 +26,12 @@ class TokenSampler:
             self.generator = torch.Generator()
             self.generator.manual_seed(options.seed if options.seed is not None else int(torch.seed() % 2**63))
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Argmax of the raw logits: what a whole batch of such rows can choose in one tensor op."""
+        o = self.options
+        return o.greedy and not o.presence_penalty and not o.frequency_penalty and self.bias is None
+
     def observe(self, token_id: int) -> None:
         if token_id < self.vocab_size:
             self.counts[token_id] += 1

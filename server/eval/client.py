@@ -50,7 +50,10 @@ class GatewayClient:
         self.client = openai.AsyncOpenAI(base_url=self.base_url + "/v1", api_key="unused", max_retries=2,
                                          timeout=600)
         headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
-        self.admin = httpx.AsyncClient(base_url=self.admin_url, headers=headers, timeout=120)
+        # Idle keep-alive connections expire here before the server drops them (uvicorn: after 5 s), so a request is
+        # never sent on a connection the server is closing at that moment (an httpx.ReadError mid-run).
+        self.admin = httpx.AsyncClient(base_url=self.admin_url, headers=headers, timeout=120,
+                                       limits=httpx.Limits(keepalive_expiry=2.0))
 
     async def close(self) -> None:
         await self.client.close()
@@ -110,7 +113,7 @@ class GatewayClient:
         target_id: str = created.json()["id"]
         deadline = time.monotonic() + timeout_s
         while True:
-            record = (await self.admin.get(f"/targets/{target_id}")).json()
+            record = (await self._get(f"/targets/{target_id}")).json()
             if record["status"] == "active":
                 return target_id
             if record["status"] == "failed":
@@ -119,12 +122,26 @@ class GatewayClient:
                 raise TimeoutError(f"{body.get('name')!r} was not active after {timeout_s:.0f} s")
             await asyncio.sleep(0.25)
 
+    async def _get(self, path: str, attempts: int = 3) -> httpx.Response:
+        """GET is idempotent: a dropped connection is retried rather than ending an hour-long run."""
+        for attempt in range(attempts):
+            try:
+                return await self.admin.get(path)
+            except httpx.TransportError:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.5)
+        raise AssertionError("unreachable")
+
     async def delete(self, target_id: str) -> None:
-        response = await self.admin.delete(f"/targets/{target_id}")
+        try:
+            response = await self.admin.delete(f"/targets/{target_id}")
+        except httpx.TransportError:  # deleting is idempotent too (a repeat answers 404)
+            response = await self.admin.delete(f"/targets/{target_id}")
         if response.status_code not in (204, 404):
             raise RuntimeError(f"deleting {target_id} failed: {response.status_code} {response.text}")
 
     async def clear(self) -> None:
         """Start from an empty registry, so the unguarded baseline really is unguarded."""
-        for record in (await self.admin.get("/targets")).json()["data"]:
+        for record in (await self._get("/targets")).json()["data"]:
             await self.delete(record["id"])
