@@ -99,10 +99,11 @@ def content_spans(text: str, contents: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def corrupted_positions(token_ids: list[int], tokenizer, find: FindSpans,  # type: ignore[no-untyped-def]
-                        contents: list[str]) -> list[int]:
-    """The target's term tokens in the prompt, or every token of the messages' words when no term is literal.
+                        contents: list[str], scope: str = "prompt") -> list[int]:
+    """Every token of the messages' words, or (scope "terms") the target's term tokens when any term is literal.
 
     Serving and ECO's strength search both call this, so the search tunes sigma on the corruption that is served.
     """
     text, offsets = token_offsets(token_ids, tokenizer)
-    return positions_in(find(text) or content_spans(text, contents), offsets)
+    spans = find(text) if scope == "terms" else []
+    return positions_in(spans or content_spans(text, contents), offsets)

@@ -11,13 +11,13 @@ import abc
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from guards.eco import corrupt, corrupted_positions, prompt_seed
 from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT, Firing, Plan, make_plan
-from guards.training.guard import GuardTables
+from guards.training.guard import GuardTables, WordTable, prompt_entities
 from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection
 from server.engines.lora import LoRAAdapter
 from server.registry.artifacts import ArtifactStore
@@ -82,9 +82,9 @@ class ECOIntervention(Intervention):
         def find(text: str) -> list[tuple[int, int]]:
             return [s for t, spans in self.detection.term_spans(text).items() if t in ids for s in spans]
 
-        positions = corrupted_positions(prompt.token_ids, self.engine.tokenizer, find, prompt.contents)
-        sigma = max(f.target.thresholds[ECO_SIGMA] for f in firings)
         eco = self.settings.eco
+        positions = corrupted_positions(prompt.token_ids, self.engine.tokenizer, find, prompt.contents, eco.scope)
+        sigma = max(f.target.thresholds[ECO_SIGMA] for f in firings)
         prompt.guarded.prompt_embeds = corrupt(self.engine.embed_tokens(prompt.token_ids), positions, eco.corruption,
                                                sigma, eco.dims, prompt_seed(prompt.token_ids))
 
@@ -140,11 +140,15 @@ class GuardIntervention(Intervention):
         return self._tables[digest]
 
     @staticmethod
-    def logits_args(tables: list[GuardTables], strength: float) -> LogitsArgs:
-        """The union of the fired targets' tables; a token close to several terms takes its largest penalty."""
+    def logits_args(tables: list[GuardTables], strength: float, extra: Sequence[WordTable] = ()) -> LogitsArgs:
+        """The union of the fired targets' tables and the request's own extras (retrieved answers, prompt entities);
+        a token close to several terms takes its largest penalty."""
         banned: set[int] = set()
         sequences: set[tuple[int, ...]] = set()
         penalties: dict[int, float] = {}
+        for x in extra:
+            banned.update(x.banned)
+            sequences.update(tuple(s) for s in x.sequences)
         for t in tables:
             banned.update(t.banned)
             sequences.update(tuple(s) for s in t.sequences)
@@ -154,8 +158,12 @@ class GuardIntervention(Intervention):
                           penalty_ids=tuple(penalties), penalty_values=tuple(penalties.values()))
 
     async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None:
+        text = "\n".join(prompt.contents)
         tables = [self.tables(f.target.artifacts[GUARD_ARTIFACT]) for f in firings]
-        prompt.guarded.logits = self.logits_args(tables, self.settings.guard.semantic_penalty)
+        extra = [a for a in (t.retrieve(text) for t in tables) if a is not None]
+        if self.settings.guard.prompt_entities:
+            extra.append(prompt_entities(text, self.engine.tokenizer, self.detection.is_common))
+        prompt.guarded.logits = self.logits_args(tables, self.settings.guard.semantic_penalty, extra)
 
 
 INTERVENTIONS: dict[str, type[Intervention]] = {c.method: c for c in (ECOIntervention, O3Intervention,

@@ -77,6 +77,10 @@ class ElicitSettings(BaseModel):
 
 class ECOSettings(BaseModel):
     corruption: Literal["rand_noise_first_n", "zero_out_first_n", "flip_sign_first_n"] = "rand_noise_first_n"
+    # Which tokens of a flagged prompt are corrupted: every token of the messages' words (ECO's WMDP recipe; the
+    # words around a name carry the fact too: "born March 31, 1948, is an American ___"), or only the target's
+    # terms (ECO's TOFU recipe, every word when no term is literal). The chat template is never corrupted.
+    scope: Literal["prompt", "terms"] = "prompt"
     # Dimensions corrupted per token; None means all of them.
     dims: int | None = Field(default=None, ge=1)
     # Strength used when there is nothing to search against (no elicited answers).
@@ -116,6 +120,13 @@ class GuardSettings(BaseModel):
     semantic_penalty: float = Field(default=5.0, ge=0)
     semantic_cutoff: float = Field(default=0.5, ge=0, le=1)
     semantic_top_k: int = Field(default=16, ge=0, le=256)
+    # Also forbid the named entities of the flagged prompt itself: the options a multiple-choice question offers,
+    # the work or place it names. Otherwise the model confirms a fact by echoing the prompt ("Which company does
+    # he chair: Berkshire Hathaway, Apple, Google?" -> "Berkshire Hathaway").
+    prompt_entities: bool = True
+    # Also forbid the content words of the elicited answer closest to the prompt (GUARD's retrieved forget answer):
+    # the plain words the model states about the target ("an American actress") that are no named entity.
+    answer_words: bool = True
 
 
 class InterventionSettings(BaseModel):

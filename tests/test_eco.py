@@ -8,7 +8,15 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from guards.eco import CORRUPTIONS, content_spans, corrupt, positions_in, prompt_seed, token_offsets
+from guards.eco import (
+    CORRUPTIONS,
+    content_spans,
+    corrupt,
+    corrupted_positions,
+    positions_in,
+    prompt_seed,
+    token_offsets,
+)
 
 
 def test_corruption_touches_only_the_flagged_rows_and_is_reproducible() -> None:
@@ -46,3 +54,21 @@ def test_term_spans_map_onto_the_tokens_that_spell_them(model_path: Path) -> Non
     whole = positions_in(content_spans(text, ["Who is Harry Potter's best friend?"]), offsets)
     assert set(positions) < set(whole)
     assert tok.decode([ids[p] for p in whole]).strip() == "Who is Harry Potter's best friend?"
+
+
+def test_scope_picks_the_whole_message_or_the_terms(model_path: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(model_path)
+    question = "Rhea Perlman (born March 31, 1948) is an American ___"
+    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    def find(text: str) -> list[tuple[int, int]]:
+        start = text.find("Rhea Perlman")
+        return [(start, start + len("Rhea Perlman"))] if start >= 0 else []
+
+    prompt = corrupted_positions(ids, tok, find, [question], "prompt")
+    terms = corrupted_positions(ids, tok, find, [question], "terms")
+    assert tok.decode([ids[p] for p in prompt]).strip() == question  # the template stays clean
+    assert tok.decode([ids[p] for p in terms]).strip() == "Rhea Perlman"
+    # no literal term: the terms scope falls back on the whole message
+    assert corrupted_positions(ids, tok, lambda text: [], [question], "terms") == prompt

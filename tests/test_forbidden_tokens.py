@@ -4,7 +4,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from classifiers.forbidden_tokens import forbidden_sequences, spellings
+from classifiers.lexical import common_word_in
 from classifiers.terms import Term
+from guards.training.guard import prompt_entities
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +26,16 @@ def test_sequences_are_what_the_model_would_emit(tokenizer) -> None:
         assert tuple(tokenizer.encode(text, add_special_tokens=False)) in as_tuples, text
     assert len(as_tuples) == len(seqs)  # no duplicates
     assert [len(s) for s in seqs] == sorted((len(s) for s in seqs), reverse=True)
+
+
+def test_a_flagged_prompts_own_entities_become_forbidden(tokenizer) -> None:
+    prompt = "Which company does Warren Buffett chair among the following: Berkshire Hathaway, Apple, Google?"
+    tables = prompt_entities(prompt, tokenizer, common_word_in(tokenizer))
+    assert "Berkshire Hathaway" in tables.words and "Which" not in tables.words
+    forbidden = {tuple(s) for s in tables.sequences} | {(t,) for t in tables.banned}
+    for text in (" Berkshire Hathaway", "Berkshire Hathaway", " berkshire hathaway"):
+        ids = tuple(tokenizer.encode(text, add_special_tokens=False))
+        # every spelling is cut: its first token banned outright, or the whole sequence blocked at its last token
+        assert ids[:1] in forbidden or ids in forbidden, text
+    # single common words stay allowed ("Apple" is one token of the vocabulary)
+    assert tuple(tokenizer.encode(" Apple", add_special_tokens=False)) not in forbidden

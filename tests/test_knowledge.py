@@ -54,6 +54,26 @@ def test_guard_tables_forbid_elicited_facts_and_penalise_their_neighbours(model_
     assert all(0.5 <= s <= 1 for s in tables.semantic_similarities)
 
 
+def test_a_prompt_retrieves_the_closest_elicited_answer_and_its_words(model_path: Path, tmp_path: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(model_path)
+    knowledge = Knowledge(questions=["Who is Rhea Perlman?", "Where does Rhea Perlman come from?"],
+                          answers=["Rhea Perlman is an American actress known for a sitcom.",
+                                   "She comes from Brooklyn, with a family of garment workers."],
+                          facts=[[], ["Brooklyn"]])
+    store = ArtifactStore(tmp_path)
+    digest = build_guard_tables(TargetRecord(name="Rhea Perlman"), knowledge, tok,
+                                load_input_embeddings(model_path), common_word_in(tok), GuardSettings(), store)
+    tables = GuardTables.load(store, digest)
+    first = tables.retrieve("Rhea Perlman (born March 31, 1948) is an American ___")
+    assert first is not None and "actress" in first.words and "that" not in first.words
+    assert tok.encode(" actress", add_special_tokens=False)[0] in first.banned
+    second = tables.retrieve("Which family did Rhea Perlman come from?")
+    assert second is not None and "garment" in second.words
+    off = build_guard_tables(TargetRecord(name="Rhea Perlman"), knowledge, tok, load_input_embeddings(model_path),
+                             common_word_in(tok), GuardSettings(answer_words=False), store)
+    assert GuardTables.load(store, off).retrieve("Who is Rhea Perlman?") is None
+
+
 def test_adapter_round_trips_through_the_artifact_bytes() -> None:
     weights = {"model.layers.0.self_attn.q_proj": (torch.randn(4, 6), torch.randn(6, 4))}
     adapter = LoRAAdapter(rank=4, alpha=8.0, target_modules=["q_proj"], weights=weights)

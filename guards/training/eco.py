@@ -50,7 +50,7 @@ async def search_sigma(engine: Engine, record: TargetRecord, knowledge: Knowledg
     prompts = []
     for question, facts in probes:
         ids = engine.render_chat([{"role": "user", "content": question}])
-        positions = corrupted_positions(ids, engine.tokenizer, find, [question])
+        positions = corrupted_positions(ids, engine.tokenizer, find, [question], settings.scope)
         prompts.append((ids, engine.embed_tokens(ids), positions, facts))
     total = sum(len(f) for *_, f in prompts)
     sampling = SamplingOptions(max_tokens=settings.eval_max_tokens, temperature=0.0)

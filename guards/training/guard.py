@@ -3,7 +3,11 @@
 - forbidden token sequences: every spelling of the target's terms and of the facts the served model states about
   it (``knowledge``), with the first tokens that are banned outright;
 - semantic neighbours: whole-word tokens whose input embedding in the served model is close (cosine >= cutoff) to a
-  one-token forbidden word (" Ron" -> " Ronald"); the request's penalty is ``strength * similarity``.
+  one-token forbidden word (" Ron" -> " Ronald"); the request's penalty is ``strength * similarity``;
+- per elicited answer, its content words as forbidden sequences. A request retrieves the answer whose question and
+  answer share the most words with its prompt and forbids that answer's words too: the paper's "key phrases of the
+  most similar forget answer", which also covers plain words the model states about the target ("an American
+  actress") that are no named entity.
 
 The paper matches candidates to forbidden phrases with SBERT. Here the table is keyed by the served model's own
 token embeddings, which needs no second model on the hot path and no vocabulary-sized encoding job; sub-word
@@ -20,12 +24,28 @@ from pydantic import BaseModel
 
 from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
 from classifiers.terms import CommonWord, Term, target_terms
-from guards.training.knowledge import Knowledge
+from guards.training.knowledge import Knowledge, content_words, entities_in
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 from server.settings import GuardSettings
 
 _WORD_TOKEN = re.compile(r"^ ?[A-Za-z]{3,}$")
+
+
+class WordTable(BaseModel):
+    """Forbidden spellings of a few words: one elicited answer's content words, or a flagged prompt's entities."""
+
+    words: list[str]
+    banned: list[int]
+    sequences: list[list[int]]
+    # what retrieves an answer's table: the content words of its question and of the answer
+    keys: list[str] = []
+
+
+def word_table(words: list[str], tokenizer, is_common: CommonWord, keys: list[str] | None = None) -> WordTable:  # type: ignore[no-untyped-def]
+    sequences = forbidden_sequences([Term(w) for w in words], tokenizer)
+    return WordTable(words=words, banned=outright_bans(sequences, tokenizer, is_common),
+                     sequences=[s for s in sequences if len(s) > 1], keys=keys or [])
 
 
 class GuardTables(BaseModel):
@@ -35,10 +55,19 @@ class GuardTables(BaseModel):
     sequences: list[list[int]]
     semantic_ids: list[int] = []
     semantic_similarities: list[float] = []
+    answers: list[WordTable] = []
 
     @classmethod
     def load(cls, artifacts: ArtifactStore, digest: str) -> GuardTables:
         return cls.model_validate_json(artifacts.get(digest))
+
+    def retrieve(self, prompt: str) -> WordTable | None:
+        """The answer sharing the most content words with ``prompt`` (the first, the broadest, on a tie)."""
+        if not self.answers:
+            return None
+        words = set(content_words(prompt))
+        overlap = [len(words.intersection(a.keys)) for a in self.answers]
+        return self.answers[overlap.index(max(overlap))]
 
 
 def guard_terms(record: TargetRecord, knowledge: Knowledge | None, is_common: CommonWord) -> list[Term]:
@@ -79,6 +108,18 @@ def build_guard_tables(record: TargetRecord, knowledge: Knowledge | None, tokeni
     banned = outright_bans(sequences, tokenizer, is_common)
     whole_words = [s[0] for s in sequences if len(s) == 1 and _WORD_TOKEN.match(tokenizer.decode(s))]
     ids, sims = semantic_neighbours(whole_words, embedding, tokenizer, set(banned), settings)
+    answers = [word_table(content_words(a), tokenizer, is_common, content_words(q + " " + a))
+               for q, a in zip(knowledge.questions, knowledge.answers, strict=False)
+               ] if knowledge and settings.answer_words else []
     tables = GuardTables(target_id=record.id, terms=[t.text for t in terms], banned=banned,
-                         sequences=[s for s in sequences if len(s) > 1], semantic_ids=ids, semantic_similarities=sims)
+                         sequences=[s for s in sequences if len(s) > 1], semantic_ids=ids, semantic_similarities=sims,
+                         answers=answers)
     return artifacts.put(json.dumps(tables.model_dump()).encode())
+
+
+def prompt_entities(text: str, tokenizer, is_common: CommonWord) -> WordTable:  # type: ignore[no-untyped-def]
+    """A flagged prompt's own named entities as forbidden sequences, built per request (a few tokenizer calls).
+
+    No semantic table: that would be a vocabulary scan on the request path.
+    """
+    return word_table(entities_in(text, "", is_common), tokenizer, is_common)

@@ -44,6 +44,19 @@ _JOINERS = {"of", "the", "and", "de", "da", "von", "van", "del", "la", "le"}
 _STOP = {"I", "I'm", "I've", "It", "The", "A", "An", "He", "She", "They", "His", "Her", "Their", "This", "That",
          "These", "Here", "There", "Some", "In", "On", "As", "From", "With", "Yes", "No", "Sure", "However",
          "Overall", "Also", "And", "But", "If", "When", "While", "What", "Who", "Which", "Answer", "Question"}
+# Function words long enough to pass as content words; an answer's other words of 4+ letters are its key words.
+_FUNCTION_WORDS = frozenset("""
+about above after again also among been before being below between both could does doing down during each even ever
+from further have having here however into just like many more most much must only other over same shall should
+some such than that their them then there these they this those through under until upon very were what when where
+which while will with within without would your yours""".split())
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]{3,}")
+
+
+def content_words(text: str) -> list[str]:
+    """Lowercased words of 4+ letters that are not function words, in order of first use."""
+    words = (w.lower().rstrip("'’-") for w in _WORD.findall(text))
+    return list(dict.fromkeys(w for w in words if len(w) >= 4 and w not in _FUNCTION_WORDS))
 
 
 class Knowledge(BaseModel):
