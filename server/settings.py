@@ -98,6 +98,11 @@ class ECOSettings(BaseModel):
     eval_max_tokens: int = Field(default=32, ge=4, le=256)
     # Answered questions the search asks at each strength (each evaluation is one batch of generations).
     eval_questions: int = Field(default=4, ge=1, le=64)
+    # The served strength is the searched one times this margin. The search sees a few elicited questions, whose
+    # answers (often the small model's guesses) break at the first noise; facts the model really holds, and answers
+    # a prompt spells out for it to echo, survive several times that (measured on RWKU: sigma 0.1 on every word
+    # still let "The Oracle of Omaha" through, 0.3 did not).
+    margin: float = Field(default=3.0, ge=1.0)
 
 
 class O3Settings(BaseModel):

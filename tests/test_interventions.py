@@ -72,6 +72,9 @@ def test_each_method_alone_forgets_the_target_and_keeps_the_rest(guarded: LiveSe
 
     record = register(guarded, {"name": "Harry Potter", "description": DESCRIPTION, "methods": [method]})
     try:
+        if method == "eco":  # served with the margin over the searched strength (settings' defaults)
+            thresholds = record["thresholds"]
+            assert thresholds["eco_sigma"] == pytest.approx(min(3 * thresholds["eco_sigma_searched"], 100.0))
         after, header = ask(client, guarded.model, FORGET)
         assert "Ron" not in after and "Weasley" not in after, after
         assert header == f"{record['id']}:{method}"

@@ -83,7 +83,9 @@ class TargetBuilder:
             search = await search_sigma(self.engine, record, knowledge, self.detection.is_common, self.settings.eco,
                                         progress)
             result.thresholds[ECO_SIGMA] = search.sigma
-            if not math.isnan(search.leak):
+            if not math.isnan(search.leak):  # a searched strength, not the default: served with the margin
+                result.thresholds[ECO_SIGMA] = min(search.sigma * self.settings.eco.margin, self.settings.eco.max_sigma)
+                result.thresholds["eco_sigma_searched"] = search.sigma
                 result.thresholds["eco_leak"] = search.leak
             result.artifacts[ECO_SEARCH_ARTIFACT] = self.artifacts.put(json.dumps(search.model_dump()).encode())
         if "o3" in record.methods:
