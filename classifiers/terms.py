@@ -4,7 +4,8 @@ Terms are the name and aliases (each comma-separated part of them too: "Prince H
 forbidden terms, and one distinctive single word per name: the surname ("Rockefeller", "da Vinci") or, after a
 title, the given name ("Prince Harry" -> "Harry"). Single words are matched case-sensitively and only when they
 are not common words, because "king", "white" or "John" alone say nothing about Stephen King, Vanna White or
-John D. Rockefeller. Matching runs on word n-grams through one dictionary, so a prompt costs the same with 1 or
+John D. Rockefeller. A two-word name also matches with up to two capitalised middle names in between ("Stephen
+Edwin King"). Matching runs on word n-grams through one dictionary, so a prompt costs the same with 1 or
 10,000 targets registered.
 """
 
@@ -98,10 +99,16 @@ class TermHit:
     end: int
 
 
+# Middle names a two-word name may carry in a prompt: "Stephen Edwin King", "Kanye Omari West".
+MAX_MIDDLE_NAMES = 2
+
+
 class TermMatcher:
     def __init__(self, terms_by_target: dict[str, list[Term]]) -> None:
         # casefolded word tuple -> [(target id, exact words or None when case-insensitive)]
         self.table: dict[tuple[str, ...], list[tuple[str, tuple[str, ...] | None]]] = {}
+        # (first, last) of two-word names -> target ids: the name with middle names in between
+        self.gapped: dict[tuple[str, str], list[str]] = {}
         self.max_words = 0
         for target_id, terms in terms_by_target.items():
             for term in terms:
@@ -109,6 +116,8 @@ class TermMatcher:
                 key = tuple(w.casefold() for w in exact)
                 self.table.setdefault(key, []).append((target_id, exact if term.case_sensitive else None))
                 self.max_words = max(self.max_words, len(key))
+                if len(key) == 2 and not term.case_sensitive:
+                    self.gapped.setdefault((key[0], key[1]), []).append(target_id)
 
     def find(self, text: str) -> list[TermHit]:
         if not self.table:
@@ -126,4 +135,20 @@ class TermMatcher:
                 for target_id, want in entries:
                     if want is None or want == exact:
                         hits.append(TermHit(target_id, text[start:end], start, end))
+            hits += self._with_middle_names(text, toks, folded, i)
         return hits
+
+    def _with_middle_names(self, text: str, toks: list[tuple[str, int, int]], folded: list[str],
+                           i: int) -> list[TermHit]:
+        """A two-word name written with capitalised middle names between its words (the names capitalised too)."""
+        if not self.gapped or not toks[i][0][:1].isupper():
+            return []
+        for gap in range(1, MAX_MIDDLE_NAMES + 1):
+            j = i + gap + 1
+            if j >= len(toks) or not toks[i + gap][0][:1].isupper():
+                return []
+            ids = self.gapped.get((folded[i], folded[j]))
+            if ids and toks[j][0][:1].isupper():
+                start, end = toks[i][1], toks[j][2]
+                return [TermHit(t, text[start:end], start, end) for t in ids]
+        return []

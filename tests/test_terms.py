@@ -40,3 +40,13 @@ def test_quoted_epithets_from_the_description_are_terms_but_related_names_are_no
                                                            "published by Doubleday.")
     assert ("King of Horror", False) in _texts(record)
     assert all("Doubleday" not in text for text, _ in _texts(record))
+
+
+def test_a_two_word_name_matches_with_middle_names_in_between() -> None:
+    matcher = TermMatcher({"k": [Term("Stephen King")], "w": [Term("Kanye West")]})
+    found = [(h.target_id, h.term) for h in matcher.find("Stephen Edwin King and Kanye Omari West met.")]
+    assert found == [("k", "Stephen Edwin King"), ("w", "Kanye Omari West")]
+    # lower-case words in between, or more than two middle names, are not a name
+    assert matcher.find("Stephen met the King.") == []
+    assert matcher.find("Stephen A B C King") == []
+    assert matcher.find("stephen edwin king") == []
