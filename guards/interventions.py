@@ -146,12 +146,10 @@ class GuardIntervention(Intervention):
         banned: set[int] = set()
         sequences: set[tuple[int, ...]] = set()
         penalties: dict[int, float] = {}
-        for x in extra:
-            banned.update(x.banned)
-            sequences.update(tuple(s) for s in x.sequences)
-        for t in tables:
+        for t in [*tables, *extra]:
             banned.update(t.banned)
             sequences.update(tuple(s) for s in t.sequences)
+        for t in tables:
             for token, sim in zip(t.semantic_ids, t.semantic_similarities, strict=True):
                 penalties[token] = max(penalties.get(token, 0.0), strength * sim)
         return LogitsArgs(banned_token_ids=tuple(sorted(banned)), sequences=tuple(sorted(sequences)),
