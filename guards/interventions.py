@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from guards.eco import corrupt, corrupted_positions, prompt_seed
 from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT, Firing, Plan, make_plan
-from guards.training.guard import GuardTables, WordTable, prompt_entities
+from guards.training.guard import GuardTables, WordTable, number_table, prompt_entities
 from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection
 from server.engines.lora import LoRAAdapter
 from server.registry.artifacts import ArtifactStore
@@ -133,6 +133,7 @@ class GuardIntervention(Intervention):
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self._tables: dict[str, GuardTables] = {}
+        self._numbers: WordTable | None = None
 
     def tables(self, digest: str) -> GuardTables:
         if digest not in self._tables:
@@ -161,6 +162,10 @@ class GuardIntervention(Intervention):
         extra = [a for a in (t.retrieve(text) for t in tables) if a is not None]
         if self.settings.guard.prompt_entities:
             extra.append(prompt_entities(text, self.engine.tokenizer, self.detection.is_common))
+        if self.settings.guard.forbid_numbers:
+            if self._numbers is None:
+                self._numbers = await asyncio.to_thread(number_table, self.engine.tokenizer)
+            extra.append(self._numbers)
         prompt.guarded.logits = self.logits_args(tables, self.settings.guard.semantic_penalty, extra)
 
 

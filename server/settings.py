@@ -132,6 +132,9 @@ class GuardSettings(BaseModel):
     # Also forbid the content words of the elicited answer closest to the prompt (GUARD's retrieved forget answer):
     # the plain words the model states about the target ("an American actress") that are no named entity.
     answer_words: bool = True
+    # Also forbid every token that writes a digit in a flagged answer: dates, years and counts ("born July 8,
+    # 1839", "the 2011 championship") are the facts most asked about a target, echoed options included.
+    forbid_numbers: bool = True
 
 
 class InterventionSettings(BaseModel):

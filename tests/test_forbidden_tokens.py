@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 from classifiers.forbidden_tokens import forbidden_sequences, spellings
 from classifiers.lexical import common_word_in
 from classifiers.terms import Term
-from guards.training.guard import prompt_entities
+from guards.training.guard import number_table, prompt_entities
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +39,15 @@ def test_a_flagged_prompts_own_entities_become_forbidden(tokenizer) -> None:
         assert ids[:1] in forbidden or ids in forbidden, text
     # single common words stay allowed ("Apple" is one token of the vocabulary)
     assert tuple(tokenizer.encode(" Apple", add_special_tokens=False)) not in forbidden
+
+
+def test_number_table_bans_every_digit_token(tokenizer) -> None:
+    table = number_table(tokenizer)
+    banned = set(table.banned)
+    for text in ("1839", " 2011", "28th", "1989-11-28"):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        digits = [t for t in ids if any(c.isdigit() for c in tokenizer.decode([t]))]
+        assert digits and set(digits) <= banned, text
+    # nothing without a digit is banned: words, punctuation and the space stay
+    for text in (" July", " the", ",", " "):
+        assert not set(tokenizer.encode(text, add_special_tokens=False)) & banned, text

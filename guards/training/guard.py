@@ -117,6 +117,16 @@ def build_guard_tables(record: TargetRecord, knowledge: Knowledge | None, tokeni
     return artifacts.put(json.dumps(tables.model_dump()).encode())
 
 
+def number_table(tokenizer) -> WordTable:  # type: ignore[no-untyped-def]
+    """Every vocabulary token that writes a digit: one vocabulary scan, when the intervention is first used.
+
+    Dates, years and counts are the facts asked most about a target, and a small model's elicited answers rarely
+    hold the right ones to forbid by value; a flagged answer then spells no number at all.
+    """
+    ids = sorted(i for i in range(len(tokenizer)) if any(c.isdigit() for c in tokenizer.decode([i])))
+    return WordTable(words=["<digits>"], banned=ids, sequences=[])
+
+
 def prompt_entities(text: str, tokenizer, is_common: CommonWord) -> WordTable:  # type: ignore[no-untyped-def]
     """A flagged prompt's own named entities as forbidden sequences, built per request (a few tokenizer calls).
 
