@@ -63,7 +63,7 @@ class EmbeddingDetector(Detector):
     def detect(self, prompt: str) -> list[Detection]:
         if not self.target_ids:
             return []
-        sims = self.vectors @ self.encoder.encode([prompt])[0]
+        sims = self.vectors @ self.encoder.encode_one(prompt)
         best = torch.full((len(self.target_ids),), -1.0).scatter_reduce(0, self.owner, sims, reduce="amax")
         hits = torch.nonzero(best >= self.threshold).flatten().tolist()
         return [Detection(target_id=self.target_ids[i], detector=self.name,

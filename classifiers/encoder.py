@@ -30,6 +30,16 @@ class SentenceEncoder:
         self.max_length = max_length
         self.dim = int(self.model.config.hidden_size)
         self._lock = threading.Lock()
+        # several detectors read one prompt's vector: the last prompt is kept
+        self._last: tuple[str, torch.Tensor] | None = None
+
+    def encode_one(self, text: str) -> torch.Tensor:
+        last = self._last
+        if last is not None and last[0] == text:
+            return last[1]
+        vector = self.encode([text])[0]
+        self._last = (text, vector)
+        return vector
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:

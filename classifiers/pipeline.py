@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Protocol
 
 from classifiers.base import Detection, Detector
 from classifiers.embedding import PROFILE_ARTIFACT, EmbeddingDetector, build_profile
 from classifiers.encoder import SentenceEncoder
+from classifiers.general import general_prompts
+from classifiers.head import HEAD_ARTIFACT, ClassifierDetector, GeneralSet, build_head
 from classifiers.lexical import LexicalDetector, build_terms, common_word_in
 from classifiers.terms import CommonWord
 from server.registry.artifacts import ArtifactStore
@@ -32,7 +35,7 @@ class StaticTargets:
     def active(self) -> list[TargetRecord]:
         return [t for t in self.targets if t.enforced]
 
-DETECTOR_NAMES = ("lexical", "embedding")
+DETECTOR_NAMES = ("lexical", "embedding", "classifier")
 
 
 class DetectionPipeline:
@@ -40,7 +43,8 @@ class DetectionPipeline:
 
     def __init__(self, cache: TargetSource, artifacts: ArtifactStore, tokenizer=None,  # type: ignore[no-untyped-def]
                  detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
-                 encoder: SentenceEncoder | None = None) -> None:
+                 encoder: SentenceEncoder | None = None, classifier_fpr: float = 0.01,
+                 negatives_file: Path | None = None) -> None:
         unknown = set(detectors) - set(DETECTOR_NAMES)
         if unknown:
             raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {DETECTOR_NAMES}")
@@ -50,16 +54,21 @@ class DetectionPipeline:
         # of detection alone) every word counts as rare.
         self.is_common: CommonWord = common_word_in(tokenizer) if tokenizer is not None else (lambda word: False)
         self.encoder: SentenceEncoder | None = None
-        if "embedding" in detectors:
+        if "embedding" in detectors or "classifier" in detectors:
             self.encoder = encoder or SentenceEncoder()
+        self.classifier_fpr = classifier_fpr
+        self.negatives_file = negatives_file
+        self._general: GeneralSet | None = None
         self.detectors: list[Detector] = []
         # Terms are always indexed (ECO's spans need them) but only detect when "lexical" is picked.
         self._lexical = LexicalDetector(artifacts)
         self._term_index = [] if "lexical" in detectors else [self._lexical]
         if "lexical" in detectors:
             self.detectors.append(self._lexical)
-        if self.encoder is not None:
+        if self.encoder is not None and "embedding" in detectors:
             self.detectors.append(EmbeddingDetector(artifacts, self.encoder, embedding_threshold))
+        if self.encoder is not None and "classifier" in detectors:
+            self.detectors.append(ClassifierDetector(artifacts, self.encoder))
         self._generation = -1
 
     def _refresh(self) -> None:
@@ -84,7 +93,19 @@ class DetectionPipeline:
     async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
         """The build job for one target: every detector's artifacts."""
         result = await build_terms(record, self.artifacts, progress, self.is_common)
-        if self.encoder is not None:
+        names = {d.name for d in self.detectors}
+        if self.encoder is not None and "embedding" in names:
             digest = await asyncio.to_thread(build_profile, record, self.encoder, self.artifacts)
             result.artifacts[PROFILE_ARTIFACT] = digest
+        if self.encoder is not None and "classifier" in names:
+            digest, info = await asyncio.to_thread(self._build_head, record, self.encoder)
+            result.artifacts[HEAD_ARTIFACT] = digest
+            result.thresholds["classifier_threshold"] = info.threshold
+            await progress(0.15, f"classifier head: threshold {info.threshold:.3f}, profile recall "
+                                 f"{info.profile_recall:.2f}")
         return result
+
+    def _build_head(self, record: TargetRecord, encoder: SentenceEncoder):  # type: ignore[no-untyped-def]
+        if self._general is None:  # encoded once per process, on the first build that needs it
+            self._general = GeneralSet(encoder, general_prompts(self.negatives_file))
+        return build_head(record, encoder, self._general, self.classifier_fpr, self.artifacts)

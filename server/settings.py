@@ -64,8 +64,13 @@ class JobSettings(BaseModel):
 class DetectionSettings(BaseModel):
     # "lexical" always builds (GUARD needs its terms); "embedding" adds the encoder-based detector (opt-in: it
     # catches paraphrase but also flags related topics, see the detect suite's figures).
-    detectors: list[Literal["lexical", "embedding"]] = Field(default_factory=lambda: ["lexical"], min_length=1)
+    # "classifier" adds ECO's prompt classifier: a head per target whose threshold is calibrated (conformal) to flag
+    # at most `classifier_fpr` of general prompts like `negatives_file`'s (default: the built-in general set).
+    detectors: list[Literal["lexical", "embedding", "classifier"]] = Field(default_factory=lambda: ["lexical"],
+                                                                           min_length=1)
     embedding_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
+    classifier_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
+    negatives_file: Path | None = None
 
 
 class ElicitSettings(BaseModel):

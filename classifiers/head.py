@@ -1,0 +1,130 @@
+"""The ECO prompt classifier: a logistic head per target over the shared encoder, its threshold set by conformal
+calibration on held-out general prompts.
+
+ECO fine-tunes a classifier per task and flags a prompt above a threshold chosen so that prompts outside the task
+are almost never flagged. Here each target gets a linear head on the sentence vectors (trained in well under a
+second: the encoder is shared and frozen), positives being the target's profile (name and alias questions,
+description, forget examples) and negatives the general prompts. Four fifths of the general prompts train it; the
+last fifth only calibrates: the threshold is the conformal (1 - alpha) quantile of their scores, so a general
+prompt exchangeable with them is flagged with probability at most alpha. All heads score a prompt in one matrix
+product, whatever the number of targets.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import torch
+from pydantic import BaseModel
+
+from classifiers.base import Detection, Detector
+from classifiers.embedding import profile_texts
+from classifiers.encoder import SentenceEncoder
+from server.registry.artifacts import ArtifactStore
+from server.registry.models import TargetRecord
+
+HEAD_ARTIFACT = "classifier_head"
+
+
+class HeadInfo(BaseModel):
+    threshold: float
+    alpha: float
+    positives: int
+    negatives: int
+    calibration: int
+    # the share of the target's own profile texts the head flags (a sanity figure: near 1)
+    profile_recall: float
+
+
+def conformal_threshold(scores: torch.Tensor, alpha: float) -> float:
+    """The ceil((n + 1)(1 - alpha))-th smallest calibration score; flag strictly above it.
+
+    With too few calibration prompts for ``alpha`` the rank exceeds n and nothing can be flagged (threshold 1).
+    """
+    n = int(scores.numel())
+    rank = math.ceil((n + 1) * (1 - alpha))
+    if rank > n:
+        return 1.0
+    return float(scores.sort().values[rank - 1])
+
+
+def train_head(positives: torch.Tensor, negatives: torch.Tensor, steps: int = 300,
+               weight_decay: float = 1e-3) -> tuple[torch.Tensor, float]:
+    """Class-balanced logistic regression, full batch (a few hundred vectors of 384 dims)."""
+    x = torch.cat([positives, negatives])
+    y = torch.cat([torch.ones(len(positives)), torch.zeros(len(negatives))])
+    sample_weight = torch.where(y > 0, 0.5 / len(positives), 0.5 / len(negatives))
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.1)
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            logits = x @ w + b
+            loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+                    * sample_weight).sum() + weight_decay * (w * w).sum()
+            loss.backward()
+            opt.step()
+    return w.detach(), float(b.detach())
+
+
+class GeneralSet:
+    """The general prompts' vectors, encoded once per process; every fifth one is held out for calibration."""
+
+    def __init__(self, encoder: SentenceEncoder, prompts: list[str]) -> None:
+        self.prompts = prompts
+        self.vectors = encoder.encode(prompts)
+        self.held_out = torch.arange(len(prompts)) % 5 == 4
+
+    def split(self, record: TargetRecord) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training, calibration) vectors without the prompts that mention the target itself."""
+        names = [n.casefold() for n in [record.name, *record.aliases] if n]
+        own = torch.tensor([any(n in p.casefold() for n in names) for p in self.prompts], dtype=torch.bool)
+        return self.vectors[~self.held_out & ~own], self.vectors[self.held_out & ~own]
+
+
+def build_head(record: TargetRecord, encoder: SentenceEncoder, general: GeneralSet, alpha: float,
+               artifacts: ArtifactStore) -> tuple[str, HeadInfo]:
+    positives = encoder.encode(profile_texts(record))
+    negatives, calibration = general.split(record)
+    w, b = train_head(positives, negatives)
+    threshold = conformal_threshold(torch.sigmoid(calibration @ w + b), alpha)
+    info = HeadInfo(threshold=threshold, alpha=alpha, positives=len(positives), negatives=len(negatives),
+                    calibration=len(calibration),
+                    profile_recall=float((torch.sigmoid(positives @ w + b) > threshold).float().mean()))
+    buffer = io.BytesIO()
+    torch.save({"weight": w.contiguous(), "bias": torch.tensor(b), "threshold": torch.tensor(threshold)}, buffer)
+    return artifacts.put(buffer.getvalue()), info
+
+
+class ClassifierDetector(Detector):
+    name = "classifier"
+
+    def __init__(self, artifacts: ArtifactStore, encoder: SentenceEncoder) -> None:
+        super().__init__(artifacts)
+        self.encoder = encoder
+        self.weight = torch.empty(0, encoder.dim)
+        self.bias = torch.empty(0)
+        self.threshold = torch.empty(0)
+        self.target_ids: list[str] = []
+
+    def rebuild(self, targets: list[TargetRecord]) -> None:
+        heads, ids = [], []
+        for target in targets:
+            digest = target.artifacts.get(HEAD_ARTIFACT)
+            if digest is not None:
+                heads.append(torch.load(io.BytesIO(self.artifacts.get(digest)), weights_only=True))
+                ids.append(target.id)
+        self.weight = torch.stack([h["weight"] for h in heads]) if heads else torch.empty(0, self.encoder.dim)
+        self.bias = torch.stack([h["bias"] for h in heads]) if heads else torch.empty(0)
+        self.threshold = torch.stack([h["threshold"] for h in heads]) if heads else torch.empty(0)
+        self.target_ids = ids
+
+    def detect(self, prompt: str) -> list[Detection]:
+        if not self.target_ids:
+            return []
+        scores = torch.sigmoid(self.weight @ self.encoder.encode_one(prompt) + self.bias)
+        hits = torch.nonzero(scores > self.threshold).flatten().tolist()
+        return [Detection(target_id=self.target_ids[i], detector=self.name, score=float(scores[i]), flagged=True)
+                for i in hits]
