@@ -37,6 +37,7 @@ class DetectReport(BaseModel):
     with_intro: bool
     detectors: list[str]
     embedding_threshold: float | None
+    classifier_fpr: float | None = None
     detect_tpr: dict[str, float]
     neighbor_fpr: dict[str, float]
     general_fpr: float
@@ -86,13 +87,15 @@ def _latency(pipeline: DetectionPipeline, prompts: list[str], n_targets: int) ->
 
 def run_detect(data_dir: Path, tokenizer, with_intro: bool = False,  # type: ignore[no-untyped-def]
                limit: int | None = None, latency_sizes: tuple[int, ...] = (1, 100, 1000), seed: int = 0,
-               detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55) -> DetectReport:
+               detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
+               classifier_fpr: float = 0.01) -> DetectReport:
     rwku = load_rwku(data_dir, limit)
     general = load_mmlu_questions(data_dir, "test")
     creates = [TargetCreate(name=t.name, description=t.intro if with_intro else "") for t in rwku]
     with tempfile.TemporaryDirectory(prefix="ugw-eval-") as tmp:
         artifacts = ArtifactStore(Path(tmp) / "artifacts")
-        builder = DetectionPipeline(StaticTargets([]), artifacts, tokenizer, detectors, embedding_threshold)
+        builder = DetectionPipeline(StaticTargets([]), artifacts, tokenizer, detectors, embedding_threshold,
+                                    classifier_fpr=classifier_fpr)
 
         def pipeline_for(targets: list[TargetRecord]) -> DetectionPipeline:
             return DetectionPipeline(StaticTargets(targets), artifacts, tokenizer, detectors, embedding_threshold,
@@ -145,6 +148,7 @@ def run_detect(data_dir: Path, tokenizer, with_intro: bool = False,  # type: ign
     return DetectReport(
         targets=len(rwku), with_intro=with_intro, detectors=list(detectors),
         embedding_threshold=embedding_threshold if "embedding" in detectors else None,
+        classifier_fpr=classifier_fpr if "classifier" in detectors else None,
         detect_tpr={lvl: rate[f"forget_{lvl}"] for lvl in FORGET_LEVELS},
         neighbor_fpr={**{lvl: rate[f"neighbor_{lvl}"] for lvl in NEIGHBOR_LEVELS}, "all": neighbor_all,
                       "any_target": sum(hits.get(f"neighbor_any_{lv}", 0) for lv in NEIGHBOR_LEVELS) / max(

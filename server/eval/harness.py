@@ -51,6 +51,7 @@ class EvalSpec(BaseModel):
     max_tokens: int = 32
     detectors: list[str] = ["lexical"]
     embedding_threshold: float = 0.55
+    classifier_fpr: float = 0.01
     clear_registry: bool = False
     progress: bool = True
 
@@ -121,7 +122,8 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.engine.model, settings.cache_dir))
         result["detect"] = run_detect(spec.data, tokenizer, with_intro=spec.with_intro, limit=spec.limit,
                                       detectors=tuple(spec.detectors),
-                                      embedding_threshold=spec.embedding_threshold).model_dump()
+                                      embedding_threshold=spec.embedding_threshold,
+                                      classifier_fpr=spec.classifier_fpr).model_dump()
     api = [s for s in suites if s in API_SUITES]
     if api:
         measured = _with_server(spec, api)
@@ -148,6 +150,7 @@ def _with_server(spec: EvalSpec, suites: list[str]) -> dict[str, Any]:
     env = isolated_env(token, work, elicit=True)
     env["UGW_DETECTION__DETECTORS"] = json.dumps(spec.detectors)
     env["UGW_DETECTION__EMBEDDING_THRESHOLD"] = str(spec.embedding_threshold)
+    env["UGW_DETECTION__CLASSIFIER_FPR"] = str(spec.classifier_fpr)
     env["UGW_ENGINE__MAX_NUM_SEQS"] = str(spec.concurrency)
     server = gateway(resolve_model(settings.engine.model, settings.cache_dir), "eval-model",
                      EngineSettings(kind=spec.engine), work, label=f"eval-{spec.engine}", env=env)
