@@ -29,29 +29,39 @@ class SentenceEncoder:
         self.model = AutoModel.from_pretrained(path).eval()
         self.max_length = max_length
         self.dim = int(self.model.config.hidden_size)
+        self.layers = int(self.model.config.num_hidden_layers)
         self._lock = threading.Lock()
         # several detectors read one prompt's vector: the last prompt is kept
         self._last: tuple[str, torch.Tensor] | None = None
 
     def encode_one(self, text: str) -> torch.Tensor:
+        return self.encode_one_layers(text)[-1]
+
+    def encode_one_layers(self, text: str) -> torch.Tensor:
+        """[layers, dim] for one prompt; every detector reads the same forward pass."""
         last = self._last
         if last is not None and last[0] == text:
             return last[1]
-        vector = self.encode([text])[0]
-        self._last = (text, vector)
-        return vector
+        layers = self.encode_layers([text])[0]
+        self._last = (text, layers)
+        return layers
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """[n, dim]: the last layer's sentence vectors."""
+        return self.encode_layers(texts, batch_size)[:, -1]
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    def encode_layers(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """[n, layers, dim]: the sentence vector of every transformer layer (O3's detector reads several)."""
         if not texts:
-            return torch.empty(0, self.dim)
+            return torch.empty(0, self.layers, self.dim)
         out = []
         with self._lock:
             for i in range(0, len(texts), batch_size):
                 batch = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
                                        max_length=self.max_length, return_tensors="pt")
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                hidden = torch.stack(self.model(**batch, output_hidden_states=True).hidden_states[1:], dim=1)
+                mask = batch["attention_mask"][:, None, :, None].to(hidden.dtype)
+                pooled = (hidden * mask).sum(2) / mask.sum(2).clamp(min=1.0)
                 out.append(torch.nn.functional.normalize(pooled, dim=-1))
         return torch.cat(out)

@@ -70,18 +70,25 @@ def train_head(positives: torch.Tensor, negatives: torch.Tensor, steps: int = 30
 
 
 class GeneralSet:
-    """The general prompts' vectors, encoded once per process; every fifth one is held out for calibration."""
+    """The general prompts' vectors (every layer), encoded once per process; every fifth one is held out for
+    calibration."""
 
     def __init__(self, encoder: SentenceEncoder, prompts: list[str]) -> None:
         self.prompts = prompts
-        self.vectors = encoder.encode(prompts)
+        self.layers = encoder.encode_layers(prompts)
+        self.vectors = self.layers[:, -1]
         self.held_out = torch.arange(len(prompts)) % 5 == 4
 
-    def split(self, record: TargetRecord) -> tuple[torch.Tensor, torch.Tensor]:
-        """(training, calibration) vectors without the prompts that mention the target itself."""
+    def masks(self, record: TargetRecord) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training, calibration) rows, without the prompts that mention the target itself."""
         names = [n.casefold() for n in [record.name, *record.aliases] if n]
         own = torch.tensor([any(n in p.casefold() for n in names) for p in self.prompts], dtype=torch.bool)
-        return self.vectors[~self.held_out & ~own], self.vectors[self.held_out & ~own]
+        return ~self.held_out & ~own, self.held_out & ~own
+
+    def split(self, record: TargetRecord) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training, calibration) last-layer vectors."""
+        train, calibration = self.masks(record)
+        return self.vectors[train], self.vectors[calibration]
 
 
 def build_head(record: TargetRecord, encoder: SentenceEncoder, general: GeneralSet, alpha: float,

@@ -12,6 +12,7 @@ from classifiers.encoder import SentenceEncoder
 from classifiers.general import general_prompts
 from classifiers.head import HEAD_ARTIFACT, ClassifierDetector, GeneralSet, build_head
 from classifiers.lexical import LexicalDetector, build_terms, common_word_in
+from classifiers.ood import OOD_ARTIFACT, OODDetector, build_ood
 from classifiers.terms import CommonWord
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
@@ -35,7 +36,8 @@ class StaticTargets:
     def active(self) -> list[TargetRecord]:
         return [t for t in self.targets if t.enforced]
 
-DETECTOR_NAMES = ("lexical", "embedding", "classifier")
+DETECTOR_NAMES = ("lexical", "embedding", "classifier", "ood")
+ENCODER_DETECTORS = ("embedding", "classifier", "ood")
 
 
 class DetectionPipeline:
@@ -44,7 +46,7 @@ class DetectionPipeline:
     def __init__(self, cache: TargetSource, artifacts: ArtifactStore, tokenizer=None,  # type: ignore[no-untyped-def]
                  detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
                  encoder: SentenceEncoder | None = None, classifier_fpr: float = 0.01,
-                 negatives_file: Path | None = None) -> None:
+                 negatives_file: Path | None = None, ood_fpr: float = 0.01) -> None:
         unknown = set(detectors) - set(DETECTOR_NAMES)
         if unknown:
             raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {DETECTOR_NAMES}")
@@ -54,10 +56,11 @@ class DetectionPipeline:
         # of detection alone) every word counts as rare.
         self.is_common: CommonWord = common_word_in(tokenizer) if tokenizer is not None else (lambda word: False)
         self.encoder: SentenceEncoder | None = None
-        if "embedding" in detectors or "classifier" in detectors:
+        if any(d in detectors for d in ENCODER_DETECTORS):
             self.encoder = encoder or SentenceEncoder()
         self.classifier_fpr = classifier_fpr
         self.negatives_file = negatives_file
+        self.ood_fpr = ood_fpr
         self._general: GeneralSet | None = None
         self.detectors: list[Detector] = []
         # Terms are always indexed (ECO's spans need them) but only detect when "lexical" is picked.
@@ -69,6 +72,8 @@ class DetectionPipeline:
             self.detectors.append(EmbeddingDetector(artifacts, self.encoder, embedding_threshold))
         if self.encoder is not None and "classifier" in detectors:
             self.detectors.append(ClassifierDetector(artifacts, self.encoder))
+        if self.encoder is not None and "ood" in detectors:
+            self.detectors.append(OODDetector(artifacts, self.encoder))
         self._generation = -1
 
     def _refresh(self) -> None:
@@ -103,9 +108,21 @@ class DetectionPipeline:
             result.thresholds["classifier_threshold"] = info.threshold
             await progress(0.15, f"classifier head: threshold {info.threshold:.3f}, profile recall "
                                  f"{info.profile_recall:.2f}")
+        if self.encoder is not None and "ood" in names:
+            digest, ood = await asyncio.to_thread(self._build_ood, record, self.encoder)
+            result.artifacts[OOD_ARTIFACT] = digest
+            result.thresholds["ood_threshold"] = ood.threshold
+            await progress(0.18, f"OOD detector: contrastive entropy {ood.loss_start:.2f} -> {ood.loss_end:.2f}, "
+                                 f"threshold {ood.threshold:.2f}, held-out recall {ood.held_out_recall:.2f}")
         return result
 
-    def _build_head(self, record: TargetRecord, encoder: SentenceEncoder):  # type: ignore[no-untyped-def]
+    def general(self, encoder: SentenceEncoder) -> GeneralSet:
         if self._general is None:  # encoded once per process, on the first build that needs it
             self._general = GeneralSet(encoder, general_prompts(self.negatives_file))
-        return build_head(record, encoder, self._general, self.classifier_fpr, self.artifacts)
+        return self._general
+
+    def _build_head(self, record: TargetRecord, encoder: SentenceEncoder):  # type: ignore[no-untyped-def]
+        return build_head(record, encoder, self.general(encoder), self.classifier_fpr, self.artifacts)
+
+    def _build_ood(self, record: TargetRecord, encoder: SentenceEncoder):  # type: ignore[no-untyped-def]
+        return build_ood(record, encoder, self.general(encoder), self.ood_fpr, self.artifacts)

@@ -61,7 +61,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         detection = DetectionPipeline(cache, artifacts, eng.tokenizer, tuple(settings.detection.detectors),
                                       settings.detection.embedding_threshold,
                                       classifier_fpr=settings.detection.classifier_fpr,
-                                      negatives_file=settings.detection.negatives_file)
+                                      negatives_file=settings.detection.negatives_file,
+                                      ood_fpr=settings.detection.ood_fpr)
         guard = RequestGuard(eng, detection, artifacts, settings.guards, registry_check=cache.check_current)
         o3 = guard.interventions["o3"]
         assert isinstance(o3, O3Intervention)

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="JSON report path")
     ev.add_argument("--with-intro", action="store_true", help="register targets with their RWKU intro")
     ev.add_argument("--limit", type=int, default=None, help="only the first N RWKU targets")
-    ev.add_argument("--detectors", default="lexical", help="comma-separated: lexical,embedding,classifier")
+    ev.add_argument("--detectors", default="lexical", help="comma-separated: lexical,embedding,classifier,ood")
     ev.add_argument("--embedding-threshold", type=float, default=0.55)
     ev.add_argument("--classifier-fpr", type=float, default=0.01,
                     help="false-positive rate each classifier head is calibrated to")

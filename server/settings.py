@@ -66,10 +66,13 @@ class DetectionSettings(BaseModel):
     # catches paraphrase but also flags related topics, see the detect suite's figures).
     # "classifier" adds ECO's prompt classifier: a head per target whose threshold is calibrated (conformal) to flag
     # at most `classifier_fpr` of general prompts like `negatives_file`'s (default: the built-in general set).
-    detectors: list[Literal["lexical", "embedding", "classifier"]] = Field(default_factory=lambda: ["lexical"],
-                                                                           min_length=1)
+    # "ood" adds O3's out-of-distribution detector (a low-rank adapter per target on the shared encoder, trained on
+    # its forget data), thresholded to flag at most `ood_fpr` of general prompts; its score sets O3's strength.
+    detectors: list[Literal["lexical", "embedding", "classifier", "ood"]] = Field(
+        default_factory=lambda: ["lexical"], min_length=1)
     embedding_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
     classifier_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
+    ood_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
     negatives_file: Path | None = None
 
 

@@ -1,0 +1,123 @@
+"""O3's OOD detector on the shared MiniLM encoder: adapters trained per target, scores batched over targets."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+
+from classifiers.encoder import SentenceEncoder
+from classifiers.general import general_prompts
+from classifiers.head import GeneralSet
+from classifiers.ood import (
+    LAYERS,
+    OOD_ARTIFACT,
+    OODDetector,
+    OODParams,
+    build_ood,
+    combined,
+    covariance,
+    layer_scores,
+)
+from classifiers.pipeline import DetectionPipeline, StaticTargets
+from server.registry.artifacts import ArtifactStore
+from server.registry.models import TargetRecord
+
+
+def _params(reference: torch.Tensor, seed: int) -> OODParams:
+    generator = torch.Generator().manual_seed(seed)
+    layers, dim = reference.shape[1], reference.shape[2]
+    a = torch.randn(1, layers, 2, dim, generator=generator)
+    b = torch.randn(1, layers, dim, 2, generator=generator) * 0.1
+    mean, basis, shrink, inv_var = covariance(reference)
+    return OODParams(a=a, b=b, reference=reference[None], valid=torch.ones(1, len(reference), dtype=torch.bool),
+                     mean=mean[None], basis=basis[None], shrink=shrink[None], inv_var=inv_var[None],
+                     center=torch.randn(1, 2 * layers, generator=generator),
+                     spread=torch.rand(1, 2 * layers, generator=generator) + 0.5,
+                     threshold=torch.zeros(1), typical=torch.ones(1))
+
+
+def test_the_low_rank_mahalanobis_is_the_inverse_of_the_shrunk_covariance() -> None:
+    torch.manual_seed(0)
+    f = torch.nn.functional.normalize(torch.randn(6, 2, 12), dim=-1)
+    mean, basis, shrink, inv_var = covariance(f)
+    x = torch.randn(12)
+    for layer in range(2):
+        centered = f[:, layer] - mean[layer]
+        isotropic = centered.square().sum() / 5 / 12
+        _, s, vh = torch.linalg.svd(centered, full_matrices=False)
+        k = 5  # n - 1 directions carry variance
+        sigma = isotropic * torch.eye(12) + vh[:k].T @ torch.diag(s[:k].square() / 5) @ vh[:k]
+        d = x - mean[layer]
+        dense = d @ torch.linalg.solve(sigma, d)
+        proj = basis[layer] @ d
+        low_rank = d.square().sum() * inv_var[layer] - (shrink[layer] * proj.square()).sum()
+        assert float(low_rank) == pytest.approx(float(dense), rel=1e-3)
+
+
+def test_stacked_targets_score_as_each_alone() -> None:
+    torch.manual_seed(1)
+    refs = [torch.nn.functional.normalize(torch.randn(n, 3, 16), dim=-1) for n in (4, 9)]
+    alone = [_params(r, i) for i, r in enumerate(refs)]
+    both = OODParams.stack(alone)
+    assert both.reference.shape[:2] == (2, 9) and int(both.valid.sum()) == 13
+    x = torch.nn.functional.normalize(torch.randn(5, 3, 16), dim=-1)
+    stacked = layer_scores(both, x)
+    for i, p in enumerate(alone):
+        assert torch.allclose(stacked[:, i], layer_scores(p, x)[:, 0], atol=1e-5)
+    assert torch.allclose(OODParams.from_bytes(both.to_bytes()).reference, both.reference)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder()
+
+
+def test_the_detector_flags_paraphrase_of_the_forget_data_and_stays_calibrated(encoder: SentenceEncoder,
+                                                                               tmp_path: Path) -> None:
+    artifacts = ArtifactStore(tmp_path)
+    general = GeneralSet(encoder, general_prompts())
+    curie = TargetRecord(name="Marie Curie", status="active",
+                         description="Marie Curie was a Polish and naturalised-French physicist and chemist. She "
+                                     "conducted pioneering research on radioactivity. She discovered the elements "
+                                     "polonium and radium. She was the first woman to win a Nobel Prize.")
+    khan = TargetRecord(name="Genghis Khan", status="active")
+    for record in (curie, khan):
+        digest, info = build_ood(record, encoder, general, 0.02, artifacts)
+        record.artifacts[OOD_ARTIFACT] = digest
+        assert info.loss_end < info.loss_start / 2  # the contrastive entropy was minimised
+        params = OODParams.from_bytes(artifacts.get(digest))
+        _, calibration = general.masks(record)
+        scores = combined(params, general.layers[calibration][:, list(LAYERS)])[:, 0]
+        assert float((scores > params.threshold).float().mean()) <= 0.02
+
+    detector = OODDetector(artifacts, encoder)
+    detector.rebuild([curie, khan])
+    found = detector.detect("Which scientist discovered the element radium?")
+    assert [d.target_id for d in found] == [curie.id] and 0.0 < found[0].score <= 1.0
+    assert [d.target_id for d in detector.detect("Who was Genghis Khan?")] == [khan.id]
+    for prompt in ("How do I bake sourdough bread at home?", "What is the capital of France?",
+                   "Explain how vaccines train the immune system."):
+        assert detector.detect(prompt) == [], prompt
+    detector.rebuild([])
+    assert detector.detect("Marie Curie") == []
+
+
+def test_the_pipeline_builds_the_ood_detector(encoder: SentenceEncoder, tmp_path: Path) -> None:
+    artifacts = ArtifactStore(tmp_path)
+    builder = DetectionPipeline(StaticTargets([]), artifacts, None, ("lexical", "ood"), encoder=encoder)
+    record = TargetRecord(name="Genghis Khan", status="active")
+    messages: list[str] = []
+
+    async def progress(fraction: float, message: str) -> None:
+        messages.append(message)
+
+    result = asyncio.run(builder.build(record, progress))
+    assert OOD_ARTIFACT in result.artifacts and "ood_threshold" in result.thresholds
+    assert any(m.startswith("OOD detector") for m in messages)
+    record.artifacts.update(result.artifacts)
+    pipeline = DetectionPipeline(StaticTargets([record]), artifacts, None, ("lexical", "ood"), encoder=encoder)
+    assert {d.detector for d in pipeline.detect("Tell me about Genghis Khan.")} == {"lexical", "ood"}
+    assert pipeline.detect("How do solar panels work?") == []
