@@ -12,7 +12,8 @@ few batched products, whatever their number.
 The layer scores (local cosine, negated Mahalanobis per layer) are combined without negatives in training: each is
 standardised by its mean and spread over general prompts and the standardised scores are averaged (the role of
 O3's one-class SVM: how far the prompt sits from everything else, toward the forget data). The threshold is the
-conformal quantile of held-out general prompts (``fpr``), as for ECO's classifier; the [0, 1] score is 0.5 at the
+conformal quantile of held-out general prompts (``fpr``), as for ECO's classifier, raised for all the active targets
+together (``joint_shift``) so that their union keeps that rate; the [0, 1] score is 0.5 at the
 threshold and 1 at the median of the target's held-out forget texts, so that O3 serves a weaker adapter when the
 detector is less sure (O3's strength from the detector's score).
 """
@@ -30,7 +31,7 @@ from pydantic import BaseModel
 from classifiers.base import Detection, Detector
 from classifiers.embedding import profile_texts
 from classifiers.encoder import SentenceEncoder
-from classifiers.head import GeneralSet, conformal_threshold
+from classifiers.head import GeneralSet, conformal_threshold, joint_shift
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 
@@ -70,6 +71,7 @@ class OODParams(BaseModel, arbitrary_types_allowed=True):
     spread: torch.Tensor  # [t, 2 layers]
     threshold: torch.Tensor  # [t]
     typical: torch.Tensor  # [t]: the held-out forget texts' median combined score
+    margins: torch.Tensor  # [t, general held-out prompts]: combined score minus threshold (``joint_shift``)
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -90,9 +92,9 @@ class OODParams(BaseModel, arbitrary_types_allowed=True):
             return torch.cat([x, torch.full(shape, value, dtype=x.dtype)], dim=1)
 
         fields = {k: torch.cat([getattr(p, k) for p in params]) for k in cls.model_fields
-                  if k not in ("reference", "valid")}
+                  if k not in ("reference", "valid", "margins")}
         return cls(**fields, reference=torch.cat([pad(p.reference) for p in params]),
-                   valid=torch.cat([pad(p.valid, False) for p in params]))
+                   valid=torch.cat([pad(p.valid, False) for p in params]), margins=torch.empty(0))
 
 
 def adapt(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -200,14 +202,16 @@ def build_ood(record: TargetRecord, encoder: SentenceEncoder, general: GeneralSe
     params = OODParams(a=a, b=b, reference=reference[None], valid=torch.ones(1, len(train_texts), dtype=torch.bool),
                        mean=mean[None], basis=basis[None], shrink=shrink[None], inv_var=inv_var[None],
                        center=torch.zeros(1, 2 * len(layers)), spread=torch.ones(1, 2 * len(layers)),
-                       threshold=torch.zeros(1), typical=torch.zeros(1))
+                       threshold=torch.zeros(1), typical=torch.zeros(1), margins=torch.empty(1, 0))
     # Standardise on the general prompts' training part, calibrate on the held-out part (never both on one set).
     fit_rows, calibration_rows = general.masks(record)
     fitted = layer_scores(params, general.layers[fit_rows][:, layers])[:, 0]
     params.center = fitted.mean(0)[None]
     params.spread = fitted.std(0).clamp(min=1e-4)[None]
-    threshold = conformal_threshold(combined(params, general.layers[calibration_rows][:, layers])[:, 0], fpr)
+    held_general = combined(params, general.layers[general.held_out][:, layers])[:, 0]
+    threshold = conformal_threshold(held_general[calibration_rows[general.held_out]], fpr, float("inf"))
     params.threshold = torch.tensor([threshold])
+    params.margins = general.margins(record, held_general, threshold)[None]
     check = held_texts or train_texts
     held_scores = combined(params, encoder.encode_layers(check)[:, layers])[:, 0]
     params.typical = held_scores.median()[None]
@@ -220,9 +224,10 @@ def build_ood(record: TargetRecord, encoder: SentenceEncoder, general: GeneralSe
 class OODDetector(Detector):
     name = "ood"
 
-    def __init__(self, artifacts: ArtifactStore, encoder: SentenceEncoder) -> None:
+    def __init__(self, artifacts: ArtifactStore, encoder: SentenceEncoder, alpha: float = 0.01) -> None:
         super().__init__(artifacts)
         self.encoder = encoder
+        self.alpha = alpha
         self.params: OODParams | None = None
         self.target_ids: list[str] = []
 
@@ -234,6 +239,8 @@ class OODDetector(Detector):
                 params.append(OODParams.from_bytes(self.artifacts.get(digest)))
                 ids.append(target.id)
         self.params = OODParams.stack(params) if params else None
+        if self.params is not None:
+            self.params.threshold = self.params.threshold + joint_shift([p.margins[0] for p in params], self.alpha)
         self.target_ids = ids
 
     def detect(self, prompt: str) -> list[Detection]:

@@ -71,9 +71,9 @@ class DetectionPipeline:
         if self.encoder is not None and "embedding" in detectors:
             self.detectors.append(EmbeddingDetector(artifacts, self.encoder, embedding_threshold))
         if self.encoder is not None and "classifier" in detectors:
-            self.detectors.append(ClassifierDetector(artifacts, self.encoder))
+            self.detectors.append(ClassifierDetector(artifacts, self.encoder, classifier_fpr))
         if self.encoder is not None and "ood" in detectors:
-            self.detectors.append(OODDetector(artifacts, self.encoder))
+            self.detectors.append(OODDetector(artifacts, self.encoder, ood_fpr))
         self._generation = -1
 
     def _refresh(self) -> None:

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--detectors", default="lexical", help="comma-separated: lexical,embedding,classifier,ood")
     ev.add_argument("--embedding-threshold", type=float, default=0.55)
     ev.add_argument("--classifier-fpr", type=float, default=0.01,
-                    help="false-positive rate each classifier head is calibrated to")
+                    help="false-positive rate the classifier heads and OOD detectors are calibrated to")
     ev.add_argument("--methods", default="eco,o3,guard", help="methods to measure, each alone")
     ev.add_argument("--probes", type=int, default=10, help="rwku suite: probes per level and target")
     ev.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="engine of the server it starts")

@@ -11,7 +11,14 @@ import torch
 
 from classifiers.encoder import SentenceEncoder
 from classifiers.general import general_prompts
-from classifiers.head import HEAD_ARTIFACT, ClassifierDetector, GeneralSet, build_head, conformal_threshold
+from classifiers.head import (
+    HEAD_ARTIFACT,
+    ClassifierDetector,
+    GeneralSet,
+    build_head,
+    conformal_threshold,
+    joint_shift,
+)
 from classifiers.pipeline import DetectionPipeline, StaticTargets
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
@@ -22,6 +29,24 @@ def test_conformal_threshold_is_the_finite_sample_quantile() -> None:
     assert conformal_threshold(scores, 0.1) == pytest.approx(0.90)  # rank ceil(101 * 0.9) = 91
     assert float((scores > conformal_threshold(scores, 0.05)).float().mean()) <= 0.05
     assert conformal_threshold(scores[:10], 0.01) == 1.0  # too few prompts to promise 1%: nothing is flagged
+
+
+def test_the_joint_shift_bounds_the_union_of_many_targets() -> None:
+    torch.manual_seed(0)
+    alpha = 0.05
+    # 40 targets, each calibrated alone to flag 5% of 400 prompts: together they flag most of them
+    margins = []
+    for _ in range(40):
+        scores = torch.randn(400)
+        margins.append(scores - conformal_threshold(scores, alpha, float("inf")))
+    margins[0][:3] = float("-inf")  # prompts about target 0 itself never count against it
+    union = torch.stack(margins, 1)
+    assert float((union > 0).any(1).float().mean()) > 0.5
+    shift = joint_shift(margins, alpha)
+    assert shift > 0 and float((union > shift).any(1).float().mean()) <= alpha
+    assert joint_shift(margins[:1], alpha) == 0.0  # one target: its own threshold already holds
+    assert joint_shift([], alpha) == 0.0
+    assert joint_shift([torch.randn(10)], 0.01) == float("inf")  # too few prompts to promise 1%
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +83,23 @@ def test_heads_flag_their_target_and_stay_calibrated(encoder: SentenceEncoder, t
         assert detector.detect(prompt) == [], prompt
     detector.rebuild([])
     assert detector.detect("Ada Lovelace") == []
+
+
+def test_the_active_heads_together_keep_the_false_positive_rate(encoder: SentenceEncoder, tmp_path: Path) -> None:
+    artifacts = ArtifactStore(tmp_path)
+    general = GeneralSet(encoder, general_prompts())
+    records = [TargetRecord(name=name, status="active") for name in
+               ("Genghis Khan", "Taylor Swift", "Stephen King", "Warren Buffett", "Elon Musk", "Ada Lovelace",
+                "Napoleon Bonaparte", "Serena Williams", "Leonardo da Vinci", "Oprah Winfrey")]
+    for record in records:
+        record.artifacts[HEAD_ARTIFACT], _ = build_head(record, encoder, general, 0.02, artifacts)
+    detector = ClassifierDetector(artifacts, encoder, alpha=0.02)
+    detector.rebuild(records)
+    held_out = general.vectors[general.held_out]
+    flagged = (held_out @ detector.weight.T + detector.bias > detector.cut).any(1)
+    about_a_target = torch.stack([general.own(r)[general.held_out] for r in records]).any(0)
+    assert float(flagged[~about_a_target].float().mean()) <= 0.02
+    assert [d.target_id for d in detector.detect("Who founded the Mongol Empire?")] == [records[0].id]
 
 
 def test_the_pipeline_builds_heads_and_detects_with_them(encoder: SentenceEncoder, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def _params(reference: torch.Tensor, seed: int) -> OODParams:
                      mean=mean[None], basis=basis[None], shrink=shrink[None], inv_var=inv_var[None],
                      center=torch.randn(1, 2 * layers, generator=generator),
                      spread=torch.rand(1, 2 * layers, generator=generator) + 0.5,
-                     threshold=torch.zeros(1), typical=torch.ones(1))
+                     threshold=torch.zeros(1), typical=torch.ones(1), margins=torch.zeros(1, 4))
 
 
 def test_the_low_rank_mahalanobis_is_the_inverse_of_the_shrunk_covariance() -> None:
@@ -93,8 +93,13 @@ def test_the_detector_flags_paraphrase_of_the_forget_data_and_stays_calibrated(e
         scores = combined(params, general.layers[calibration][:, list(LAYERS)])[:, 0]
         assert float((scores > params.threshold).float().mean()) <= 0.02
 
-    detector = OODDetector(artifacts, encoder)
+    detector = OODDetector(artifacts, encoder, alpha=0.02)
     detector.rebuild([curie, khan])
+    assert detector.params is not None
+    held_out = combined(detector.params, general.layers[general.held_out][:, list(LAYERS)])
+    about_a_target = general.own(curie)[general.held_out] | general.own(khan)[general.held_out]
+    union = (held_out > detector.params.threshold).any(1)[~about_a_target]
+    assert float(union.float().mean()) <= 0.02
     found = detector.detect("Which scientist discovered the element radium?")
     assert [d.target_id for d in found] == [curie.id] and 0.0 < found[0].score <= 1.0
     assert [d.target_id for d in detector.detect("Who was Genghis Khan?")] == [khan.id]

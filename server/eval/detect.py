@@ -95,11 +95,11 @@ def run_detect(data_dir: Path, tokenizer, with_intro: bool = False,  # type: ign
     with tempfile.TemporaryDirectory(prefix="ugw-eval-") as tmp:
         artifacts = ArtifactStore(Path(tmp) / "artifacts")
         builder = DetectionPipeline(StaticTargets([]), artifacts, tokenizer, detectors, embedding_threshold,
-                                    classifier_fpr=classifier_fpr)
+                                    classifier_fpr=classifier_fpr, ood_fpr=classifier_fpr)
 
         def pipeline_for(targets: list[TargetRecord]) -> DetectionPipeline:
             return DetectionPipeline(StaticTargets(targets), artifacts, tokenizer, detectors, embedding_threshold,
-                                     encoder=builder.encoder)
+                                     encoder=builder.encoder, classifier_fpr=classifier_fpr, ood_fpr=classifier_fpr)
 
         records = asyncio.run(_register(creates, Path(tmp) / "registry", builder))
         pipeline = pipeline_for(records)
@@ -148,7 +148,7 @@ def run_detect(data_dir: Path, tokenizer, with_intro: bool = False,  # type: ign
     return DetectReport(
         targets=len(rwku), with_intro=with_intro, detectors=list(detectors),
         embedding_threshold=embedding_threshold if "embedding" in detectors else None,
-        classifier_fpr=classifier_fpr if "classifier" in detectors else None,
+        classifier_fpr=classifier_fpr if {"classifier", "ood"} & set(detectors) else None,
         detect_tpr={lvl: rate[f"forget_{lvl}"] for lvl in FORGET_LEVELS},
         neighbor_fpr={**{lvl: rate[f"neighbor_{lvl}"] for lvl in NEIGHBOR_LEVELS}, "all": neighbor_all,
                       "any_target": sum(hits.get(f"neighbor_any_{lv}", 0) for lv in NEIGHBOR_LEVELS) / max(
