@@ -8,12 +8,20 @@ target by its job and stored as an artifact, so the decode step only looks seque
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import product
 
 from classifiers.terms import Term
+
+MIXED_CASE_WORDS = 3  # phrases up to this many words also get every per-word mix of case (3^words spellings)
 
 
 def spellings(text: str) -> list[str]:
     variants = {text, text.lower(), text.upper(), text[:1].upper() + text[1:], text.title()}
+    words = text.split(" ")
+    if 1 < len(words) <= MIXED_CASE_WORDS:
+        # A model blocked on "The Way West" writes "The way West": the filter must know each word's case apart.
+        for combo in product(*({w, w.lower(), w[:1].upper() + w[1:]} for w in words)):
+            variants.add(" ".join(combo))
     out: list[str] = []
     for v in sorted(variants):
         out += [v, " " + v]

@@ -17,6 +17,9 @@ def tokenizer(model_path: Path):
 def test_spellings_cover_case_and_leading_space() -> None:
     s = spellings("Ron Weasley")
     assert {"Ron Weasley", " Ron Weasley", "ron weasley", " RON WEASLEY"} <= set(s)
+    # each word's case on its own: a model that lowers one word of a blocked phrase is still blocked
+    assert {" The way West", " the Way west", "The Way west"} <= set(spellings("The Way West"))
+    assert len(spellings("a b c d")) < 20  # longer phrases keep the whole-phrase variants only
 
 
 def test_sequences_are_what_the_model_would_emit(tokenizer) -> None:

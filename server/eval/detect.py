@@ -54,7 +54,7 @@ async def _register(creates: list[TargetCreate], root: Path, builder: DetectionP
     service = TargetService(store, cache, builder.build)
     try:
         ids = [(await service.create(c)).id for c in creates]
-        deadline = time.monotonic() + 600 + 2 * len(creates)  # encoder detectors train per target
+        deadline = time.monotonic() + 600 + 5 * len(creates)  # encoder detectors train per target (~2 s)
         while True:
             records = {r.id: r for r in await store.list()}
             pending = [i for i in ids if records[i].status not in ("active", "failed")]
