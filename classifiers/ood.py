@@ -57,21 +57,20 @@ class OODInfo(BaseModel):
 
 
 class OODParams(BaseModel, arbitrary_types_allowed=True):
-    """One target's detector; each tensor has a leading target axis so that targets stack."""
+    """One target's detector as stored (each tensor has a leading target axis of 1)."""
 
-    a: torch.Tensor  # [t, layers, rank, dim]
-    b: torch.Tensor  # [t, layers, dim, rank]
-    reference: torch.Tensor  # [t, n, layers, dim] adapted forget vectors (zero rows are padding)
-    valid: torch.Tensor  # [t, n] bool
-    mean: torch.Tensor  # [t, layers, dim]
-    basis: torch.Tensor  # [t, layers, k, dim]
-    shrink: torch.Tensor  # [t, layers, k]: Woodbury weights of the principal directions
-    inv_var: torch.Tensor  # [t, layers]: 1 / the isotropic variance
-    center: torch.Tensor  # [t, 2 layers]: the general prompts' mean of each layer score
-    spread: torch.Tensor  # [t, 2 layers]
-    threshold: torch.Tensor  # [t]
-    typical: torch.Tensor  # [t]: the held-out forget texts' median combined score
-    margins: torch.Tensor  # [t, general held-out prompts]: combined score minus threshold (``joint_shift``)
+    a: torch.Tensor  # [1, layers, rank, dim]
+    b: torch.Tensor  # [1, layers, dim, rank]
+    reference: torch.Tensor  # [1, n, layers, dim] adapted forget vectors
+    mean: torch.Tensor  # [1, layers, dim]
+    basis: torch.Tensor  # [1, layers, k, dim]
+    shrink: torch.Tensor  # [1, layers, k]: Woodbury weights of the principal directions
+    inv_var: torch.Tensor  # [1, layers]: 1 / the isotropic variance
+    center: torch.Tensor  # [1, 2 layers]: the general prompts' mean of each layer score
+    spread: torch.Tensor  # [1, 2 layers]
+    threshold: torch.Tensor  # [1]
+    typical: torch.Tensor  # [1]: the held-out forget texts' median combined score
+    margins: torch.Tensor  # [1, general held-out prompts]: combined score minus threshold (``joint_shift``)
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -82,20 +81,6 @@ class OODParams(BaseModel, arbitrary_types_allowed=True):
     def from_bytes(cls, data: bytes) -> OODParams:
         return cls(**torch.load(io.BytesIO(data), weights_only=True))
 
-    @classmethod
-    def stack(cls, params: list[OODParams]) -> OODParams:
-        """Targets side by side; reference sets are padded to the longest."""
-        n = max(p.reference.shape[1] for p in params)
-
-        def pad(x: torch.Tensor, value: float | bool = 0) -> torch.Tensor:
-            shape = (x.shape[0], n - x.shape[1], *x.shape[2:])
-            return torch.cat([x, torch.full(shape, value, dtype=x.dtype)], dim=1)
-
-        fields = {k: torch.cat([getattr(p, k) for p in params]) for k in cls.model_fields
-                  if k not in ("reference", "valid", "margins")}
-        return cls(**fields, reference=torch.cat([pad(p.reference) for p in params]),
-                   valid=torch.cat([pad(p.valid, False) for p in params]), margins=torch.empty(0))
-
 
 def adapt(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """x [m, layers, dim] through each target's adapters -> [m, t, layers, dim], unit length."""
@@ -103,27 +88,77 @@ def adapt(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x[:, None] + torch.einsum("tldr,mtlr->mtld", b, low), dim=-1)
 
 
-def layer_scores(p: OODParams, x: torch.Tensor) -> torch.Tensor:
-    """x [m, layers, dim] -> [m, t, 2 layers]: per layer the best cosine to the forget vectors and minus the
-    Mahalanobis distance (per dimension) to their mean."""
-    f = adapt(p.a, p.b, x)
-    cos = torch.einsum("tnld,mtld->mtnl", p.reference, f).masked_fill(~p.valid[None, :, :, None], -2.0)
-    local = cos.amax(2)
-    d = f - p.mean[None]
-    proj = torch.einsum("tlkd,mtld->mtlk", p.basis, d)
-    maha = (d * d).sum(-1) * p.inv_var[None] - (p.shrink[None] * proj * proj).sum(-1)
-    return torch.cat([local, -maha / x.shape[-1]], dim=-1)
+class OODScorer:
+    """The active targets' detectors compiled so that a prompt costs one product per layer, whatever their number.
 
+    Per layer and target the scores are the best cosine of f = (x + B u) / nu, u = A x, to the target's forget
+    vectors, and the Mahalanobis distance of f to their mean. Both need only dot products of x with stored rows:
+    the forget vectors (r . f = (r . x + (B^T r) . u) / nu), each adapter's A and B^T rows (u, and nu from
+    |x|^2 + 2 (B^T x) . u + u^T B^T B u) and each mean; the principal directions lie in the span of the centred
+    forget vectors, so their projections are fixed combinations of the cosines. The rows of all targets form one
+    [rows, dim] matrix per layer; no [targets, texts, dim] tensor is formed per prompt.
+    """
 
-def combined(p: OODParams, x: torch.Tensor) -> torch.Tensor:
-    """[m, t]: the layer scores standardised against general prompts, averaged."""
-    return ((layer_scores(p, x) - p.center[None]) / p.spread[None]).mean(-1)
+    def __init__(self, params: list[OODParams]) -> None:
+        refs = [p.reference[0] for p in params]  # [n_t, layers, dim] each
+        self.targets = len(params)
+        self.owner = torch.cat([torch.full((len(r),), i, dtype=torch.long) for i, r in enumerate(refs)])
+        ref = torch.cat(refs)
+        a, b, mean = (torch.cat([getattr(p, k) for p in params]) for k in ("a", "b", "mean"))
+        t, layers, rank, dim = a.shape
+        self.rank = rank
+        self.rows = torch.cat([ref.transpose(0, 1), a.transpose(0, 1).reshape(layers, t * rank, dim),
+                               b.permute(1, 0, 3, 2).reshape(layers, t * rank, dim), mean.transpose(0, 1)],
+                              dim=1).contiguous()  # [layers, n + 2 t rank + t, dim]
+        self.ref_b = torch.cat([torch.einsum("nld,ldr->lnr", r, p.b[0]) for p, r in zip(params, refs, strict=True)],
+                               dim=1)  # [layers, n, rank]
+        self.mean_b = torch.einsum("tld,tldr->ltr", mean, b)
+        self.gram = torch.einsum("tldr,tlds->ltrs", b, b)
+        self.mean_sq = mean.square().sum(-1).T[:, None]  # [layers, 1, t]
+        coeff = [torch.einsum("lkd,ldn->lnk", p.basis[0], torch.linalg.pinv((r - p.mean[0]).transpose(0, 1)))
+                 for p, r in zip(params, refs, strict=True)]
+        self.coeff = torch.cat(coeff, dim=1)  # [layers, n, k]: basis = coeff^T (forget vectors - mean)
+        self.coeff_sum = torch.stack([c.sum(1) for c in coeff], dim=1)[:, None]  # [layers, 1, t, k]
+        self.basis_mean = torch.einsum("tlkd,tld->ltk", torch.cat([p.basis for p in params]), mean)[:, None]
+        stacked = {k: torch.cat([getattr(p, k) for p in params])
+                   for k in ("shrink", "inv_var", "center", "spread", "threshold", "typical")}
+        self.shrink = stacked["shrink"].transpose(0, 1)[:, None]  # [layers, 1, t, k]
+        self.inv_var = stacked["inv_var"].T[:, None]  # [layers, 1, t]
+        self.center, self.spread = stacked["center"][None], stacked["spread"][None]  # [1, t, 2 layers]
+        self.threshold, self.typical = stacked["threshold"], stacked["typical"]  # [t]
 
+    def layer_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """x [m, layers, dim] -> [m, t, 2 layers]: per layer the best cosine to the forget vectors, then minus the
+        Mahalanobis distance (per dimension) to their mean."""
+        layers, dim = x.shape[1], x.shape[2]
+        n, tr = len(self.owner), self.targets * self.rank
+        dots = torch.matmul(x.transpose(0, 1), self.rows.transpose(1, 2))  # [layers, m, rows]
+        h = dots[..., :n]
+        u = dots[..., n:n + tr].unflatten(-1, (self.targets, self.rank))
+        v = dots[..., n + tr:n + 2 * tr].unflatten(-1, (self.targets, self.rank))
+        nu_sq = (x.square().sum(-1).T[..., None] + 2 * (u * v).sum(-1)
+                 + torch.einsum("lmtr,ltrs,lmts->lmt", u, self.gram, u))
+        nu = nu_sq.clamp(min=1e-24).sqrt()  # [layers, m, t]
+        owned_u = u.index_select(2, self.owner)  # [layers, m, n, rank]: each forget vector's own target
+        g = (h + (self.ref_b[:, None] * owned_u).sum(-1)) / nu.index_select(2, self.owner)
+        index = self.owner.expand_as(g)
+        local = torch.full_like(nu, -2.0).scatter_reduce(2, index, g, "amax", include_self=False)
+        mean_f = (dots[..., n + 2 * tr:] + torch.einsum("ltr,lmtr->lmt", self.mean_b, u)) / nu
+        proj = torch.zeros(layers, x.shape[0], self.targets, self.coeff.shape[-1]).index_add_(
+            2, self.owner, self.coeff[:, None] * g[..., None])
+        proj = proj - self.coeff_sum * mean_f[..., None] - self.basis_mean
+        distance_sq = 1.0 - 2.0 * mean_f + self.mean_sq
+        maha = distance_sq * self.inv_var - (self.shrink * proj.square()).sum(-1)
+        return torch.cat([local, -maha / dim]).permute(1, 2, 0)
 
-def strength(p: OODParams, x: torch.Tensor) -> torch.Tensor:
-    """Combined scores [m, t] -> [0, 1]: 0.5 at the threshold, 1 at the typical forget text."""
-    width = (p.typical - p.threshold).clamp(min=1e-3)
-    return (0.5 + 0.5 * (x - p.threshold) / width).clamp(0.0, 1.0)
+    def combined(self, x: torch.Tensor) -> torch.Tensor:
+        """[m, t]: the layer scores standardised against general prompts, averaged."""
+        return ((self.layer_scores(x) - self.center) / self.spread).mean(-1)
+
+    def strength(self, scores: torch.Tensor) -> torch.Tensor:
+        """Combined scores [m, t] -> [0, 1]: 0.5 at the threshold, 1 at the typical forget text."""
+        width = (self.typical - self.threshold).clamp(min=1e-3)
+        return (0.5 + 0.5 * (scores - self.threshold) / width).clamp(0.0, 1.0)
 
 
 def forget_texts(record: TargetRecord) -> list[str]:
@@ -199,21 +234,22 @@ def build_ood(record: TargetRecord, encoder: SentenceEncoder, general: GeneralSe
     a, b, loss_start, loss_end = train_adapter(x, views, seed)
     reference = adapt(a, b, x)[:, 0]
     mean, basis, shrink, inv_var = covariance(reference)
-    params = OODParams(a=a, b=b, reference=reference[None], valid=torch.ones(1, len(train_texts), dtype=torch.bool),
-                       mean=mean[None], basis=basis[None], shrink=shrink[None], inv_var=inv_var[None],
-                       center=torch.zeros(1, 2 * len(layers)), spread=torch.ones(1, 2 * len(layers)),
-                       threshold=torch.zeros(1), typical=torch.zeros(1), margins=torch.empty(1, 0))
+    params = OODParams(a=a, b=b, reference=reference[None], mean=mean[None], basis=basis[None],
+                       shrink=shrink[None], inv_var=inv_var[None], center=torch.zeros(1, 2 * len(layers)),
+                       spread=torch.ones(1, 2 * len(layers)), threshold=torch.zeros(1), typical=torch.zeros(1),
+                       margins=torch.empty(1, 0))
     # Standardise on the general prompts' training part, calibrate on the held-out part (never both on one set).
     fit_rows, calibration_rows = general.masks(record)
-    fitted = layer_scores(params, general.layers[fit_rows][:, layers])[:, 0]
+    fitted = OODScorer([params]).layer_scores(general.layers[fit_rows][:, layers])[:, 0]
     params.center = fitted.mean(0)[None]
     params.spread = fitted.std(0).clamp(min=1e-4)[None]
-    held_general = combined(params, general.layers[general.held_out][:, layers])[:, 0]
+    scorer = OODScorer([params])
+    held_general = scorer.combined(general.layers[general.held_out][:, layers])[:, 0]
     threshold = conformal_threshold(held_general[calibration_rows[general.held_out]], fpr, float("inf"))
     params.threshold = torch.tensor([threshold])
     params.margins = general.margins(record, held_general, threshold)[None]
     check = held_texts or train_texts
-    held_scores = combined(params, encoder.encode_layers(check)[:, layers])[:, 0]
+    held_scores = scorer.combined(encoder.encode_layers(check)[:, layers])[:, 0]
     params.typical = held_scores.median()[None]
     info = OODInfo(threshold=threshold, fpr=fpr, train=len(train_texts), held_out=len(held_texts),
                    calibration=int(calibration_rows.sum()), loss_start=loss_start, loss_end=loss_end,
@@ -228,7 +264,7 @@ class OODDetector(Detector):
         super().__init__(artifacts)
         self.encoder = encoder
         self.alpha = alpha
-        self.params: OODParams | None = None
+        self.scorer: OODScorer | None = None
         self.target_ids: list[str] = []
 
     def rebuild(self, targets: list[TargetRecord]) -> None:
@@ -238,19 +274,20 @@ class OODDetector(Detector):
             if digest is not None:
                 params.append(OODParams.from_bytes(self.artifacts.get(digest)))
                 ids.append(target.id)
-        self.params = OODParams.stack(params) if params else None
-        if self.params is not None:
-            self.params.threshold = self.params.threshold + joint_shift([p.margins[0] for p in params], self.alpha)
-        self.target_ids = ids
+        scorer = OODScorer(params) if params else None
+        if scorer is not None:
+            scorer.threshold = scorer.threshold + joint_shift([p.margins[0] for p in params], self.alpha)
+        self.scorer, self.target_ids = scorer, ids
 
     def detect(self, prompt: str) -> list[Detection]:
-        if self.params is None:
+        scorer = self.scorer
+        if scorer is None:
             return []
         x = self.encoder.encode_one_layers(prompt)[list(LAYERS)][None]
-        scores = combined(self.params, x)[0]
-        hits = torch.nonzero(scores > self.params.threshold).flatten()
+        scores = scorer.combined(x)
+        hits = torch.nonzero(scores[0] > scorer.threshold).flatten()
         if not len(hits):
             return []
-        levels = strength(self.params, scores[None])[0]
+        levels = scorer.strength(scores)[0]
         return [Detection(target_id=self.target_ids[i], detector=self.name, score=float(levels[i]), flagged=True)
                 for i in hits.tolist()]

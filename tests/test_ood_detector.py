@@ -11,16 +11,7 @@ import torch
 from classifiers.encoder import SentenceEncoder
 from classifiers.general import general_prompts
 from classifiers.head import GeneralSet
-from classifiers.ood import (
-    LAYERS,
-    OOD_ARTIFACT,
-    OODDetector,
-    OODParams,
-    build_ood,
-    combined,
-    covariance,
-    layer_scores,
-)
+from classifiers.ood import LAYERS, OOD_ARTIFACT, OODDetector, OODParams, OODScorer, adapt, build_ood, covariance
 from classifiers.pipeline import DetectionPipeline, StaticTargets
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
@@ -32,8 +23,8 @@ def _params(reference: torch.Tensor, seed: int) -> OODParams:
     a = torch.randn(1, layers, 2, dim, generator=generator)
     b = torch.randn(1, layers, dim, 2, generator=generator) * 0.1
     mean, basis, shrink, inv_var = covariance(reference)
-    return OODParams(a=a, b=b, reference=reference[None], valid=torch.ones(1, len(reference), dtype=torch.bool),
-                     mean=mean[None], basis=basis[None], shrink=shrink[None], inv_var=inv_var[None],
+    return OODParams(a=a, b=b, reference=reference[None], mean=mean[None], basis=basis[None], shrink=shrink[None],
+                     inv_var=inv_var[None],
                      center=torch.randn(1, 2 * layers, generator=generator),
                      spread=torch.rand(1, 2 * layers, generator=generator) + 0.5,
                      threshold=torch.zeros(1), typical=torch.ones(1), margins=torch.zeros(1, 4))
@@ -57,17 +48,29 @@ def test_the_low_rank_mahalanobis_is_the_inverse_of_the_shrunk_covariance() -> N
         assert float(low_rank) == pytest.approx(float(dense), rel=1e-3)
 
 
-def test_stacked_targets_score_as_each_alone() -> None:
+def _dense_layer_scores(p: OODParams, x: torch.Tensor) -> torch.Tensor:
+    """The definition, one target: adapt the prompt, best cosine to the forget vectors, Mahalanobis to their mean."""
+    f = adapt(p.a, p.b, x)[:, 0]
+    local = torch.einsum("nld,mld->mnl", p.reference[0], f).amax(1)
+    d = f - p.mean[0]
+    proj = torch.einsum("lkd,mld->mlk", p.basis[0], d)
+    maha = d.square().sum(-1) * p.inv_var[0] - (p.shrink[0] * proj.square()).sum(-1)
+    return torch.cat([local, -maha / x.shape[-1]], dim=-1)
+
+
+def test_the_compiled_scorer_equals_the_definition_for_every_target() -> None:
     torch.manual_seed(1)
-    refs = [torch.nn.functional.normalize(torch.randn(n, 3, 16), dim=-1) for n in (4, 9)]
+    refs = [torch.nn.functional.normalize(torch.randn(n, 3, 16), dim=-1) for n in (4, 9, 2, 30)]
     alone = [_params(r, i) for i, r in enumerate(refs)]
-    both = OODParams.stack(alone)
-    assert both.reference.shape[:2] == (2, 9) and int(both.valid.sum()) == 13
-    x = torch.nn.functional.normalize(torch.randn(5, 3, 16), dim=-1)
-    stacked = layer_scores(both, x)
+    scorer = OODScorer(alone)
+    x = torch.nn.functional.normalize(torch.randn(5, 3, 16), dim=-1) * 1.7
+    stacked = scorer.layer_scores(x)
+    assert stacked.shape == (5, 4, 6)
     for i, p in enumerate(alone):
-        assert torch.allclose(stacked[:, i], layer_scores(p, x)[:, 0], atol=1e-5)
-    assert torch.allclose(OODParams.from_bytes(both.to_bytes()).reference, both.reference)
+        assert torch.allclose(stacked[:, i], _dense_layer_scores(p, x), atol=1e-4), i
+        assert torch.allclose(stacked[:, i], OODScorer([p]).layer_scores(x)[:, 0], atol=1e-5)
+    restored = OODParams.from_bytes(alone[1].to_bytes())
+    assert torch.allclose(OODScorer([restored]).combined(x), scorer.combined(x)[:, 1:2], atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +93,15 @@ def test_the_detector_flags_paraphrase_of_the_forget_data_and_stays_calibrated(e
         assert info.loss_end < info.loss_start / 2  # the contrastive entropy was minimised
         params = OODParams.from_bytes(artifacts.get(digest))
         _, calibration = general.masks(record)
-        scores = combined(params, general.layers[calibration][:, list(LAYERS)])[:, 0]
+        scores = OODScorer([params]).combined(general.layers[calibration][:, list(LAYERS)])[:, 0]
         assert float((scores > params.threshold).float().mean()) <= 0.02
 
     detector = OODDetector(artifacts, encoder, alpha=0.02)
     detector.rebuild([curie, khan])
-    assert detector.params is not None
-    held_out = combined(detector.params, general.layers[general.held_out][:, list(LAYERS)])
+    assert detector.scorer is not None
+    held_out = detector.scorer.combined(general.layers[general.held_out][:, list(LAYERS)])
     about_a_target = general.own(curie)[general.held_out] | general.own(khan)[general.held_out]
-    union = (held_out > detector.params.threshold).any(1)[~about_a_target]
+    union = (held_out > detector.scorer.threshold).any(1)[~about_a_target]
     assert float(union.float().mean()) <= 0.02
     found = detector.detect("Which scientist discovered the element radium?")
     assert [d.target_id for d in found] == [curie.id] and 0.0 < found[0].score <= 1.0
