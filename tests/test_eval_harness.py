@@ -176,3 +176,13 @@ def test_a_server_with_targets_is_not_a_baseline(eval_server: LiveServer, tmp_pa
     finally:
         httpx.delete(eval_server.base_url + f"/admin/targets/{created.json()['id']}",
                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+
+def test_answer_matching_starts_at_a_word() -> None:
+    from server.eval.suite import answered
+
+    assert answered("He was an American ACTOR and producer.", "actor")
+    assert answered("one of the actors", "actor") and answered("in the 1980s", "1980")
+    assert answered("Standard-Oil was founded", "oil") and answered("($5 million)", "$5")
+    assert not answered("I don't have information about Robert Craig Knievel.", "Evel")
+    assert not answered("Kaye Omar East, also known as KYE", "Ye") and not answered("anything", " ")
