@@ -8,7 +8,9 @@ interleaved so that drift hits all of them alike:
 - ``guard``: every request carries GUARD arguments, each from a different one of ``targets`` registered targets
   (their forbidden-sequence and semantic tables built as a registration would);
 - ``eco_mixed`` / ``o3_mixed``: one request flagged (corrupted prompt embeddings / an O3 adapter), the others not;
-  the figure is the unflagged requests' decode time, which ECO and O3 must leave alone.
+  the figure is the unflagged requests' decode time, which ECO and O3 must leave alone;
+- ``o3_each``: every request flagged for a different target, each with its own O3 adapter (many targets' probes in
+  flight at once, as in an RWKU evaluation wave).
 """
 
 from __future__ import annotations
@@ -71,12 +73,12 @@ def guard_args(engine: Engine, names: list[str], work: Path) -> list[LogitsArgs]
     return out
 
 
-def o3_shaped_adapter(model_path: Path, out: Path) -> Path:
+def o3_shaped_adapter(model_path: Path, out: Path, seed: int = 0) -> Path:
     """An adapter with O3's rank and modules over every layer (random weights: the cost does not depend on them)."""
     from safetensors import safe_open
 
     settings = O3Settings()
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     weights = {}
     for file in sorted(model_path.glob("*.safetensors")):
         with safe_open(str(file), "pt") as f:
@@ -106,8 +108,9 @@ async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets:
     sampling = SamplingOptions(max_tokens=max_tokens, temperature=0.0)
     prompts = [engine.render_chat([{"role": "user", "content": p}]) for p in (PROMPTS * batch)[:batch]]
     guards = guard_args(engine, target_names(targets, data), work)
-    await engine.load_lora("bench-o3", o3_shaped_adapter(engine.model_path, work / "adapter"))
-    results: dict[str, list[float]] = {k: [] for k in ("plain", "guard", "eco_mixed", "o3_mixed")}
+    for k in range(batch):
+        await engine.load_lora(f"bench-o3-{k}", o3_shaped_adapter(engine.model_path, work / f"adapter-{k}", seed=k))
+    results: dict[str, list[float]] = {k: [] for k in ("plain", "guard", "eco_mixed", "o3_mixed", "o3_each")}
     n = 0
     for _ in range(rounds):
         for scenario in results:
@@ -123,7 +126,9 @@ async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets:
                                         prompt_embeds=corrupt(embeds, list(range(len(ids))), "rand_noise_first_n",
                                                               1.0, None, prompt_seed(ids)))
                 elif scenario == "o3_mixed" and i == 0:
-                    req.lora = LoRASelection(name="bench-o3", scale=1.0)
+                    req.lora = LoRASelection(name="bench-o3-0", scale=1.0)
+                elif scenario == "o3_each":
+                    req.lora = LoRASelection(name=f"bench-o3-{i}", scale=1.0)
                 reqs.append(req)
             per_token = await asyncio.gather(*(_timed(engine, r) for r in reqs))
             # the mixed scenarios measure the unflagged rows only
@@ -141,7 +146,7 @@ def main(args) -> int:  # type: ignore[no-untyped-def]
     from server.settings import default_cache_dir
 
     cache = default_cache_dir()
-    settings = EngineSettings(kind="vllm", max_model_len=1024)
+    settings = EngineSettings(kind=args.engine, max_model_len=1024)
     model = resolve_model(None, cache)
     work = cache / "work" / "decode-cost"
     engine = create_engine(settings, model, cache / "work" / "vllm")

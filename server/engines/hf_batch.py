@@ -12,10 +12,9 @@ floating-point reassociation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from transformers import DynamicCache
 from guards.logits.hf_adapter import GatewayHFLogitsProcessor
 from server.engines.base import EngineOutput, EngineRequest, FinishReason
 from server.engines.detokenize import IncrementalDetokenizer
-from server.engines.lora import LoRAAdapter
+from server.engines.row_lora import RowLoRA
 from server.engines.sampling import TokenSampler
 
 
@@ -50,50 +49,6 @@ class BatchRow:
     @property
     def request(self) -> EngineRequest:
         return self.job.request
-
-
-class RowLoRA:
-    """Forward hooks that add each adapter's delta to the rows that selected it, each at its own strength."""
-
-    def __init__(self, modules: dict[str, torch.nn.Module], adapters: dict[str, LoRAAdapter]) -> None:
-        self.modules = modules
-        self.adapters = adapters
-        # adapter name -> (row indices, per-row factor)
-        self.groups: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def select(self, rows: list[BatchRow]) -> None:
-        groups: dict[str, tuple[list[int], list[float]]] = {}
-        for i, row in enumerate(rows):
-            lora = row.request.lora
-            if lora is not None:
-                index, factor = groups.setdefault(lora.name, ([], []))
-                index.append(i)
-                factor.append(self.adapters[lora.name].scaling * lora.scale)
-        self.groups = {name: (torch.tensor(index, dtype=torch.long), torch.tensor(factor))
-                       for name, (index, factor) in groups.items()}
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        names = {m for name in self.groups for m in self.adapters[name].weights}
-        handles = [self.modules[m].register_forward_hook(self._hook(m)) for m in sorted(names)]
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _hook(self, module_name: str) -> Callable[..., torch.Tensor]:
-        def hook(_m: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
-            x = args[0]
-            for name, (index, factor) in self.groups.items():
-                weights = self.adapters[name].weights.get(module_name)
-                if weights is None:
-                    continue
-                a, b = weights
-                delta = ((x[index] @ a.T) @ b.T) * factor.to(x.dtype).view(-1, 1, 1)
-                out = out.index_add(0, index, delta.to(out.dtype))
-            return out
-        return hook
 
 
 # Shortest common prompt prefix worth prefilling once for several rows (the chat template's system prompt is ~20).

@@ -21,8 +21,9 @@ import torch
 
 from server.engines.base import Engine, EngineOutput, EngineRequest
 from server.engines.detokenize import IncrementalDetokenizer
-from server.engines.hf_batch import BatchRow, HFBatch, Job, RowLoRA
+from server.engines.hf_batch import BatchRow, HFBatch, Job
 from server.engines.lora import LoRAAdapter
+from server.engines.row_lora import RowLoRA
 from server.engines.sampling import TokenSampler
 from server.errors import InvalidRequestError, ServiceUnavailableError
 from server.settings import EngineSettings
