@@ -116,8 +116,11 @@ class ECOSettings(BaseModel):
 class O3Settings(BaseModel):
     rank: int = Field(default=8, ge=1, le=64)
     alpha: float = Field(default=16.0, gt=0)
-    epochs: int = Field(default=8, ge=1, le=100)
-    lr: float = Field(default=3e-4, gt=0)
+    # O3's recipe is lr 2e-4..3e-4 for ~10 epochs; on 2 CPU cores that is ~30 s a target for the bundled model. Half
+    # the epochs at twice the rate reach the same refusal (token loss ~0.06 vs ~0.02) in ~13 s, and RWKU 1-50 leaks
+    # no more (the figures are in the README).
+    epochs: int = Field(default=4, ge=1, le=100)
+    lr: float = Field(default=6e-4, gt=0)
     batch_size: int = Field(default=8, ge=1)
     # Training questions per target (the operator's examples first, then the templates): bounds a registration's
     # training time, which grows with them (about 3 s per step of 8 on 2 CPU cores for the bundled model).
