@@ -123,7 +123,7 @@ class O3Settings(BaseModel):
     lr: float = Field(default=6e-4, gt=0)
     batch_size: int = Field(default=8, ge=1)
     # Training questions per target (the operator's examples first, then the templates): bounds a registration's
-    # training time, which grows with them (about 3 s per step of 8 on 2 CPU cores for the bundled model).
+    # training time, which grows with them (about 0.8 s per step of 8 on 2 CPU cores for the bundled model).
     max_questions: int = Field(default=32, ge=1)
     # Weight of the orthogonality penalty against earlier targets' adapters (O3's lambda).
     ortho_lambda: float = Field(default=0.1, ge=0)
