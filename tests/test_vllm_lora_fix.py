@@ -43,3 +43,34 @@ def test_matches_upstream_on_adapted_rows_and_zero_on_plain_rows() -> None:
 
 def test_probe_tells_buggy_from_fixed_ops() -> None:
     assert not fix.leaks_into_unadapted_rows(fix.bgmv_shrink)
+
+
+def test_masked_linear_equals_each_rows_own_adapter_and_leaves_plain_rows_alone() -> None:
+    g = torch.Generator().manual_seed(1)
+    slots, rank, d_in, widths = 3, 4, 6, (5, 2, 2)  # a fused qkv-like projection of three slices
+    a = tuple(torch.randn(slots, 1, rank, d_in, generator=g) for _ in widths)
+    b = tuple(torch.randn(slots, 1, w, rank, generator=g) for w in widths)
+    x = torch.randn(6, d_in, generator=g)
+    idx = torch.tensor([2, -1, 0, 0, -1, 1])
+    base = torch.randn(6, sum(widths), generator=g)
+    out = base.clone()
+    a[1][1, 0, 2:] = 0.0  # vLLM pads a lower-rank adapter with zero rows
+    fix.masked_lora_linear(out, x, a, b, idx, fix.active_slots(idx), 0.5, widths, fix.StackedLoRA())
+
+    for row, slot in enumerate(idx.tolist()):
+        if slot < 0:
+            assert torch.equal(out[row], base[row]), "rows without a LoRA must stay bit-identical"
+            continue
+        want = torch.cat([0.5 * b_[slot, 0] @ (a_[slot, 0] @ x[row]) for a_, b_ in zip(a, b, strict=True)])
+        torch.testing.assert_close(out[row], base[row] + want)
+    assert fix.active_slots(torch.tensor([-1, -1])) == ()
+
+
+def test_stacked_weights_follow_in_place_writes() -> None:
+    a, b = (torch.zeros(2, 1, 4, 3),), (torch.zeros(2, 1, 5, 4),)
+    stacked = fix.StackedLoRA()
+    assert stacked(a, b, (5,), (1,))[0].shape[0] == 0, "an empty slot has no live rows"
+    a[0][1, 0, :2].fill_(1.0)  # what set_lora does to a slot: a rank-2 adapter
+    b[0][1, 0, :, :2].fill_(1.0)
+    a_rows, b_rows, slots = stacked(a, b, (5,), (1,))
+    assert a_rows.shape == (2, 3) and torch.count_nonzero(b_rows) == 10 and slots.tolist() == [1, 1]

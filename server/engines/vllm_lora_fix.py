@@ -12,11 +12,18 @@ batch, but a request that arrives as prompt embeddings (ECO) has no token ids, s
 LoRA request the layer sees fewer ids than LoRA indices and the engine dies (einsum size mismatch). Adapters that
 carry no embedding weights (all of the gateway's) add exactly zero there, so until one that does is loaded the
 layer skips the delta.
+
+Third, speed: vLLM V1 always takes the "prefill" path on CPU, which expands the slot index to every token and
+gathers a full ``[tokens, out, rank]`` weight copy per projection, so one O3 request made its whole batch twice as
+slow per token (``loadtest decode-cost``: +107%) and a 600-token LoRA prefill took seconds. ``masked_lora_linear``
+does each projection as two dense products over all slots at once (the slots' A matrices stacked along the rank,
+the rows masked to their own slot in between), so the cost no longer scales with tokens x output width.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import torch
 
@@ -63,6 +70,104 @@ def bgmv_expand_slice(inputs: torch.Tensor, lora_b_weights: torch.Tensor, output
         output_tensor[:, slice_offset: slice_offset + slice_size] = outputs[:]
 
 
+class StackedLoRA:
+    """A LoRA-wrapped module's adapters in use as two plain matrices, rebuilt only when vLLM rewrites its slots.
+
+    ``a``: the live rank rows of every slice's active slots, stacked, ``[rows, in]``; ``b``: the matching
+    block-diagonal ``[rows, out]``; ``slot``: the slot each row belongs to. vLLM pads every adapter to
+    ``max_lora_rank`` and keeps ``max_loras`` slots, so leaving out idle slots and zero rows makes a rank-8 adapter
+    in a 4-slot, rank-16 engine read an eighth of the weights. The stacked tensors live as long as the engine and
+    ``set_lora``/``reset_lora`` write them in place, which bumps their version counter, so (address, version)
+    identifies the contents.
+    """
+
+    def __init__(self, per_module: int = 4) -> None:
+        self._cache: dict[tuple[int, ...], tuple[tuple[int, ...], OrderedDict]] = {}
+        self._per_module = per_module
+
+    def __call__(self, lora_a: tuple[torch.Tensor, ...], lora_b: tuple[torch.Tensor, ...], widths: tuple[int, ...],
+                 active: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        key = tuple(t.data_ptr() for t in lora_a)
+        versions = tuple(t._version for t in (*lora_a, *lora_b))
+        entry = self._cache.get(key)
+        if entry is None or entry[0] != versions:
+            entry = (versions, OrderedDict())
+            self._cache[key] = entry
+        built = entry[1]
+        if active not in built:
+            built[active] = self._build(lora_a, lora_b, widths, active)
+            while len(built) > self._per_module:
+                built.popitem(last=False)
+        return built[active]
+
+    @staticmethod
+    def _build(lora_a: tuple[torch.Tensor, ...], lora_b: tuple[torch.Tensor, ...], widths: tuple[int, ...],
+               active: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        a_rows, b_blocks, slots = [], [], []
+        offset = 0
+        for a, b, width in zip(lora_a, lora_b, widths, strict=True):
+            for slot in active:
+                live = a[slot, 0].abs().sum(dim=1) > 0
+                a_rows.append(a[slot, 0][live])
+                block = b.new_zeros(int(live.sum()), sum(widths))
+                block[:, offset:offset + width] = b[slot, 0, :width][:, live].t()
+                b_blocks.append(block)
+                slots += [slot] * int(live.sum())
+            offset += width
+        return torch.cat(a_rows), torch.cat(b_blocks), torch.tensor(slots, dtype=torch.long)
+
+
+def active_slots(token_indices: torch.Tensor) -> tuple[int, ...]:
+    """The adapter slots some token of the batch uses (-1 marks a token without one)."""
+    return tuple(int(i) for i in torch.unique(token_indices[token_indices >= 0]))
+
+
+def masked_lora_linear(y: torch.Tensor, x: torch.Tensor, lora_a: tuple[torch.Tensor, ...],
+                       lora_b: tuple[torch.Tensor, ...], token_slots: torch.Tensor, active: tuple[int, ...],
+                       scale: float, output_slices: tuple[int, ...], stacked: StackedLoRA) -> None:
+    """``y[t, slice] += scale * B[slot(t)] A[slot(t)] x[t]``, and exactly ``+0`` for tokens without a slot.
+
+    Four small ops per module whatever the slots and slices: the cost for a batch's plain rows is a few
+    dispatches, not a per-token weight gather.
+    """
+    x2 = x.reshape(-1, x.shape[-1])
+    y2 = y.view(-1, y.shape[-1])
+    a, b, row_slots = stacked(lora_a, lora_b, output_slices, active)
+    h = torch.mm(x2, a.t())
+    mask = token_slots[:, None] == row_slots[None, :]
+    h *= mask if scale == 1.0 else scale * mask
+    y2[:, :b.shape[1]].addmm_(h, b)
+
+
+def _fast_cpu_linear() -> None:
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU as Wrapper
+
+    if getattr(Wrapper, "_ugw_fast", False):
+        return
+    original_update, original_linear = Wrapper.update_metadata, Wrapper.add_lora_linear
+
+    def update_metadata(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs):  # type: ignore[no-untyped-def]
+        original_update(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
+        self._ugw_slots = self.token_lora_indices.clone()
+        self._ugw_active = active_slots(self._ugw_slots)
+        if not hasattr(self, "_ugw_stacked"):
+            self._ugw_stacked = StackedLoRA()
+
+    def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, **kwargs):  # type: ignore[no-untyped-def]
+        active = getattr(self, "_ugw_active", None)
+        if active == ():  # no token of this batch has an adapter
+            return None
+        if active is None or self._ugw_slots.shape[0] != x.reshape(-1, x.shape[-1]).shape[0] \
+                or active[-1] >= lora_a_stacked[0].shape[0]:
+            return original_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, **kwargs)
+        masked_lora_linear(y, x, lora_a_stacked, lora_b_stacked, self._ugw_slots, active, scale, output_slices,
+                           self._ugw_stacked)
+        return None
+
+    Wrapper.update_metadata, Wrapper.add_lora_linear = update_metadata, add_lora_linear
+    Wrapper._ugw_fast = True  # type: ignore[attr-defined]
+
+
 def leaks_into_unadapted_rows(shrink) -> bool:  # type: ignore[no-untyped-def]
     """Run a shrink op on one adapter slot and one row marked -1: a correct op leaves that row at zero."""
     weights = torch.ones(1, 1, 2, 3)
@@ -99,6 +204,7 @@ def register() -> None:
         return
     try:
         _skip_empty_embedding_lora()
+        _fast_cpu_linear()
     except ImportError:
         pass
     if getattr(lora_ops, "_ugw_patched", False) or not leaks_into_unadapted_rows(lora_ops.bgmv_shrink):
