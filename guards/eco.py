@@ -99,11 +99,27 @@ def content_spans(text: str, contents: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def corrupted_positions(token_ids: list[int], tokenizer, find: FindSpans,  # type: ignore[no-untyped-def]
-                        contents: list[str], scope: str = "prompt") -> list[int]:
-    """Every token of the messages' words, or (scope "terms") the target's term tokens when any term is literal.
+                        contents: list[str], scope: str = "prompt") -> tuple[list[int], list[int]]:
+    """(positions to corrupt, those of them to corrupt harder): every token of the messages' words and, within
+    them, the target's literal terms; or (scope "terms") the term tokens alone, or every word when none is literal.
 
     Serving and ECO's strength search both call this, so the search tunes sigma on the corruption that is served.
     """
     text, offsets = token_offsets(token_ids, tokenizer)
-    spans = find(text) if scope == "terms" else []
-    return positions_in(spans or content_spans(text, contents), offsets)
+    term_spans = find(text)
+    terms = positions_in(term_spans, offsets) if term_spans else []
+    if scope == "terms" and terms:
+        return terms, []
+    return positions_in(content_spans(text, contents), offsets), terms
+
+
+def corrupt_prompt(embeds: torch.Tensor, positions: Sequence[int], boosted: Sequence[int], corruption: str,
+                   sigma: float, dims: int | None, seed: int, term_boost: float) -> torch.Tensor:
+    """Every position at ``sigma``, the ``boosted`` ones (the target's own name) at ``sigma * term_boost``.
+
+    With the whole prompt at the searched strength the model can still read a name and echo it, and when the answer
+    is part of the name ("Reba McEntire starred in the series ___" -> "Reba") the echo is the leak.
+    """
+    hard = set(boosted) & set(positions) if term_boost != 1.0 else set()
+    out = corrupt(embeds, [p for p in positions if p not in hard], corruption, sigma, dims, seed)
+    return corrupt(out, sorted(hard), corruption, sigma * term_boost, dims, seed + 1)

@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from guards.eco import corrupt, corrupted_positions, prompt_seed
+from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
 from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT, Firing, Plan, make_plan
-from guards.training.guard import GuardTables, WordTable, number_table, prompt_entities
-from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection
+from guards.training.guard import GuardTables, WordTable, number_table, preview_words, prompt_entities
+from guards.training.knowledge import collect_text
+from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection, SamplingOptions
 from server.engines.lora import LoRAAdapter
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import Method
@@ -83,10 +84,12 @@ class ECOIntervention(Intervention):
             return [s for t, spans in self.detection.term_spans(text).items() if t in ids for s in spans]
 
         eco = self.settings.eco
-        positions = corrupted_positions(prompt.token_ids, self.engine.tokenizer, find, prompt.contents, eco.scope)
+        positions, boosted = corrupted_positions(prompt.token_ids, self.engine.tokenizer, find, prompt.contents,
+                                                 eco.scope)
         sigma = max(f.target.thresholds[ECO_SIGMA] for f in firings)
-        prompt.guarded.prompt_embeds = corrupt(self.engine.embed_tokens(prompt.token_ids), positions, eco.corruption,
-                                               sigma, eco.dims, prompt_seed(prompt.token_ids))
+        prompt.guarded.prompt_embeds = corrupt_prompt(self.engine.embed_tokens(prompt.token_ids), positions, boosted,
+                                                      eco.corruption, sigma, eco.dims, prompt_seed(prompt.token_ids),
+                                                      eco.term_boost)
 
 
 class O3Intervention(Intervention):
@@ -134,6 +137,7 @@ class GuardIntervention(Intervention):
         super().__init__(*args, **kwargs)
         self._tables: dict[str, GuardTables] = {}
         self._numbers: WordTable | None = None
+        self._previews = 0
 
     def tables(self, digest: str) -> GuardTables:
         if digest not in self._tables:
@@ -156,12 +160,24 @@ class GuardIntervention(Intervention):
         return LogitsArgs(banned_token_ids=tuple(sorted(banned)), sequences=tuple(sorted(sequences)),
                           penalty_ids=tuple(penalties), penalty_values=tuple(penalties.values()))
 
+    async def preview(self, token_ids: list[int]) -> str:
+        """The start of the unguarded answer (temperature 0), never shown: only its words are forbidden."""
+        self._previews += 1
+        request = EngineRequest(request_id=f"guard-preview-{id(self)}-{self._previews}",
+                                sampling=SamplingOptions(max_tokens=self.settings.guard.preview_tokens,
+                                                         temperature=0.0),
+                                prompt_token_ids=list(token_ids))
+        return await collect_text(self.engine, request)
+
     async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None:
         text = "\n".join(prompt.contents)
         tables = [self.tables(f.target.artifacts[GUARD_ARTIFACT]) for f in firings]
         extra = [a for a in (t.retrieve(text) for t in tables) if a is not None]
         if self.settings.guard.prompt_entities:
             extra.append(prompt_entities(text, self.engine.tokenizer, self.detection.is_common))
+        if self.settings.guard.preview_tokens:
+            extra.append(preview_words(await self.preview(prompt.token_ids), self.engine.tokenizer,
+                                       self.detection.is_common))
         if self.settings.guard.forbid_numbers:
             if self._numbers is None:
                 self._numbers = await asyncio.to_thread(number_table, self.engine.tokenizer)

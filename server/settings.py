@@ -89,6 +89,10 @@ class ECOSettings(BaseModel):
     # words around a name carry the fact too: "born March 31, 1948, is an American ___"), or only the target's
     # terms (ECO's TOFU recipe, every word when no term is literal). The chat template is never corrupted.
     scope: Literal["prompt", "terms"] = "prompt"
+    # With scope "prompt", the target's literal terms (its name) are corrupted at sigma times this: a name read
+    # through the prompt-wide noise is echoed, and the echo leaks answers that are part of the name ("Reba McEntire
+    # starred in the series ___" -> "Reba" at sigma 0.2; not at 2). 1 turns it off.
+    term_boost: float = Field(default=10.0, ge=1.0)
     # Dimensions corrupted per token; None means all of them.
     dims: int | None = Field(default=None, ge=1)
     # Strength used when there is nothing to search against (no elicited answers).
@@ -146,6 +150,10 @@ class GuardSettings(BaseModel):
     # Also forbid every token that writes a digit in a flagged answer: dates, years and counts ("born July 8,
     # 1839", "the 2011 championship") are the facts most asked about a target, echoed options included.
     forbid_numbers: bool = True
+    # Also forbid the words of the start of the unguarded answer: before a flagged request decodes, the engine writes
+    # this many tokens of it at temperature 0 (never returned), so GUARD blocks facts that no registration table
+    # holds. Costs a flagged request's time to first token about this many decode steps; 0 turns it off.
+    preview_tokens: int = Field(default=32, ge=0, le=256)
 
 
 class InterventionSettings(BaseModel):

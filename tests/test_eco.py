@@ -12,6 +12,7 @@ from guards.eco import (
     CORRUPTIONS,
     content_spans,
     corrupt,
+    corrupt_prompt,
     corrupted_positions,
     positions_in,
     prompt_seed,
@@ -66,9 +67,22 @@ def test_scope_picks_the_whole_message_or_the_terms(model_path: Path) -> None:
         start = text.find("Rhea Perlman")
         return [(start, start + len("Rhea Perlman"))] if start >= 0 else []
 
-    prompt = corrupted_positions(ids, tok, find, [question], "prompt")
-    terms = corrupted_positions(ids, tok, find, [question], "terms")
+    prompt, boosted = corrupted_positions(ids, tok, find, [question], "prompt")
+    terms, none = corrupted_positions(ids, tok, find, [question], "terms")
     assert tok.decode([ids[p] for p in prompt]).strip() == question  # the template stays clean
     assert tok.decode([ids[p] for p in terms]).strip() == "Rhea Perlman"
+    assert boosted == terms and none == [], "the whole prompt's name is corrupted harder; the terms scope has no boost"
     # no literal term: the terms scope falls back on the whole message
-    assert corrupted_positions(ids, tok, lambda text: [], [question], "terms") == prompt
+    assert corrupted_positions(ids, tok, lambda text: [], [question], "terms") == (prompt, [])
+
+
+def test_the_name_gets_the_boosted_strength() -> None:
+    embeds = torch.zeros(6, 4)
+    out = corrupt_prompt(embeds, [1, 2, 3, 4], [2, 3], "rand_noise_first_n", 0.1, None, seed=3, term_boost=10.0)
+    assert torch.count_nonzero(out[[0, 5]]) == 0
+    assert out[[1, 4]].abs().max() < out[[2, 3]].abs().max()
+    signed = torch.randn(3, 4)
+    flipped = corrupt_prompt(signed, [1, 2], [2], "flip_sign_first_n", 1.0, None, 0, 10.0)
+    assert torch.equal(flipped[1:], -signed[1:]), "a boosted position is corrupted once, not twice"
+    plain = corrupt_prompt(embeds, [1, 2, 3], [2], "rand_noise_first_n", 0.1, None, seed=3, term_boost=1.0)
+    assert torch.equal(plain, corrupt(embeds, [1, 2, 3], "rand_noise_first_n", 0.1, None, seed=3))

@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 from classifiers.forbidden_tokens import forbidden_sequences, spellings
 from classifiers.lexical import common_word_in
 from classifiers.terms import Term
-from guards.training.guard import number_table, prompt_entities
+from guards.training.guard import number_table, preview_words, prompt_entities
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,16 @@ def test_a_flagged_prompts_own_entities_become_forbidden(tokenizer) -> None:
         assert ids[:1] in forbidden or ids in forbidden, text
     # single common words stay allowed ("Apple" is one token of the vocabulary)
     assert tuple(tokenizer.encode(" Apple", add_special_tokens=False)) not in forbidden
+
+
+def test_the_unguarded_drafts_facts_become_forbidden(tokenizer) -> None:
+    draft = "Her most notable move was to New York City, where the American actor lived."
+    table = preview_words(draft, tokenizer, common_word_in(tokenizer))
+    assert "New York City" in table.words and "actor" in table.words and "where" not in table.words
+    forbidden = {tuple(s) for s in table.sequences} | {(t,) for t in table.banned}
+    for text in (" New York City", " actor", " Actor"):
+        ids = tuple(tokenizer.encode(text, add_special_tokens=False))
+        assert ids[:1] in forbidden or ids in forbidden, text
 
 
 def test_number_table_bans_every_digit_token(tokenizer) -> None:

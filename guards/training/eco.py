@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pydantic import BaseModel
 
 from classifiers.terms import CommonWord, TermMatcher, target_terms
-from guards.eco import corrupt, corrupted_positions, prompt_seed
+from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
 from guards.training.knowledge import Knowledge, collect_text, leaked
 from server.engines.base import Engine, EngineRequest, SamplingOptions
 from server.registry.models import TargetRecord
@@ -50,8 +50,8 @@ async def search_sigma(engine: Engine, record: TargetRecord, knowledge: Knowledg
     prompts = []
     for question, facts in probes:
         ids = engine.render_chat([{"role": "user", "content": question}])
-        positions = corrupted_positions(ids, engine.tokenizer, find, [question], settings.scope)
-        prompts.append((ids, engine.embed_tokens(ids), positions, facts))
+        positions, boosted = corrupted_positions(ids, engine.tokenizer, find, [question], settings.scope)
+        prompts.append((ids, engine.embed_tokens(ids), positions, boosted, facts))
     total = sum(len(f) for *_, f in prompts)
     sampling = SamplingOptions(max_tokens=settings.eval_max_tokens, temperature=0.0)
     cache: dict[float, float] = {}
@@ -62,8 +62,10 @@ async def search_sigma(engine: Engine, record: TargetRecord, knowledge: Knowledg
         if s not in cache:
             sigma = 10 ** s
 
-            async def one(i: int, ids: list[int], embeds, positions: list[int], facts: list[str]) -> int:  # type: ignore[no-untyped-def]
-                x = corrupt(embeds, positions, settings.corruption, sigma, settings.dims, prompt_seed(ids))
+            async def one(i: int, ids: list[int], embeds, positions: list[int], boosted: list[int],  # type: ignore[no-untyped-def]
+                          facts: list[str]) -> int:
+                x = corrupt_prompt(embeds, positions, boosted, settings.corruption, sigma, settings.dims,
+                                   prompt_seed(ids), settings.term_boost)
                 req = EngineRequest(request_id=f"eco-{record.id}-{len(cache)}-{i}", sampling=sampling,
                                     prompt_embeds=x)
                 return leaked(await collect_text(engine, req), facts)

@@ -127,6 +127,16 @@ def number_table(tokenizer) -> WordTable:  # type: ignore[no-untyped-def]
     return WordTable(words=["<digits>"], banned=ids, sequences=[])
 
 
+def preview_words(draft: str, tokenizer, is_common: CommonWord) -> WordTable:  # type: ignore[no-untyped-def]
+    """What the unguarded model was about to say, as forbidden sequences: its named entities and content words.
+
+    Elicitation at registration asks a few broad questions, and a small model's answers to them are mostly guesses,
+    so the facts a specific probe draws out ("moved to New York City", "an American actor") are often in no table.
+    """
+    return word_table(list(dict.fromkeys([*entities_in(draft, "", is_common), *content_words(draft)])), tokenizer,
+                      is_common)
+
+
 def prompt_entities(text: str, tokenizer, is_common: CommonWord) -> WordTable:  # type: ignore[no-untyped-def]
     """A flagged prompt's own named entities as forbidden sequences, built per request (a few tokenizer calls).
 
