@@ -1,4 +1,4 @@
-"""vLLM general plugin: stop no-LoRA rows from picking up an adapter on the CPU backend.
+"""vLLM general plugin: LoRA on the CPU backend that leaves no-LoRA rows alone and costs them little.
 
 vLLM marks tokens of requests without a LoRA with index -1. The CUDA kernels skip them, but the pure-PyTorch ops
 used on CPU (``vllm/lora/ops/torch_ops/lora_ops.py``, up to at least 0.32) gather ``weights[-1]``, i.e. the *last*
@@ -133,6 +133,8 @@ def masked_lora_linear(y: torch.Tensor, x: torch.Tensor, lora_a: tuple[torch.Ten
     x2 = x.reshape(-1, x.shape[-1])
     y2 = y.view(-1, y.shape[-1])
     a, b, row_slots = stacked(lora_a, lora_b, output_slices, active)
+    if a.shape[0] == 0:  # no adapter in use touches this module
+        return
     h = torch.mm(x2, a.t())
     mask = token_slots[:, None] == row_slots[None, :]
     h *= mask if scale == 1.0 else scale * mask
