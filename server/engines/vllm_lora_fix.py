@@ -14,10 +14,11 @@ carry no embedding weights (all of the gateway's) add exactly zero there, so unt
 layer skips the delta.
 
 Third, speed: vLLM V1 always takes the "prefill" path on CPU, which expands the slot index to every token and
-gathers a full ``[tokens, out, rank]`` weight copy per projection, so one O3 request made its whole batch twice as
-slow per token (``loadtest decode-cost``: +107%) and a 600-token LoRA prefill took seconds. ``masked_lora_linear``
-does each projection as two dense products over all slots at once (the slots' A matrices stacked along the rank,
-the rows masked to their own slot in between), so the cost no longer scales with tokens x output width.
+gathers a full ``[tokens, out, rank]`` weight copy per projection, so one O3 request slowed its whole batch
+(``loadtest decode-cost``: +62% per token for the plain rows) and a 600-token LoRA prefill took seconds.
+``masked_lora_linear`` does each LoRA-wrapped module as one product pair over the live rank rows of the slots the
+batch uses (``StackedLoRA``), each token masked to its own slot in between, so the cost no longer scales with
+tokens x output width.
 """
 
 from __future__ import annotations
@@ -108,11 +109,12 @@ class StackedLoRA:
         for a, b, width in zip(lora_a, lora_b, widths, strict=True):
             for slot in active:
                 live = a[slot, 0].abs().sum(dim=1) > 0
+                rows = int(live.sum())
                 a_rows.append(a[slot, 0][live])
-                block = b.new_zeros(int(live.sum()), sum(widths))
+                block = b.new_zeros(rows, sum(widths))
                 block[:, offset:offset + width] = b[slot, 0, :width][:, live].t()
                 b_blocks.append(block)
-                slots += [slot] * int(live.sum())
+                slots += [slot] * rows
             offset += width
         return torch.cat(a_rows), torch.cat(b_blocks), torch.tensor(slots, dtype=torch.long)
 
