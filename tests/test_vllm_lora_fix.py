@@ -45,17 +45,28 @@ def test_probe_tells_buggy_from_fixed_ops() -> None:
     assert not fix.leaks_into_unadapted_rows(fix.bgmv_shrink)
 
 
-def test_masked_linear_equals_each_rows_own_adapter_and_leaves_plain_rows_alone() -> None:
-    g = torch.Generator().manual_seed(1)
+def _fused_case(seed: int = 1):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(seed)
     slots, rank, d_in, widths = 3, 4, 6, (5, 2, 2)  # a fused qkv-like projection of three slices
     a = tuple(torch.randn(slots, 1, rank, d_in, generator=g) for _ in widths)
     b = tuple(torch.randn(slots, 1, w, rank, generator=g) for w in widths)
-    x = torch.randn(6, d_in, generator=g)
-    idx = torch.tensor([2, -1, 0, 0, -1, 1])
-    base = torch.randn(6, sum(widths), generator=g)
-    out = base.clone()
     a[1][1, 0, 2:] = 0.0  # vLLM pads a lower-rank adapter with zero rows
-    fix.masked_lora_linear(out, x, a, b, idx, fix.active_slots(idx), 0.5, widths, fix.StackedLoRA())
+    x = torch.randn(6, d_in, generator=g)
+    base = torch.randn(6, sum(widths), generator=g)
+    return a, b, x, base, widths
+
+
+@pytest.mark.parametrize("slots", [[2, -1, 0, 0, -1, 1],  # several slots: the masked product
+                                   [-1, 1, 1, 1, -1, -1],  # one slot over one run of tokens: those rows alone
+                                   [1, -1, 1, -1, -1, -1],  # one slot, split runs: masked again
+                                   [0, 0, 0, 0, 0, 0]])
+def test_masked_linear_equals_each_rows_own_adapter_and_leaves_plain_rows_alone(slots: list[int]) -> None:
+    a, b, x, base, widths = _fused_case()
+    idx = torch.tensor(slots)
+    batch = fix.BatchSlots(idx)
+    assert (batch.span is not None) == (slots in ([-1, 1, 1, 1, -1, -1], [0] * 6))
+    out = base.clone()
+    fix.masked_lora_linear(out, x, a, b, batch, 0.5, widths, fix.StackedLoRA())
 
     for row, slot in enumerate(idx.tolist()):
         if slot < 0:
@@ -66,11 +77,19 @@ def test_masked_linear_equals_each_rows_own_adapter_and_leaves_plain_rows_alone(
     assert fix.active_slots(torch.tensor([-1, -1])) == ()
 
 
+def test_head_lora_is_skipped_only_while_the_active_slots_have_no_head_weights() -> None:
+    head_b = torch.zeros(3, 1, 10, 4)  # [slots, 1, vocab, rank], what the LM head's LoRA holds
+    seen: dict[tuple[int, ...], bool] = {}
+    assert not fix.any_live(head_b, (0, 2), seen)
+    head_b[2, 0, 3, 1] = 1.0  # an adapter that does train the head lands in slot 2
+    assert fix.any_live(head_b, (0, 2), seen) and not fix.any_live(head_b, (0, 1), seen)
+
+
 def test_stacked_weights_follow_in_place_writes() -> None:
     a, b = (torch.zeros(2, 1, 4, 3),), (torch.zeros(2, 1, 5, 4),)
     stacked = fix.StackedLoRA()
-    assert stacked(a, b, (5,), (1,))[0].shape[0] == 0, "an empty slot has no live rows"
+    assert stacked(a, b, (5,), (1,))[2] == (), "an empty slot has no live rows"
     a[0][1, 0, :2].fill_(1.0)  # what set_lora does to a slot: a rank-2 adapter
     b[0][1, 0, :, :2].fill_(1.0)
-    a_rows, b_rows, slots = stacked(a, b, (5,), (1,))
-    assert a_rows.shape == (2, 3) and torch.count_nonzero(b_rows) == 10 and slots.tolist() == [1, 1]
+    a_rows, b_rows, layout = stacked(a, b, (5,), (1,))
+    assert a_rows.shape == (3, 2) and torch.count_nonzero(b_rows) == 10 and layout == (1, 1)

@@ -17,18 +17,22 @@ Third, speed: vLLM V1 always takes the "prefill" path on CPU, which expands the 
 gathers a full ``[tokens, out, rank]`` weight copy per projection, so one O3 request slowed its whole batch
 (``loadtest decode-cost``: +62% per token for the plain rows) and a 600-token LoRA prefill took seconds.
 ``masked_lora_linear`` does each LoRA-wrapped module as one product pair over the live rank rows of the slots the
-batch uses (``StackedLoRA``), each token masked to its own slot in between, so the cost no longer scales with
-tokens x output width.
+batch uses (``StackedLoRA``), each token masked to its own slot in between (or, for one flagged request, over its
+rows alone), so the cost no longer scales with tokens x output width. And the LM head, which vLLM wraps whenever
+LoRA is on, skips its per-step ``[rows, vocab, rank]`` gather while no active adapter trains the head (none of the
+gateway's do): that alone was ~10% of every step, plain batches included.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 from collections import OrderedDict
 
 import torch
 
 logger = logging.getLogger(__name__)
+_version = operator.attrgetter("_version")  # bumped by every in-place write to a tensor
 
 
 def _masked_delta(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
@@ -74,8 +78,8 @@ def bgmv_expand_slice(inputs: torch.Tensor, lora_b_weights: torch.Tensor, output
 class StackedLoRA:
     """A LoRA-wrapped module's adapters in use as two plain matrices, rebuilt only when vLLM rewrites its slots.
 
-    ``a``: the live rank rows of every slice's active slots, stacked, ``[rows, in]``; ``b``: the matching
-    block-diagonal ``[rows, out]``; ``slot``: the slot each row belongs to. vLLM pads every adapter to
+    ``a``: the live rank rows of every slice's active slots, stacked and transposed, ``[in, rows]``; ``b``: the matching
+    block-diagonal ``[rows, out]``; ``layout``: the slot each row belongs to. vLLM pads every adapter to
     ``max_lora_rank`` and keeps ``max_loras`` slots, so leaving out idle slots and zero rows makes a rank-8 adapter
     in a 4-slot, rank-16 engine read an eighth of the weights. The stacked tensors live as long as the engine and
     ``set_lora``/``reset_lora`` write them in place, which bumps their version counter, so (address, version)
@@ -83,28 +87,29 @@ class StackedLoRA:
     """
 
     def __init__(self, per_module: int = 4) -> None:
-        self._cache: dict[tuple[int, ...], tuple[tuple[int, ...], OrderedDict]] = {}
+        # id(lora_a) -> (lora_a itself, versions, active slots -> stacks); ~120 lookups a step, so kept cheap
+        self._cache: dict[int, tuple[tuple[torch.Tensor, ...], tuple[int, ...], OrderedDict]] = {}
         self._per_module = per_module
 
     def __call__(self, lora_a: tuple[torch.Tensor, ...], lora_b: tuple[torch.Tensor, ...], widths: tuple[int, ...],
-                 active: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        key = tuple(t.data_ptr() for t in lora_a)
-        versions = tuple(t._version for t in (*lora_a, *lora_b))
-        entry = self._cache.get(key)
-        if entry is None or entry[0] != versions:
-            entry = (versions, OrderedDict())
-            self._cache[key] = entry
-        built = entry[1]
-        if active not in built:
-            built[active] = self._build(lora_a, lora_b, widths, active)
+                 active: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+        versions = tuple(map(_version, lora_a + lora_b))
+        entry = self._cache.get(id(lora_a))
+        if entry is None or entry[0] is not lora_a or entry[1] != versions:
+            entry = (lora_a, versions, OrderedDict())
+            self._cache[id(lora_a)] = entry
+        built = entry[2]
+        stack = built.get(active)
+        if stack is None:
+            stack = built[active] = self._build(lora_a, lora_b, widths, active)
             while len(built) > self._per_module:
                 built.popitem(last=False)
-        return built[active]
+        return stack
 
     @staticmethod
     def _build(lora_a: tuple[torch.Tensor, ...], lora_b: tuple[torch.Tensor, ...], widths: tuple[int, ...],
-               active: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        a_rows, b_blocks, slots = [], [], []
+               active: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+        a_rows, b_blocks, layout = [], [], []
         offset = 0
         for a, b, width in zip(lora_a, lora_b, widths, strict=True):
             for slot in active:
@@ -114,9 +119,9 @@ class StackedLoRA:
                 block = b.new_zeros(rows, sum(widths))
                 block[:, offset:offset + width] = b[slot, 0, :width][:, live].t()
                 b_blocks.append(block)
-                slots += [slot] * rows
+                layout += [slot] * rows
             offset += width
-        return torch.cat(a_rows), torch.cat(b_blocks), torch.tensor(slots, dtype=torch.long)
+        return torch.cat(a_rows).t().contiguous(), torch.cat(b_blocks), tuple(layout)
 
 
 def active_slots(token_indices: torch.Tensor) -> tuple[int, ...]:
@@ -124,23 +129,66 @@ def active_slots(token_indices: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.unique(token_indices[token_indices >= 0]))
 
 
+class BatchSlots:
+    """Which adapter slot each token of the batch uses, and what every module's product needs from that.
+
+    vLLM rewrites the token-to-slot mapping only when the batch changes, but calls the LoRA product for some 120
+    modules a step; on CPU each tensor op is a dispatch of a few microseconds, which is what the plain rows of a
+    mixed batch pay. So the per-token masks are built here once per mapping and row layout, and when the batch uses
+    one slot over one run of tokens (the common case: one flagged request), the product runs on that run's rows
+    alone and needs no mask at all.
+    """
+
+    def __init__(self, token_slots: torch.Tensor) -> None:
+        self.tokens = token_slots
+        self.active = active_slots(token_slots)
+        self.span: tuple[int, int] | None = None
+        if len(self.active) == 1:
+            rows = torch.nonzero(token_slots == self.active[0]).flatten()
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            if hi - lo == rows.numel():
+                self.span = (lo, hi)
+        self._masks: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def mask(self, layout: tuple[int, ...]) -> torch.Tensor:
+        """``[tokens, rows]``: 1 where the token's slot owns the stacked rank row, else 0."""
+        mask = self._masks.get(layout)
+        if mask is None:
+            mask = self.tokens[:, None] == torch.tensor(layout, dtype=self.tokens.dtype)[None, :]
+            self._masks[layout] = mask
+        return mask
+
+
 def masked_lora_linear(y: torch.Tensor, x: torch.Tensor, lora_a: tuple[torch.Tensor, ...],
-                       lora_b: tuple[torch.Tensor, ...], token_slots: torch.Tensor, active: tuple[int, ...],
-                       scale: float, output_slices: tuple[int, ...], stacked: StackedLoRA) -> None:
+                       lora_b: tuple[torch.Tensor, ...], batch: BatchSlots, scale: float,
+                       output_slices: tuple[int, ...], stacked: StackedLoRA) -> None:
     """``y[t, slice] += scale * B[slot(t)] A[slot(t)] x[t]``, and exactly ``+0`` for tokens without a slot.
 
-    Four small ops per module whatever the slots and slices: the cost for a batch's plain rows is a few
+    Two or three small ops per module whatever the slots and slices: the cost for a batch's plain rows is a few
     dispatches, not a per-token weight gather.
     """
-    x2 = x.reshape(-1, x.shape[-1])
-    y2 = y.view(-1, y.shape[-1])
-    a, b, row_slots = stacked(lora_a, lora_b, output_slices, active)
-    if a.shape[0] == 0:  # no adapter in use touches this module
+    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+    y2 = y if y.dim() == 2 else y.view(-1, y.shape[-1])
+    a_t, b, layout = stacked(lora_a, lora_b, output_slices, batch.active)
+    if not layout:  # no adapter in use touches this module
         return
-    h = torch.mm(x2, a.t())
-    mask = token_slots[:, None] == row_slots[None, :]
-    h *= mask if scale == 1.0 else scale * mask
-    y2[:, :b.shape[1]].addmm_(h, b)
+    if b.shape[1] != y2.shape[1]:
+        y2 = y2[:, :b.shape[1]]
+    if batch.span is not None:
+        lo, hi = batch.span
+        y2[lo:hi].addmm_(torch.mm(x2[lo:hi], a_t), b, alpha=scale)
+    else:
+        y2.addmm_(torch.mm(x2, a_t).mul_(batch.mask(layout)), b, alpha=scale)
+
+
+def any_live(weights: torch.Tensor, active: tuple[int, ...], seen: dict[tuple[int, ...], bool]) -> bool:
+    """Whether an active slot holds non-zero weights, cached by (address, version, slots)."""
+    key = (weights.data_ptr(), weights._version, *active)
+    live = seen.get(key)
+    if live is None:
+        live = bool(any(weights[slot].any() for slot in active))
+        seen[key] = live
+    return live
 
 
 def _fast_cpu_linear() -> None:
@@ -149,26 +197,36 @@ def _fast_cpu_linear() -> None:
     if getattr(Wrapper, "_ugw_fast", False):
         return
     original_update, original_linear = Wrapper.update_metadata, Wrapper.add_lora_linear
+    original_logits = Wrapper.add_lora_logits
 
     def update_metadata(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs):  # type: ignore[no-untyped-def]
         original_update(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
-        self._ugw_slots = self.token_lora_indices.clone()
-        self._ugw_active = active_slots(self._ugw_slots)
+        self._ugw_batch = BatchSlots(self.token_lora_indices.clone())
+        self._ugw_sampled = active_slots(self.sampler_indices)
         if not hasattr(self, "_ugw_stacked"):
             self._ugw_stacked = StackedLoRA()
+            self._ugw_live: dict[tuple[int, ...], bool] = {}
 
     def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, **kwargs):  # type: ignore[no-untyped-def]
-        active = getattr(self, "_ugw_active", None)
-        if active == ():  # no token of this batch has an adapter
+        batch = getattr(self, "_ugw_batch", None)
+        if batch is not None and batch.active == ():  # no token of this batch has an adapter
             return None
-        if active is None or self._ugw_slots.shape[0] != x.reshape(-1, x.shape[-1]).shape[0] \
-                or active[-1] >= lora_a_stacked[0].shape[0]:
+        if batch is None or batch.tokens.shape[0] != x.reshape(-1, x.shape[-1]).shape[0] \
+                or batch.active[-1] >= lora_a_stacked[0].shape[0]:
             return original_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, **kwargs)
-        masked_lora_linear(y, x, lora_a_stacked, lora_b_stacked, self._ugw_slots, active, scale, output_slices,
-                           self._ugw_stacked)
+        masked_lora_linear(y, x, lora_a_stacked, lora_b_stacked, batch, scale, output_slices, self._ugw_stacked)
         return None
 
+    def add_lora_logits(self, y, x, lora_a_stacked, lora_b_stacked, scale, **kwargs):  # type: ignore[no-untyped-def]
+        # The LM head is wrapped whenever LoRA is on, and its op gathers a [rows, vocab, rank] copy of the weights
+        # every step; the gateway's adapters never train the head, so that copy multiplies zeros.
+        sampled = getattr(self, "_ugw_sampled", None)
+        if sampled is not None and (sampled == () or not any_live(lora_b_stacked, sampled, self._ugw_live)):
+            return None
+        return original_logits(self, y, x, lora_a_stacked, lora_b_stacked, scale, **kwargs)
+
     Wrapper.update_metadata, Wrapper.add_lora_linear = update_metadata, add_lora_linear
+    Wrapper.add_lora_logits = add_lora_logits
     Wrapper._ugw_fast = True  # type: ignore[attr-defined]
 
 
