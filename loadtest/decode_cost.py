@@ -1,6 +1,7 @@
 """What each intervention costs a decode step, measured on the embedded vLLM engine in one process.
 
-Rounds of ``batch`` concurrent requests, each ``max_tokens`` long; a request's decode time per token is
+Rounds of ``batch`` concurrent requests, each exactly ``max_tokens`` long (EOS ignored, so a flagged row that
+answers differently does not change how long the batch stays full); a request's decode time per token is
 (last output time - first output time) / (tokens - 1), so prefill and queueing stay out of it. Scenarios, run
 interleaved so that drift hits all of them alike:
 
@@ -105,7 +106,7 @@ async def _timed(engine: Engine, req: EngineRequest) -> float | None:
 
 async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets: int, data: Path | None,
               work: Path) -> DecodeCost:
-    sampling = SamplingOptions(max_tokens=max_tokens, temperature=0.0)
+    sampling = SamplingOptions(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)  # rows the same length
     prompts = [engine.render_chat([{"role": "user", "content": p}]) for p in (PROMPTS * batch)[:batch]]
     guards = guard_args(engine, target_names(targets, data), work)
     for k in range(batch):

@@ -63,6 +63,8 @@ class SamplingFields(OpenAIBaseModel):
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    # vLLM's extension, for load tests and benchmarks that need a fixed output length (openai: extra_body)
+    ignore_eos: bool = False
     user: str | None = None
 
     @field_validator("stop")

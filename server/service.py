@@ -94,6 +94,7 @@ class CompletionService:
             presence_penalty=body.presence_penalty,
             frequency_penalty=body.frequency_penalty,
             logit_bias=bias,
+            ignore_eos=body.ignore_eos,
         )
 
     async def _guarded(self, prompt: _Prompt, request_id: str) -> Guarded | None:

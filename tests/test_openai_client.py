@@ -74,6 +74,12 @@ def test_max_tokens_length_stop_and_echo(live: LiveServer) -> None:
     echo = client.completions.create(model=live.model, prompt="Once upon a time", temperature=0, max_tokens=4,
                                      echo=True)
     assert echo.choices[0].text.startswith("Once upon a time")
+    natural = client.chat.completions.create(model=live.model, messages=FRANCE, temperature=0, max_tokens=60)
+    assert natural.choices[0].finish_reason == "stop" and natural.usage.completion_tokens < 60
+    forced = client.chat.completions.create(model=live.model, messages=FRANCE, temperature=0, max_tokens=60,
+                                            extra_body={"ignore_eos": True})
+    assert forced.choices[0].finish_reason == "length" and forced.usage.completion_tokens == 60
+    assert forced.choices[0].message.content.startswith(natural.choices[0].message.content)
 
 
 def test_n_choices_and_seeded_sampling(live: LiveServer) -> None:

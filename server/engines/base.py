@@ -40,6 +40,7 @@ class SamplingOptions(BaseModel):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] | None = None
+    ignore_eos: bool = False  # decode to max_tokens (benchmarks); stop strings still apply
 
     @property
     def greedy(self) -> bool:

@@ -271,7 +271,7 @@ class HFBatch:
         row.sampler.observe(token)
         row.output_ids.append(token)
         req, finish = row.request, None
-        if token in self.eos_ids:
+        if token in self.eos_ids and not req.sampling.ignore_eos:
             finish, delta = "stop", row.detok.flush()
         else:
             delta, hit_stop = row.detok.push(token)

@@ -142,6 +142,7 @@ class VLLMEngine(Engine):
             presence_penalty=o.presence_penalty,
             frequency_penalty=o.frequency_penalty,
             logit_bias=dict(o.logit_bias) if o.logit_bias else None,
+            ignore_eos=o.ignore_eos,
             extra_args=extra,
             output_kind=RequestOutputKind.DELTA,
             skip_special_tokens=True,
