@@ -57,3 +57,27 @@ def test_several_adapters_in_one_batch_match_each_alone() -> None:
     assert lora._current is not first
     torch.testing.assert_close(reloaded[0], batched[0], rtol=1e-5, atol=1e-5)  # row of "b" unchanged
     assert not torch.allclose(reloaded[2], batched[2])
+
+
+def test_one_flagged_run_of_rows_takes_the_unmasked_path_with_the_same_result() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 20), torch.nn.Linear(20, 12))
+    modules = {"0": model[0], "1": model[1]}
+    lora = RowLoRA(modules, {"a": _adapter(1, modules, 4)})
+    x = torch.randn(5, 2, 12)
+    cases = {  # rows -> whether they form one run at one strength
+        (None, "a", "a", None, None): True,
+        ("a", None, "a", None, None): False,  # split run
+        (None, "a", "a", None, "x"): False,  # two strengths (x: "a" at 0.5)
+    }
+    for names, one_run in cases.items():
+        rows = [_row(None) if n is None else _row("a", 0.5 if n == "x" else 1.0) for n in names]
+        batched = _forward(lora, model, x, rows)
+        assert (lora._span is not None) == one_run
+        for i, row in enumerate(rows):
+            alone = _forward(lora, model, x[i:i + 1], [row])
+            if row.request.lora is None:
+                assert torch.equal(batched[i:i + 1], alone), "a row without an adapter must be untouched"
+            else:
+                torch.testing.assert_close(batched[i:i + 1], alone, rtol=1e-5, atol=1e-5)
+                assert not torch.allclose(batched[i:i + 1], _forward(lora, model, x[i:i + 1], [_row(None)]))
