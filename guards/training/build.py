@@ -21,6 +21,7 @@ from guards.training.knowledge import Knowledge, elicit, forget_questions
 from guards.training.o3 import train_adapter
 from server.engines.base import Engine
 from server.engines.lora import LoRAAdapter
+from server.engines.threads import engine_threads, in_own_thread
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 from server.registry.service import BuildResult, Progress
@@ -104,8 +105,10 @@ class TargetBuilder:
             await progress(0.6, "O3: waiting for another target's training to finish")
         async with self._training:
             earlier = self.earlier_adapters(record)
-            task = asyncio.ensure_future(asyncio.to_thread(
-                train_adapter, self.engine.model_path, knowledge.questions, earlier, self.settings.o3, report))
+            # its own thread with every core, whose OpenMP team ends with it (server/engines/threads.py)
+            task = asyncio.ensure_future(in_own_thread(
+                train_adapter, self.engine.model_path, knowledge.questions, earlier, self.settings.o3, report,
+                threads=engine_threads()))
             while not task.done():
                 await asyncio.wait([task], timeout=1.0)
                 if latest:

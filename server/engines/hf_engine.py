@@ -25,6 +25,7 @@ from server.engines.hf_batch import BatchRow, HFBatch, Job
 from server.engines.lora import LoRAAdapter
 from server.engines.row_lora import RowLoRA
 from server.engines.sampling import TokenSampler
+from server.engines.threads import claim_threads, engine_threads, others_single_threaded
 from server.errors import InvalidRequestError, ServiceUnavailableError
 from server.settings import EngineSettings
 
@@ -52,6 +53,7 @@ class HFEngine(Engine):
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._eos_ids: set[int] = set()
+        self.threads = 0  # the worker's intra-op threads, once it runs
         self._vocab = 0  # rows of the LM head, read once the model is loaded
         self._running = 0
         # the most requests one batch has held: lets tests and operators see that batching happens
@@ -64,6 +66,8 @@ class HFEngine(Engine):
         from transformers import AutoModelForCausalLM, GenerationConfig
 
         dtype = getattr(torch, self.settings.dtype)
+        threads = engine_threads()
+        others_single_threaded()  # the worker alone runs torch on several cores: see server/engines/threads.py
         self.model = await asyncio.to_thread(AutoModelForCausalLM.from_pretrained, self.model_path, dtype=dtype)
         self.model.eval()
         self._modules = dict(self.model.named_modules())
@@ -75,8 +79,12 @@ class HFEngine(Engine):
             gen_eos = GenerationConfig.from_pretrained(self.model_path).eos_token_id
             eos.update([gen_eos] if isinstance(gen_eos, int) else (gen_eos or []))
         self._eos_ids = eos
-        self._worker = threading.Thread(target=self._run, name="hf-engine", daemon=True)
+        ready = threading.Event()
+        self._worker = threading.Thread(target=self._run, args=(threads, ready), name="hf-engine", daemon=True)
         self._worker.start()
+        if not await asyncio.to_thread(ready.wait, 60):
+            raise RuntimeError("the reference engine's worker did not start")
+        others_single_threaded()  # the worker's claim rewrote torch's process-wide default
 
     async def shutdown(self) -> None:
         if self._worker is not None:
@@ -150,7 +158,7 @@ class HFEngine(Engine):
                 break
         return [j for j in jobs if j is not None], None in jobs
 
-    def _run(self) -> None:
+    def _run(self, threads: int, ready: threading.Event) -> None:
         """One batch per lane of prompt lengths, each decoded one step per turn.
 
         A batch's KV cache is as wide as its longest row, and every row pays for that width at every step (the cache
@@ -158,6 +166,9 @@ class HFEngine(Engine):
         newcomers when it is empty or every ``ADMIT_EVERY`` steps, since each admission copies its cache.
         """
         assert self.model is not None
+        claim_threads(threads)
+        self.threads = torch.get_num_threads()
+        ready.set()
         lora = RowLoRA(self._modules, self._adapters)
         lanes = self._lanes = [HFBatch(self.model, self._row, lora, self._eos_ids, self.settings.max_model_len)
                                for _ in range(len(LANE_BOUNDS) + 1)]
