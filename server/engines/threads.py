@@ -24,12 +24,16 @@ import torch
 T = TypeVar("T")
 
 
+# torch's own choice (physical cores, or OMP_NUM_THREADS), read before anything here lowers it
+_TORCH_DEFAULT = torch.get_num_threads()
+
+
 def engine_threads() -> int:
-    """The intra-op threads for the engine (and long jobs): ``OMP_NUM_THREADS``, else the cores this process may use."""
+    """The intra-op threads for the engine (and long jobs): ``OMP_NUM_THREADS``, else torch's default."""
     configured = os.environ.get("OMP_NUM_THREADS", "")
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, _TORCH_DEFAULT)
 
 
 def others_single_threaded() -> None:
