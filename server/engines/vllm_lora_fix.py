@@ -211,7 +211,7 @@ def _fast_cpu_linear() -> None:
         batch = getattr(self, "_ugw_batch", None)
         if batch is not None and batch.active == ():  # no token of this batch has an adapter
             return None
-        if batch is None or batch.tokens.shape[0] != x.reshape(-1, x.shape[-1]).shape[0] \
+        if batch is None or batch.tokens.shape[0] != x.numel() // x.shape[-1] \
                 or batch.active[-1] >= lora_a_stacked[0].shape[0]:
             return original_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, **kwargs)
         masked_lora_linear(y, x, lora_a_stacked, lora_b_stacked, batch, scale, output_slices, self._ugw_stacked)
