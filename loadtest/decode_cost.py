@@ -1,8 +1,9 @@
 """What each intervention costs a decode step, measured on the embedded vLLM engine in one process.
 
 Rounds of ``batch`` concurrent requests, each exactly ``max_tokens`` long (EOS ignored, so a flagged row that
-answers differently does not change how long the batch stays full); a request's decode time per token is
-(last output time - first output time) / (tokens - 1), so prefill and queueing stay out of it. Scenarios, run
+answers differently does not change how long the batch stays full); a request's decode time per token is taken
+over the window in which every row of its round is decoding (``full_batch_per_token``), so prefill, queueing and
+arrival order stay out of it. Scenarios, run
 interleaved so that drift hits all of them alike:
 
 - ``plain``: no interventions (the baseline);
@@ -11,7 +12,11 @@ interleaved so that drift hits all of them alike:
 - ``eco_mixed`` / ``o3_mixed``: one request flagged (corrupted prompt embeddings / an O3 adapter), the others not;
   the figure is the unflagged requests' decode time, which ECO and O3 must leave alone;
 - ``o3_each``: every request flagged for a different target, each with its own O3 adapter (many targets' probes in
-  flight at once, as in an RWKU evaluation wave).
+  flight at once, as in an RWKU evaluation wave);
+- ``plain_again``: plain once more, an A/A control: its figure is the noise floor the others are read against.
+
+Each figure is paired by round (a scenario's median against the same round's plain median, so slow drift cancels),
+reported as the median over rounds with the lowest and highest round beside it.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ class DecodeCost(BaseModel):
     rounds: int
     targets: int
     ms_per_token: dict[str, float]
+    # per scenario: the median over rounds of (scenario / plain - 1) in %, and the lowest and highest round
     added_pct: dict[str, float]
+    added_pct_range: dict[str, tuple[float, float]]
 
 
 def target_names(count: int, data: Path | None) -> list[str]:
@@ -94,14 +101,36 @@ def o3_shaped_adapter(model_path: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-async def _timed(engine: Engine, req: EngineRequest) -> float | None:
-    times: list[float] = []
-    tokens = 0
+async def _trace(engine: Engine, req: EngineRequest) -> list[tuple[float, int]]:
+    """(time, tokens so far) at each output that carries tokens."""
+    trace: list[tuple[float, int]] = []
     async for out in engine.generate(req):
         if out.token_ids:
-            times.append(time.perf_counter())
-            tokens = out.num_output_tokens
-    return (times[-1] - times[0]) / (tokens - 1) if tokens > 1 else None
+            trace.append((time.perf_counter(), out.num_output_tokens))
+    return trace
+
+
+def full_batch_per_token(traces: list[list[tuple[float, int]]]) -> list[float | None]:
+    """Each row's seconds per token while every row of the round was decoding.
+
+    The rows of a round arrive one by one, so the first ones decode a step or two before the batch is full and
+    then wait out the later rows' prefills; measured from each row's own first token, a round's figure depended on
+    that arrival order (+-40% between rounds of the same scenario). Only the window from the last row's first token
+    to the first row's last one is the steady batch the scenario describes.
+    """
+    if not traces or any(len(t) < 2 for t in traces):
+        return [None] * len(traces)
+    lo, hi = max(t[0][0] for t in traces), min(t[-1][0] for t in traces)
+    if lo >= hi:  # the rows never decode all at once (o3_each: more adapters than vLLM's max_loras): each its own
+        lo, hi = float("-inf"), float("inf")
+    out: list[float | None] = []
+    for trace in traces:
+        inside = [(at, n) for at, n in trace if lo <= at <= hi]
+        if len(inside) < 2 or inside[-1][1] == inside[0][1]:
+            out.append(None)
+        else:
+            out.append((inside[-1][0] - inside[0][0]) / (inside[-1][1] - inside[0][1]))
+    return out
 
 
 async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets: int, data: Path | None,
@@ -111,7 +140,8 @@ async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets:
     guards = guard_args(engine, target_names(targets, data), work)
     for k in range(batch):
         await engine.load_lora(f"bench-o3-{k}", o3_shaped_adapter(engine.model_path, work / f"adapter-{k}", seed=k))
-    results: dict[str, list[float]] = {k: [] for k in ("plain", "guard", "eco_mixed", "o3_mixed", "o3_each")}
+    results: dict[str, list[list[float]]] = {
+        k: [] for k in ("plain", "guard", "eco_mixed", "o3_mixed", "o3_each", "plain_again")}
     n = 0
     for _ in range(rounds):
         for scenario in results:
@@ -131,14 +161,28 @@ async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets:
                 elif scenario == "o3_each":
                     req.lora = LoRASelection(name=f"bench-o3-{i}", scale=1.0)
                 reqs.append(req)
-            per_token = await asyncio.gather(*(_timed(engine, r) for r in reqs))
+            per_token = full_batch_per_token(list(await asyncio.gather(*(_trace(engine, r) for r in reqs))))
             # the mixed scenarios measure the unflagged rows only
-            kept = per_token[1:] if scenario.endswith("_mixed") else per_token
-            results[scenario] += [x for x in kept if x is not None]
-    ms = {k: 1000 * statistics.median(v) for k, v in results.items()}
-    added = {k: 100 * (v / ms["plain"] - 1) for k, v in ms.items() if k != "plain"}
-    return DecodeCost(batch=batch, max_tokens=max_tokens, rounds=rounds, targets=targets, ms_per_token=ms,
-                      added_pct=added)
+            if scenario.endswith("_mixed"):
+                per_token[0] = None
+            results[scenario].append(list(per_token))
+    return summarise(results, batch=batch, max_tokens=max_tokens, rounds=rounds, targets=targets)
+
+
+def summarise(results: dict[str, list[list[float | None]]], **run: int) -> DecodeCost:
+    """``results``: per scenario, per round, each row's seconds per token (None: not measured); ``plain`` is the
+    baseline. A scenario is compared with plain's same rows of the same round: rows are not alike (the first to
+    finish its prefill also waits out the others' in its decode time), so leaving one out must leave it out of the
+    baseline too."""
+    def median(values: list[float | None]) -> float:
+        return statistics.median(x for x in values if x is not None)
+
+    ms = {k: 1000 * median([x for r in v for x in r]) for k, v in results.items()}
+    paired = {k: sorted(100 * (median(r) / median([p for p, x in zip(base, r, strict=True) if x is not None]) - 1)
+                        for r, base in zip(v, results["plain"], strict=True))
+              for k, v in results.items() if k != "plain"}
+    return DecodeCost(**run, ms_per_token=ms, added_pct={k: statistics.median(v) for k, v in paired.items()},
+                      added_pct_range={k: (v[0], v[-1]) for k, v in paired.items()})
 
 
 def main(args) -> int:  # type: ignore[no-untyped-def]

@@ -40,3 +40,32 @@ def test_only_loopback_servers_are_loaded() -> None:
     check_loopback("http://127.0.0.1:8000")
     with pytest.raises(SystemExit, match="loopback"):
         check_loopback("http://example.com:8000")
+
+
+def test_decode_cost_pairs_each_scenario_with_its_own_rounds_plain_median() -> None:
+    from loadtest.decode_cost import summarise
+
+    # plain drifts from 10 to 20 ms between rounds and its first row is slower; o3_mixed's unflagged second row is
+    # 10% slower than plain's second row in each round
+    results = {"plain": [[0.012, 0.010], [0.024, 0.020], [0.018, 0.015]],
+               "o3_mixed": [[None, 0.011], [None, 0.022], [None, 0.0165]],
+               "plain_again": [[0.012, 0.010], [0.023, 0.019], [0.018, 0.0153]]}
+    report = summarise(results, batch=2, max_tokens=8, rounds=3, targets=0)
+    assert report.added_pct["o3_mixed"] == pytest.approx(10.0)
+    assert report.added_pct_range["o3_mixed"] == pytest.approx((10.0, 10.0))
+    assert report.added_pct["plain_again"] == pytest.approx(0.0)
+    assert report.added_pct_range["plain_again"] == pytest.approx((-4.545, 0.909), abs=1e-3)
+    assert report.ms_per_token["plain"] == pytest.approx(16.5)
+
+
+def test_decode_cost_times_only_the_steps_where_the_whole_batch_decodes() -> None:
+    from loadtest.decode_cost import full_batch_per_token
+
+    # row 0 starts at t=0 at 10 ms a step alone, row 1 joins at t=0.05; together a step takes 20 ms
+    early = [(0.01 * k, k + 1) for k in range(5)] + [(0.04 + 0.02 * k, 5 + k) for k in range(1, 8)]
+    late = [(0.06 + 0.02 * k, k + 1) for k in range(8)]
+    assert full_batch_per_token([early, late]) == pytest.approx([0.02, 0.02])
+    assert full_batch_per_token([early, [(0.1, 1)]]) == [None, None]  # a row with one output has no step time
+    # rows that never overlap (more adapters than engine slots): each row over its own outputs
+    after = [(0.5 + 0.03 * k, k + 1) for k in range(4)]
+    assert full_batch_per_token([late, after]) == pytest.approx([0.02, 0.03])
