@@ -42,8 +42,10 @@ def test_several_adapters_in_one_batch_match_each_alone() -> None:
     for i, row in enumerate(rows):
         alone = _forward(lora, model, x[i:i + 1], [row])
         torch.testing.assert_close(batched[i:i + 1], alone, rtol=1e-5, atol=1e-5)
-    plain = _forward(lora, model, x[1:2], [_row(None)])
-    assert torch.equal(batched[1:2], plain), "a row without an adapter must be untouched"
+    # against the same batch with no adapter at all: MKL's kernels depend on the batch's shape, so a row alone is
+    # not bit-identical to it in a batch even without LoRA (on AVX-512 machines)
+    plain = _forward(lora, model, x, [_row(None)] * len(rows))
+    assert torch.equal(batched[1:2], plain[1:2]), "a row without an adapter must be untouched"
     for i in (0, 2, 3):
         assert not torch.allclose(batched[i:i + 1], _forward(lora, model, x[i:i + 1], [_row(None)]))
 
@@ -74,10 +76,11 @@ def test_one_flagged_run_of_rows_takes_the_unmasked_path_with_the_same_result() 
         rows = [_row(None) if n is None else _row("a", 0.5 if n == "x" else 1.0) for n in names]
         batched = _forward(lora, model, x, rows)
         assert (lora._span is not None) == one_run
+        plain = _forward(lora, model, x, [_row(None)] * len(rows))  # same shape: same base kernels
         for i, row in enumerate(rows):
             alone = _forward(lora, model, x[i:i + 1], [row])
             if row.request.lora is None:
-                assert torch.equal(batched[i:i + 1], alone), "a row without an adapter must be untouched"
+                assert torch.equal(batched[i:i + 1], plain[i:i + 1]), "a row without an adapter must be untouched"
             else:
                 torch.testing.assert_close(batched[i:i + 1], alone, rtol=1e-5, atol=1e-5)
                 assert not torch.allclose(batched[i:i + 1], _forward(lora, model, x[i:i + 1], [_row(None)]))
