@@ -93,3 +93,19 @@ def test_stacked_weights_follow_in_place_writes() -> None:
     b[0][1, 0, :, :2].fill_(1.0)
     a_rows, b_rows, layout = stacked(a, b, (5,), (1,))
     assert a_rows.shape == (3, 2) and torch.count_nonzero(b_rows) == 10 and layout == (1, 1)
+
+
+def test_a_batch_builds_each_modules_stack_once_and_a_new_mapping_sees_new_weights() -> None:
+    a, b, x, base, widths = _fused_case()
+    stacked = fix.StackedLoRA()
+    batch = fix.BatchSlots(torch.tensor([-1, 1, 1, -1, -1, -1]))
+    first = batch.stack(a, b, widths, stacked)
+    assert batch.stack(a, b, widths, stacked) is first, "one lookup a module and step, not a rebuild"
+    a[0][1, 0].mul_(2.0)  # vLLM rewrites a slot only before it remaps, which makes a new BatchSlots
+    again = fix.BatchSlots(torch.tensor([-1, 1, 1, -1, -1, -1])).stack(a, b, widths, stacked)
+    assert not torch.equal(again[0], first[0])
+    out = base.clone()
+    fix.masked_lora_linear(out, x, a, b, fix.BatchSlots(torch.tensor([-1, 1, 1, -1, -1, -1])), 1.0, widths, stacked)
+    want = torch.cat([b_[1, 0] @ (a_[1, 0] @ x[1]) for a_, b_ in zip(a, b, strict=True)])
+    torch.testing.assert_close(out[1], base[1] + want)
+    assert torch.equal(out[0], base[0])
