@@ -5,17 +5,23 @@ answers differently does not change how long the batch stays full); a request's 
 over the window in which every row of its round is decoding (``full_batch_per_token``), so prefill, queueing and
 arrival order stay out of it. Scenarios, run interleaved so that drift hits all of them alike:
 
-- ``plain``: no interventions (the baseline);
+- ``unguarded``: the same rows on a bare engine beside it (vLLM: no LoRA, no prompt embeddings), the reference
+  every figure is read against when it runs (``--engine vllm``): what a request would cost on a server without
+  the gateway's interventions (the GUARD processor stays registered there: with no guarded row it returns the
+  logits untouched);
+- ``plain``: no interventions, on the gateway's engine (LoRA and prompt embeddings on, nothing flagged); it is the
+  reference where there is no bare engine (``--engine hf``, whose plain rows take the bare model's code path);
 - ``guard``: every request carries GUARD arguments, each from a different one of ``targets`` registered targets
   (their forbidden-sequence and semantic tables built as a registration would);
 - ``eco_mixed`` / ``o3_mixed``: one request flagged (corrupted prompt embeddings / an O3 adapter), the others not;
   the figure is the unflagged requests' decode time, which ECO and O3 must leave alone;
 - ``o3_each``: every request flagged for a different target, each with its own O3 adapter (many targets' probes in
   flight at once, as in an RWKU evaluation wave);
-- ``plain_again``: plain once more, an A/A control: its figure is the noise floor the others are read against.
+- ``unguarded_again`` / ``plain_again``: the reference once more, an A/A control: its figure is the noise floor
+  the others are read against.
 
-Each figure is paired by round (a scenario's median against the same round's plain median, so slow drift cancels),
-reported as the median over rounds with the lowest and highest round beside it.
+Each figure is paired by round (a scenario's median against the same round's reference median, so slow drift
+cancels), reported as the median over rounds with the lowest and highest round beside it.
 """
 
 from __future__ import annotations
@@ -50,8 +56,9 @@ class DecodeCost(BaseModel):
     max_tokens: int
     rounds: int
     targets: int
+    reference: str  # the scenario the figures are relative to
     ms_per_token: dict[str, float]
-    # per scenario: the median over rounds of (scenario / plain - 1) in %, and the lowest and highest round
+    # per scenario: the median over rounds of (scenario / reference - 1) in %, and the lowest and highest round
     added_pct: dict[str, float]
     added_pct_range: dict[str, tuple[float, float]]
 
@@ -133,14 +140,17 @@ def full_batch_per_token(traces: list[list[tuple[float, int]]]) -> list[float | 
 
 
 async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets: int, data: Path | None,
-              work: Path) -> DecodeCost:
+              work: Path, bare: Engine | None = None) -> DecodeCost:
+    """``bare``: an engine without the interventions' features, to run the ``unguarded`` reference on."""
     sampling = SamplingOptions(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)  # rows the same length
     prompts = [engine.render_chat([{"role": "user", "content": p}]) for p in (PROMPTS * batch)[:batch]]
     guards = guard_args(engine, target_names(targets, data), work)
     for k in range(batch):
         await engine.load_lora(f"bench-o3-{k}", o3_shaped_adapter(engine.model_path, work / f"adapter-{k}", seed=k))
-    results: dict[str, list[list[float | None]]] = {
-        k: [] for k in ("plain", "guard", "eco_mixed", "o3_mixed", "o3_each", "plain_again")}
+    reference = "plain" if bare is None else "unguarded"
+    scenarios = ([] if bare is None else ["unguarded"]) + ["plain", "guard", "eco_mixed", "o3_mixed", "o3_each",
+                                                           f"{reference}_again"]
+    results: dict[str, list[list[float | None]]] = {k: [] for k in scenarios}
     n = 0
     for _ in range(rounds):
         for scenario in results:
@@ -160,27 +170,29 @@ async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets:
                 elif scenario == "o3_each":
                     req.lora = LoRASelection(name=f"bench-o3-{i}", scale=1.0)
                 reqs.append(req)
-            per_token = full_batch_per_token(list(await asyncio.gather(*(_trace(engine, r) for r in reqs))))
+            on = bare if bare is not None and scenario.startswith("unguarded") else engine
+            per_token = full_batch_per_token(list(await asyncio.gather(*(_trace(on, r) for r in reqs))))
             # the mixed scenarios measure the unflagged rows only
             if scenario.endswith("_mixed"):
                 per_token[0] = None
             results[scenario].append(list(per_token))
-    return summarise(results, batch=batch, max_tokens=max_tokens, rounds=rounds, targets=targets)
+    return summarise(results, reference, batch=batch, max_tokens=max_tokens, rounds=rounds, targets=targets)
 
 
-def summarise(results: dict[str, list[list[float | None]]], **run: int) -> DecodeCost:
-    """``results``: per scenario, per round, each row's seconds per token (None: not measured); ``plain`` is the
-    baseline. A scenario is compared with plain's same rows of the same round (the mixed scenarios leave the
-    flagged row out, so the baseline leaves it out too), and the round's ratio, not each scenario's overall median,
-    is what the report summarises, so that a slow stretch of the machine hits both sides of a ratio."""
+def summarise(results: dict[str, list[list[float | None]]], reference: str = "plain", **run: int) -> DecodeCost:
+    """``results``: per scenario, per round, each row's seconds per token (None: not measured). A scenario is
+    compared with the reference's same rows of the same round (the mixed scenarios leave the flagged row out, so
+    the reference leaves it out too), and the round's ratio, not each scenario's overall median, is what the report
+    summarises, so that a slow stretch of the machine hits both sides of a ratio."""
     def median(values: list[float | None]) -> float:
         return statistics.median(x for x in values if x is not None)
 
     ms = {k: 1000 * median([x for r in v for x in r]) for k, v in results.items()}
     paired = {k: sorted(100 * (median(r) / median([p for p, x in zip(base, r, strict=True) if x is not None]) - 1)
-                        for r, base in zip(v, results["plain"], strict=True))
-              for k, v in results.items() if k != "plain"}
-    return DecodeCost(**run, ms_per_token=ms, added_pct={k: statistics.median(v) for k, v in paired.items()},
+                        for r, base in zip(v, results[reference], strict=True))
+              for k, v in results.items() if k != reference}
+    return DecodeCost(**run, reference=reference, ms_per_token=ms,
+                      added_pct={k: statistics.median(v) for k, v in paired.items()},
                       added_pct_range={k: (v[0], v[-1]) for k, v in paired.items()})
 
 
@@ -194,14 +206,22 @@ def main(args) -> int:  # type: ignore[no-untyped-def]
     model = resolve_model(None, cache)
     work = cache / "work" / "decode-cost"
     engine = create_engine(settings, model, cache / "work" / "vllm")
+    # Idle, a vLLM engine core waits on its input queue, so the two take turns on the CPU rather than share it.
+    bare = None if args.engine != "vllm" else create_engine(
+        settings.model_copy(update={"enable_lora": False, "enable_prompt_embeds": False}), model,
+        cache / "work" / "vllm")
 
     async def go() -> DecodeCost:
-        await engine.start()
+        for e in (engine, bare):
+            if e is not None:
+                await e.start()
         try:
             return await run(engine, args.batch, args.max_tokens, args.rounds, args.targets,
-                             Path(args.data) if args.data else None, work)
+                             Path(args.data) if args.data else None, work, bare)
         finally:
-            await engine.shutdown()
+            for e in (engine, bare):
+                if e is not None:
+                    await e.shutdown()
 
     report = asyncio.run(go())
     Path(args.out).write_text(report.model_dump_json(indent=2))

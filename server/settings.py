@@ -28,6 +28,9 @@ class EngineSettings(BaseModel):
     enforce_eager: bool = True
     max_num_seqs: int = Field(default=32, ge=1)
     enable_lora: bool = True
+    # vLLM only (the reference engine always takes both): ECO sends corrupted prompts as embeddings and O3 needs
+    # LoRA; with both off the engine is a bare vLLM, which is what `loadtest decode-cost` measures against.
+    enable_prompt_embeds: bool = True
     max_lora_rank: int = Field(default=16, ge=1)
     max_loras: int = Field(default=4, ge=1)
     max_cpu_loras: int = Field(default=16, ge=1)

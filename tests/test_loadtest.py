@@ -4,6 +4,7 @@ requests; the report counts what it sent and what the server answered."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
@@ -69,3 +70,33 @@ def test_decode_cost_times_only_the_steps_where_the_whole_batch_decodes() -> Non
     # rows that never overlap (more adapters than engine slots): each row over its own outputs
     after = [(0.5 + 0.03 * k, k + 1) for k in range(4)]
     assert full_batch_per_token([late, after]) == pytest.approx([0.02, 0.03])
+
+
+def test_decode_cost_reads_every_scenario_against_the_bare_engine_when_there_is_one() -> None:
+    from loadtest.decode_cost import summarise
+
+    results = {"unguarded": [[0.010, 0.010], [0.020, 0.020]], "plain": [[0.0105, 0.0105], [0.021, 0.021]],
+               "o3_mixed": [[None, 0.011], [None, 0.022]], "unguarded_again": [[0.010, 0.010], [0.020, 0.020]]}
+    report = summarise(results, "unguarded", batch=2, max_tokens=8, rounds=2, targets=0)
+    assert report.reference == "unguarded" and "unguarded" not in report.added_pct
+    assert report.added_pct["plain"] == pytest.approx(5.0)
+    assert report.added_pct["o3_mixed"] == pytest.approx(10.0)
+    assert report.added_pct["unguarded_again"] == pytest.approx(0.0)
+
+
+def test_a_vllm_engine_without_prompt_embeddings_refuses_them_as_a_400(model_path: Path, cache_dir: Path) -> None:
+    import torch
+
+    from server.engines.base import EngineRequest, SamplingOptions
+    from server.engines.vllm_engine import VLLMEngine
+    from server.errors import InvalidRequestError
+    from server.settings import EngineSettings
+
+    engine = VLLMEngine(EngineSettings(enable_prompt_embeds=False), model_path, cache_dir / "work" / "vllm")
+    hidden = engine.embedding_matrix().shape[1]
+    request = EngineRequest(request_id="r", sampling=SamplingOptions(max_tokens=1),
+                            prompt_embeds=torch.zeros(3, hidden))
+    with pytest.raises(InvalidRequestError, match="enable_prompt_embeds"):
+        engine.validate_request(request)
+    engine.validate_request(EngineRequest(request_id="t", sampling=SamplingOptions(max_tokens=1),
+                                          prompt_token_ids=[1, 2]))

@@ -62,7 +62,7 @@ class VLLMEngine(Engine):
             enforce_eager=s.enforce_eager,
             max_num_seqs=s.max_num_seqs,
             seed=s.seed,
-            enable_prompt_embeds=True,
+            enable_prompt_embeds=s.enable_prompt_embeds,
             enable_lora=s.enable_lora,
             max_lora_rank=s.max_lora_rank,
             max_loras=s.max_loras,
@@ -147,6 +147,12 @@ class VLLMEngine(Engine):
             output_kind=RequestOutputKind.DELTA,
             skip_special_tokens=True,
         )
+
+    def validate_request(self, request: EngineRequest) -> None:
+        if request.prompt_embeds is not None and not self.settings.enable_prompt_embeds:
+            raise InvalidRequestError("prompt embeddings are disabled on this engine "
+                                      "(engine.enable_prompt_embeds=false)", param="prompt")
+        super().validate_request(request)
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
         from vllm.inputs import EmbedsPrompt, TokensPrompt
