@@ -266,15 +266,22 @@ def _lean_lora_forwards() -> None:
             continue
 
         def forward(self, input_, _original=original):  # type: ignore[no-untyped-def]
-            wrapper = self.__dict__.get("punica_wrapper")
+            # The base layer is a submodule, so self.base_layer misses the instance dict and goes through
+            # BaseLayerWithLoRA.__getattr__ (~1 us a time); the plain attributes below are found directly.
+            own = self.__dict__
+            wrapper = own.get("punica_wrapper")
             batch: BatchSlots | None = getattr(wrapper, "_ugw_batch", None)
-            if batch is None or self.__dict__.get("tp_size", 1) != 1:
+            if batch is None or own.get("tp_size", 1) != 1:
                 return _original(self, input_)
+            base = own["_modules"]["base_layer"]
+            # This module's own call already ran nn.Module's machinery; the base layer's forward is what a bare
+            # engine's call of it ends in, unless something hooked it.
+            run = base if base._forward_hooks or base._forward_pre_hooks else base.forward
             if batch.active == ():
-                return self.base_layer(input_)
+                return run(input_)
             if not batch.covers(input_, self.lora_a_stacked):
                 return _original(self, input_)
-            out = self.base_layer(input_)
+            out = run(input_)
             masked_lora_linear(out[0] if isinstance(out, tuple) else out, input_, self.lora_a_stacked,
                                self.lora_b_stacked, batch, 1.0, self.output_slices, wrapper._ugw_stacked)
             return out
