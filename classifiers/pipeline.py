@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
+
+import torch
 
 from classifiers.base import Detection, Detector
 from classifiers.embedding import PROFILE_ARTIFACT, EmbeddingDetector, build_profile
@@ -13,8 +16,10 @@ from classifiers.general import general_prompts
 from classifiers.head import HEAD_ARTIFACT, ClassifierDetector, GeneralSet, build_head
 from classifiers.lexical import LexicalDetector, build_terms, common_word_in
 from classifiers.ood import OOD_ARTIFACT, OODDetector, build_ood
+from classifiers.retrieval import RETRIEVAL_ARTIFACT, RetrievalDetector, build_retrieval, encode_chunks
 from classifiers.terms import CommonWord
 from server.registry.artifacts import ArtifactStore
+from server.registry.documents import load_documents
 from server.registry.models import TargetRecord
 from server.registry.service import BuildResult, Progress
 
@@ -36,8 +41,10 @@ class StaticTargets:
     def active(self) -> list[TargetRecord]:
         return [t for t in self.targets if t.enforced]
 
-DETECTOR_NAMES = ("lexical", "embedding", "classifier", "ood")
-ENCODER_DETECTORS = ("embedding", "classifier", "ood")
+# document sets whose chunk vectors a replica keeps (up to 0.8 MB each at 512 chunks)
+CHUNK_MEMO = 64
+DETECTOR_NAMES = ("lexical", "embedding", "classifier", "ood", "retrieval")
+ENCODER_DETECTORS = ("embedding", "classifier", "ood", "retrieval")
 
 
 class DetectionPipeline:
@@ -46,7 +53,8 @@ class DetectionPipeline:
     def __init__(self, cache: TargetSource, artifacts: ArtifactStore, tokenizer=None,  # type: ignore[no-untyped-def]
                  detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
                  encoder: SentenceEncoder | None = None, classifier_fpr: float = 0.01,
-                 negatives_file: Path | None = None, ood_fpr: float = 0.01) -> None:
+                 negatives_file: Path | None = None, ood_fpr: float = 0.01, retrieval_fpr: float = 0.01,
+                 max_chunks: int = 512) -> None:
         unknown = set(detectors) - set(DETECTOR_NAMES)
         if unknown:
             raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {DETECTOR_NAMES}")
@@ -61,6 +69,11 @@ class DetectionPipeline:
         self.classifier_fpr = classifier_fpr
         self.negatives_file = negatives_file
         self.ood_fpr = ood_fpr
+        self.retrieval_fpr = retrieval_fpr
+        self.max_chunks = max_chunks
+        # documents digest -> chunk vectors: a target rebuilt with the same documents (new methods, a new alias)
+        # or several targets sharing them are encoded once
+        self._chunk_vectors: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._general: GeneralSet | None = None
         self.detectors: list[Detector] = []
         # Terms are always indexed (ECO's spans need them) but only detect when "lexical" is picked.
@@ -74,6 +87,8 @@ class DetectionPipeline:
             self.detectors.append(ClassifierDetector(artifacts, self.encoder, classifier_fpr))
         if self.encoder is not None and "ood" in detectors:
             self.detectors.append(OODDetector(artifacts, self.encoder, ood_fpr))
+        if self.encoder is not None and "retrieval" in detectors:
+            self.detectors.append(RetrievalDetector(artifacts, self.encoder, retrieval_fpr))
         self._generation = -1
 
     def _refresh(self) -> None:
@@ -114,7 +129,25 @@ class DetectionPipeline:
             result.thresholds["ood_threshold"] = ood.threshold
             await progress(0.18, f"OOD detector: contrastive entropy {ood.loss_start:.2f} -> {ood.loss_end:.2f}, "
                                  f"threshold {ood.threshold:.2f}, held-out recall {ood.held_out_recall:.2f}")
+        if self.encoder is not None and "retrieval" in names:
+            digest, found = await asyncio.to_thread(self._build_retrieval, record, self.encoder)
+            result.artifacts[RETRIEVAL_ARTIFACT] = digest
+            result.thresholds["retrieval_threshold"] = found.threshold
+            documents = record.documents.count if record.documents else 0
+            await progress(0.2, f"retrieval: {found.chunks} chunks from {documents} documents and {found.profile} "
+                                f"profile texts, threshold {found.threshold:.3f}")
         return result
+
+    def _build_retrieval(self, record: TargetRecord, encoder: SentenceEncoder):  # type: ignore[no-untyped-def]
+        key = f"{record.documents.digest if record.documents else ''}:{self.max_chunks}"
+        chunks = self._chunk_vectors.get(key)
+        if chunks is None:
+            chunks = encode_chunks(load_documents(self.artifacts, record), encoder, self.max_chunks)
+            self._chunk_vectors[key] = chunks
+            while len(self._chunk_vectors) > CHUNK_MEMO:
+                self._chunk_vectors.popitem(last=False)
+        self._chunk_vectors.move_to_end(key)
+        return build_retrieval(record, chunks, encoder, self.general(encoder), self.retrieval_fpr, self.artifacts)
 
     def general(self, encoder: SentenceEncoder) -> GeneralSet:
         if self._general is None:  # encoded once per process, on the first build that needs it

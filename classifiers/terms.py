@@ -7,11 +7,17 @@ are not common words, because "king", "white" or "John" alone say nothing about 
 John D. Rockefeller. A two-word name also matches with up to two capitalised middle names in between ("Stephen
 Edwin King"). Matching runs on word n-grams through one dictionary, so a prompt costs the same with 1 or
 10,000 targets registered.
+
+Case-insensitive terms are matched on a folded copy of the prompt (``fold``: lower case, diacritics dropped,
+leetspeak digits and symbols read as letters inside words: "H4rry", "Beyonce" for "Beyoncé"), and also with their
+words joined or spelled out ("HarryPotter", "harry-potter", "H a r r y  P o t t e r"). A multi-word name's initials
+("HP") are a term too, matched in capitals only.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +35,32 @@ CommonWord = Callable[[str], bool]
 
 def words(text: str) -> list[tuple[str, int, int]]:
     return [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+_LEET = str.maketrans("4@3105$7", "aaeiosst")
+# letters and the leetspeak stand-ins of a word: "H4rry", "$tephen", "P0tt3r"
+_LEET_RUN = re.compile(r"[^\W_]*[A-Za-z][^\W_]*(?:[4@3105$7][^\W_]*)+|[4@3105$7][^\W_]*[A-Za-z][\w@$]*")
+
+
+def _fold_char(c: str) -> str:
+    base = unicodedata.normalize("NFKD", c)[:1] or c
+    low = base.lower()
+    return low if len(low) == 1 else base
+
+
+def fold(text: str) -> str:
+    """Lower case, no diacritics, leetspeak read as letters: one character for each, so spans stay the original's."""
+    folded = "".join(_fold_char(c) for c in text)
+    return _LEET_RUN.sub(lambda m: m.group(0).translate(_LEET), folded)
+
+
+def squash(text: str) -> str:
+    """The folded letters and digits alone: how a term reads when its words are joined or spelled out."""
+    return "".join(c for c in fold(text) if c.isalnum())
+
+
+# joined or spelled-out forms shorter than this would match ordinary words glued together
+MIN_SQUASHED = 6
 
 
 @dataclass(frozen=True)
@@ -69,6 +101,14 @@ def description_terms(description: str, name: str) -> list[str]:
     return [q for q in quoted if q.casefold() != name.casefold()]
 
 
+def initials(phrase: str) -> str | None:
+    """"Harry Potter" -> "HP": a name of two to four capitalised words (titles and particles left out)."""
+    core = [w for w, _, _ in words(phrase) if w.casefold() not in _TITLES | _SUFFIXES | _STOP | _PARTICLES]
+    if not 2 <= len(core) <= 4 or not all(w[:1].isupper() and w[:1].isalpha() for w in core):
+        return None
+    return "".join(w[0] for w in core)
+
+
 def target_terms(record: TargetRecord, is_common: CommonWord = lambda w: False) -> list[Term]:
     phrases: list[str] = []
     for phrase in [record.name, *record.aliases]:
@@ -81,6 +121,9 @@ def target_terms(record: TargetRecord, is_common: CommonWord = lambda w: False) 
         word = _distinctive_word(phrase, is_common)
         if word is not None:
             terms.append(Term(word, case_sensitive=" " not in word))
+        letters = initials(phrase)
+        if letters is not None:
+            terms.append(Term(letters, case_sensitive=True))
     seen: set[tuple[str, bool]] = set()
     out = []
     for term in terms:
@@ -105,25 +148,33 @@ MAX_MIDDLE_NAMES = 2
 
 class TermMatcher:
     def __init__(self, terms_by_target: dict[str, list[Term]]) -> None:
-        # casefolded word tuple -> [(target id, exact words or None when case-insensitive)]
+        # folded word tuple -> [(target id, exact words or None when case-insensitive)]
         self.table: dict[tuple[str, ...], list[tuple[str, tuple[str, ...] | None]]] = {}
         # (first, last) of two-word names -> target ids: the name with middle names in between
         self.gapped: dict[tuple[str, str], list[str]] = {}
+        # squashed case-insensitive terms -> target ids: the term joined or spelled out
+        self.squashed: dict[str, list[str]] = {}
         self.max_words = 0
+        self.max_squashed = 0
         for target_id, terms in terms_by_target.items():
             for term in terms:
                 exact = tuple(w for w, _, _ in words(term.text))
-                key = tuple(w.casefold() for w in exact)
+                key = tuple(fold(w) for w in exact)
                 self.table.setdefault(key, []).append((target_id, exact if term.case_sensitive else None))
                 self.max_words = max(self.max_words, len(key))
                 if len(key) == 2 and not term.case_sensitive:
                     self.gapped.setdefault((key[0], key[1]), []).append(target_id)
+                joined = squash(term.text)
+                if not term.case_sensitive and len(joined) >= MIN_SQUASHED:
+                    self.squashed.setdefault(joined, []).append(target_id)
+                    self.max_squashed = max(self.max_squashed, len(joined))
 
     def find(self, text: str) -> list[TermHit]:
         if not self.table:
             return []
         toks = words(text)
-        folded = [w.casefold() for w, _, _ in toks]
+        folded_text = fold(text)
+        folded = [folded_text[s:e] for _, s, e in toks]
         hits = []
         for i in range(len(toks)):
             for n in range(1, min(self.max_words, len(toks) - i) + 1):
@@ -136,7 +187,26 @@ class TermMatcher:
                     if want is None or want == exact:
                         hits.append(TermHit(target_id, text[start:end], start, end))
             hits += self._with_middle_names(text, toks, folded, i)
+            hits += self._squashed(text, toks, folded, i)
         return hits
+
+    def _squashed(self, text: str, toks: list[tuple[str, int, int]], folded: list[str], i: int) -> list[TermHit]:
+        """A term written as one word ("HarryPotter", "harry_potter") or letter by letter ("H a r r y")."""
+        if not self.squashed:
+            return []
+        joined = ""
+        single = 0
+        for j in range(i, len(toks)):
+            joined += "".join(c for c in folded[j] if c.isalnum())
+            single += len(folded[j]) == 1
+            if len(joined) > self.max_squashed:
+                return []
+            ids = self.squashed.get(joined)
+            # one word, or mostly single letters: ordinary words that happen to glue into a term do not count
+            if ids and ((j == i and (folded[i],) not in self.table) or (j > i and 2 * single >= j - i + 1)):
+                start, end = toks[i][1], toks[j][2]
+                return [TermHit(t, text[start:end], start, end) for t in ids]
+        return []
 
     def _with_middle_names(self, text: str, toks: list[tuple[str, int, int]], folded: list[str],
                            i: int) -> list[TermHit]:

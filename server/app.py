@@ -62,12 +62,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                                       settings.detection.embedding_threshold,
                                       classifier_fpr=settings.detection.classifier_fpr,
                                       negatives_file=settings.detection.negatives_file,
-                                      ood_fpr=settings.detection.ood_fpr)
+                                      ood_fpr=settings.detection.ood_fpr,
+                                      retrieval_fpr=settings.detection.retrieval_fpr,
+                                      max_chunks=settings.detection.max_chunks)
         guard = RequestGuard(eng, detection, artifacts, settings.guards, registry_check=cache.check_current)
         o3 = guard.interventions["o3"]
         assert isinstance(o3, O3Intervention)
         builder = TargetBuilder(eng, detection, artifacts, settings.guards, o3.ensure_loaded)
-        targets = TargetService(store, cache, builder.build, queue=settings.jobs.mode == "queue")
+        targets = TargetService(store, cache, builder.build, artifacts, queue=settings.jobs.mode == "queue")
         worker = BuildWorker(store, targets) if settings.jobs.worker else None
         if worker is not None:
             await worker.start()
@@ -96,7 +98,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(health.router)
     app.include_router(admin.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
+                       admin_max_bytes=settings.admin_max_request_bytes)
     if settings.admin_port is not None:
         app.add_middleware(AdminPortMiddleware, admin_port=settings.admin_port)
     app.add_middleware(MetricsMiddleware, metrics=gateway.metrics)

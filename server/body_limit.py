@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from server.errors import PayloadTooLargeError, error_json
+from server.registry.models import MAX_DOCUMENT_BYTES
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,17 +16,24 @@ class _TooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """``admin_max_bytes`` applies under /admin, where a target's documents may run to megabytes."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, admin_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.admin_max_bytes = admin_max_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        error = PayloadTooLargeError(f"the request body is larger than {self.max_bytes} bytes")
+        admin = scope.get("path", "").startswith("/admin")
+        max_bytes = self.admin_max_bytes if admin else self.max_bytes
+        error = PayloadTooLargeError(f"the request body is larger than {max_bytes} bytes"
+                                     + (f" (a target's documents: at most {MAX_DOCUMENT_BYTES} bytes of text in all)"
+                                        if admin else ""))
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
                 await error_json(error)(scope, receive, send)
                 return
         seen = 0
@@ -36,7 +44,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise _TooLarge
             return message
 

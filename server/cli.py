@@ -63,7 +63,7 @@ def _eval(args: argparse.Namespace) -> int:
     spec = EvalSpec(data=Path(args.data), suite=args.suite, engine=args.engine, url=args.url,
                     admin_token=args.admin_token or os.environ.get("UGW_ADMIN_TOKEN"), out=Path(args.out),
                     report=Path(args.report) if args.report else None, methods=args.methods.split(","),
-                    probes=args.probes, limit=args.limit, with_intro=args.with_intro, mmlu=args.mmlu,
+                    probes=args.probes, limit=args.limit, register_with=args.register_with, mmlu=args.mmlu,
                     questions=args.questions, tofu_split=args.tofu_split, parallel=args.parallel,
                     concurrency=args.concurrency, detectors=args.detectors.split(","),
                     embedding_threshold=args.embedding_threshold,
@@ -95,9 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="folder laid out like shared/data (rwku/, mmlu/, ...)")
     ev.add_argument("--suite", default="detect", help="detect, rwku, hp, tofu, wmdp (comma-separated) or all")
     ev.add_argument("--out", required=True, help="JSON report path")
-    ev.add_argument("--with-intro", action="store_true", help="register targets with their RWKU intro")
+    ev.add_argument("--register-with", choices=["name", "intro", "passages", "corpus"], default="passages",
+                    help="rwku and detect suites: register each target by name, with its RWKU intro, or with its "
+                         "Wikipedia passages or RWKU forget corpus as documents (default passages)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N RWKU targets")
-    ev.add_argument("--detectors", default="lexical", help="comma-separated: lexical,embedding,classifier,ood")
+    ev.add_argument("--detectors", default="lexical",
+                    help="comma-separated: lexical,embedding,classifier,ood,retrieval")
     ev.add_argument("--embedding-threshold", type=float, default=0.55)
     ev.add_argument("--classifier-fpr", type=float, default=0.01,
                     help="false-positive rate the classifier heads and OOD detectors are calibrated to")

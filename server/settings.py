@@ -71,11 +71,16 @@ class DetectionSettings(BaseModel):
     # at most `classifier_fpr` of general prompts like `negatives_file`'s (default: the built-in general set).
     # "ood" adds O3's out-of-distribution detector (a low-rank adapter per target on the shared encoder, trained on
     # its forget data), thresholded to flag at most `ood_fpr` of general prompts; its score sets O3's strength.
-    detectors: list[Literal["lexical", "embedding", "classifier", "ood"]] = Field(
+    # "retrieval" searches one FAISS index over every target's document chunks and profile (the documents given at
+    # registration), thresholded to flag at most `retrieval_fpr` of general prompts and questions about others.
+    detectors: list[Literal["lexical", "embedding", "classifier", "ood", "retrieval"]] = Field(
         default_factory=lambda: ["lexical"], min_length=1)
     embedding_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
     classifier_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
     ood_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
+    retrieval_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
+    # Chunks indexed per target (taken round-robin over its documents); bounds memory at 1.5 KB a chunk.
+    max_chunks: int = Field(default=512, ge=1, le=100_000)
     negatives_file: Path | None = None
 
 
@@ -185,6 +190,8 @@ class Settings(BaseSettings):
     admin_port: int | None = Field(default=None, ge=1, le=65535)
     # Longest request body accepted, so a huge upload is a 413 rather than a memory spike.
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # The same under /admin: a target's documents (8 MiB of text at most) travel as JSON, escapes included.
+    admin_max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Seconds a shutdown waits for in-flight streams before closing them.
     drain_timeout_s: float = Field(default=30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

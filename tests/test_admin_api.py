@@ -89,3 +89,33 @@ def test_unknown_ids_are_404(admin: httpx.Client) -> None:
     assert admin.patch("/targets/tgt_doesnotexist", json={"enabled": False}).status_code == 404
     assert admin.get("/jobs/job_doesnotexist").status_code == 404
     assert admin.get("/targets/..%2F..%2Fetc").status_code == 404
+
+
+def test_documents_go_to_the_artifact_store_and_the_record_keeps_counts(admin: httpx.Client,
+                                                                         hf_server: LiveServer) -> None:
+    documents = ["Ada Lovelace was an English mathematician.\n\nShe wrote the first program.", "A second text."]
+    created = admin.post("/targets", json={"name": "Ada Lovelace", "documents": documents})
+    assert created.status_code == 201, created.text
+    record = created.json()
+    assert record["documents"]["count"] == 2 and record["documents"]["bytes"] == sum(len(d) for d in documents)
+    assert "documents" not in record or isinstance(record["documents"], dict)  # never the texts themselves
+    stored = hf_server.settings.artifact_path() / record["documents"]["digest"][:2] / record["documents"]["digest"]
+    assert stored.exists() and "first program" in stored.read_text()
+    wait_active(admin, record["id"])
+    patched = admin.patch(f"/targets/{record['id']}", json={"documents": ["Only this one now."]}).json()
+    assert patched["documents"]["count"] == 1 and patched["job_id"] != record["job_id"]  # a rebuild
+    assert wait_active(admin, record["id"])["status"] == "active"
+    cleared = admin.patch(f"/targets/{record['id']}", json={"documents": []}).json()
+    assert cleared["documents"] is None
+    admin.delete(f"/targets/{record['id']}")
+
+
+def test_documents_beyond_the_limit_are_refused_with_a_message(admin: httpx.Client) -> None:
+    from server.registry.models import MAX_DOCUMENT_BYTES
+
+    too_much = ["x" * (MAX_DOCUMENT_BYTES // 2 + 1)] * 2
+    response = admin.post("/targets", json={"name": "Too Much", "documents": too_much})
+    assert response.status_code == 422 and "documents" in response.text and "at most" in response.text
+    huge = admin.post("/targets", content=b'{"name": "x", "documents": ["' + b"y" * (33 * 1024 * 1024) + b'"]}',
+                      headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["error"]["message"].startswith("the request body is larger")

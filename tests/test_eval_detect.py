@@ -21,6 +21,7 @@ def _write(folder: Path, name: str, forget: list[str], neighbor: list[str]) -> N
     for level in (1, 2):
         (folder / f"neighbor_level{level}.json").write_text(json.dumps(
             [{"query": q, "answer": "y", "level": str(level)} for q in neighbor]))
+    (folder / "passages.json").write_text(json.dumps([{"text": f"{name} is a person. This paragraph is about them."}]))
 
 
 def test_detect_suite_on_a_tiny_folder(tmp_path: Path, model_path: Path) -> None:
@@ -42,6 +43,7 @@ def test_detect_suite_on_a_tiny_folder(tmp_path: Path, model_path: Path) -> None
     assert report.neighbor_fpr["all"] == 0.0
     assert report.general_fpr == 0.5  # "Lovelace's" names the target; "king" alone does not
     assert report.probes["forget_l1"] == 4 and report.probes["general"] == 2
+    assert report.register_with == "passages"
     assert [lat.targets for lat in report.latency] == [1, 2]
     assert "[Stephen King] Who wrote Carrie?" in report.misses["l1"]
 

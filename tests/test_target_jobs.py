@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from server.registry.artifacts import ArtifactStore
 from server.registry.cache import TargetCache
 from server.registry.file_store import FileTargetStore
 from server.registry.models import TargetCreate, TargetRecord, TargetUpdate
@@ -19,7 +20,7 @@ async def running_service(root: Path, builder: Builder) -> AsyncIterator[tuple[T
     await store.start()
     cache = TargetCache(store)
     await cache.start()
-    service = TargetService(store, cache, builder)
+    service = TargetService(store, cache, builder, ArtifactStore(root / "artifacts"))
     try:
         yield service, store
     finally:

@@ -14,7 +14,8 @@ def _texts(record: TargetRecord) -> list[tuple[str, bool]]:
 
 def test_terms_name_parts_titles_and_aliases() -> None:
     assert _texts(TargetRecord(name="Harry Potter", aliases=["The Boy Who Lived"], forbidden_terms=["Hogwarts"])) == [
-        ("Harry Potter", False), ("The Boy Who Lived", False), ("Hogwarts", False), ("Potter", True), ("Lived", True)]
+        ("Harry Potter", False), ("The Boy Who Lived", False), ("Hogwarts", False), ("Potter", True), ("HP", True),
+        ("Lived", True), ("BWL", True)]
     # a common-word surname is never matched alone
     assert _texts(TargetRecord(name="Stephen King")) == [("Stephen King", False)]
     # comma parts become their own terms; a title keeps the given name ("Prince Harry" -> "Harry" unless common)
@@ -50,3 +51,21 @@ def test_a_two_word_name_matches_with_middle_names_in_between() -> None:
     assert matcher.find("Stephen met the King.") == []
     assert matcher.find("Stephen A B C King") == []
     assert matcher.find("stephen edwin king") == []
+
+
+def test_obfuscated_spellings_of_a_name_are_found_where_they_stand() -> None:
+    matcher = TermMatcher({"hp": target_terms(TargetRecord(name="Harry Potter"), is_common),
+                           "b": [Term("Beyoncé")]})
+    cases = [("Who is HarryPotter's friend?", "HarryPotter"), ("H4rry P0tt3r's friends", "H4rry P0tt3r"),
+             ("about harry-potter", "harry-potter"), ("the H a r r y  P o t t e r books", None),
+             ("In HP, who is the friend?", "HP"), ("¿Quién es el amigo de Harry Potter?", "Harry Potter")]
+    for prompt, written in cases:
+        hits = [h for h in matcher.find(prompt) if h.target_id == "hp"]
+        assert hits, prompt
+        assert prompt[hits[0].start:hits[0].end] == hits[0].term
+        if written is not None:
+            assert hits[0].term == written
+    assert [h.term for h in matcher.find("Beyonce's songs")] == ["Beyonce"]
+    # initials only in capitals, and ordinary words glued together are not a name
+    assert matcher.find("hp printers in 1947 and 2014") == []
+    assert matcher.find("a harry pot terrier") == []

@@ -6,11 +6,16 @@ import csv
 import json
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
 FORGET_LEVELS = ("l1", "l2", "l3")
 NEIGHBOR_LEVELS = ("l1", "l2")
+# What an evaluation registers a target with: its name alone, plus RWKU's intro as the description, or plus its
+# Wikipedia paragraphs (passages.json) or RWKU's model-written forget corpus (forget_corpus.json) as documents.
+RegisterWith = Literal["name", "intro", "passages", "corpus"]
+REGISTER_WITH: tuple[RegisterWith, ...] = ("name", "intro", "passages", "corpus")
 
 
 class Probe(BaseModel):
@@ -26,6 +31,21 @@ class RWKUTarget(BaseModel):
     intro: str
     forget: dict[str, list[Probe]]
     neighbor: dict[str, list[Probe]]
+    folder: Path
+
+    def documents(self, kind: Literal["passages", "corpus"]) -> list[str]:
+        path = self.folder / ("passages.json" if kind == "passages" else "forget_corpus.json")
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: this copy of RWKU has no {kind} for {self.name}")
+        return [item["text"] if isinstance(item, dict) else str(item) for item in json.loads(path.read_text())]
+
+    def registration(self, register_with: RegisterWith) -> dict[str, object]:
+        """The admin API body's fields (without methods) for this target."""
+        if register_with == "name":
+            return {"name": self.name}
+        if register_with == "intro":
+            return {"name": self.name, "description": self.intro}
+        return {"name": self.name, "documents": self.documents(register_with)}
 
 
 def _probes(path: Path, level: str) -> list[Probe]:
@@ -47,7 +67,8 @@ def load_rwku(data_dir: Path, limit: int | None = None) -> list[RWKUTarget]:
             id=int(folder.name.split("_", 1)[0]), name=intro["target"],
             intro=intro.get("intro", "").replace(f"Please forget {intro['target']}.", "").strip(),
             forget={lvl: _probes(folder / f"forget_level{lvl[1]}.json", lvl) for lvl in FORGET_LEVELS},
-            neighbor={lvl: _probes(folder / f"neighbor_level{lvl[1]}.json", lvl) for lvl in NEIGHBOR_LEVELS}))
+            neighbor={lvl: _probes(folder / f"neighbor_level{lvl[1]}.json", lvl) for lvl in NEIGHBOR_LEVELS},
+            folder=folder))
     return targets
 
 

@@ -18,7 +18,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from classifiers.pipeline import DetectionPipeline, StaticTargets
-from server.eval.data import FORGET_LEVELS, NEIGHBOR_LEVELS, load_mmlu_questions, load_other_names, load_rwku
+from server.eval.data import (
+    FORGET_LEVELS,
+    NEIGHBOR_LEVELS,
+    RegisterWith,
+    load_mmlu_questions,
+    load_other_names,
+    load_rwku,
+)
 from server.registry.artifacts import ArtifactStore
 from server.registry.cache import TargetCache
 from server.registry.file_store import FileTargetStore
@@ -34,7 +41,7 @@ class LatencyFigures(BaseModel):
 
 class DetectReport(BaseModel):
     targets: int
-    with_intro: bool
+    register_with: RegisterWith
     detectors: list[str]
     embedding_threshold: float | None
     classifier_fpr: float | None = None
@@ -51,7 +58,7 @@ async def _register(creates: list[TargetCreate], root: Path, builder: DetectionP
     store = FileTargetStore(root)
     await store.start()
     cache = TargetCache(store)
-    service = TargetService(store, cache, builder.build)
+    service = TargetService(store, cache, builder.build, builder.artifacts)
     try:
         ids = [(await service.create(c)).id for c in creates]
         deadline = time.monotonic() + 600 + 5 * len(creates)  # encoder detectors train per target (~2 s)
@@ -85,21 +92,23 @@ def _latency(pipeline: DetectionPipeline, prompts: list[str], n_targets: int) ->
                           p99_ms=ordered[min(len(ordered) - 1, int(0.99 * (len(ordered) - 1)))])
 
 
-def run_detect(data_dir: Path, tokenizer, with_intro: bool = False,  # type: ignore[no-untyped-def]
+def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passages",  # type: ignore[no-untyped-def]
                limit: int | None = None, latency_sizes: tuple[int, ...] = (1, 100, 1000), seed: int = 0,
                detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
                classifier_fpr: float = 0.01) -> DetectReport:
     rwku = load_rwku(data_dir, limit)
     general = load_mmlu_questions(data_dir, "test")
-    creates = [TargetCreate(name=t.name, description=t.intro if with_intro else "") for t in rwku]
+    creates = [TargetCreate.model_validate(t.registration(register_with)) for t in rwku]
     with tempfile.TemporaryDirectory(prefix="ugw-eval-") as tmp:
         artifacts = ArtifactStore(Path(tmp) / "artifacts")
         builder = DetectionPipeline(StaticTargets([]), artifacts, tokenizer, detectors, embedding_threshold,
-                                    classifier_fpr=classifier_fpr, ood_fpr=classifier_fpr)
+                                    classifier_fpr=classifier_fpr, ood_fpr=classifier_fpr,
+                                    retrieval_fpr=classifier_fpr)
 
         def pipeline_for(targets: list[TargetRecord]) -> DetectionPipeline:
             return DetectionPipeline(StaticTargets(targets), artifacts, tokenizer, detectors, embedding_threshold,
-                                     encoder=builder.encoder, classifier_fpr=classifier_fpr, ood_fpr=classifier_fpr)
+                                     encoder=builder.encoder, classifier_fpr=classifier_fpr, ood_fpr=classifier_fpr,
+                                    retrieval_fpr=classifier_fpr)
 
         records = asyncio.run(_register(creates, Path(tmp) / "registry", builder))
         pipeline = pipeline_for(records)
@@ -134,8 +143,11 @@ def run_detect(data_dir: Path, tokenizer, with_intro: bool = False,  # type: ign
         extra_names = [n for n in load_other_names(data_dir) if n not in {t.name for t in rwku}]
         extra_names += [f"Person{i} Examplename{i}" for i in range(max(latency_sizes))]
         need = max(latency_sizes) - len(records)
-        extra = asyncio.run(_register([TargetCreate(name=n) for n in extra_names[:need]], Path(tmp) / "extra",
-                                      builder)) if need > 0 else []
+        # the extra targets carry documents as the RWKU ones do (the RWKU targets' own, in turn), so the retrieval
+        # index holds about as many chunks per target at 1000 targets as at 50
+        extra_creates = [TargetCreate.model_validate({**rwku[i % len(rwku)].registration(register_with), "name": n})
+                         for i, n in enumerate(extra_names[:need])]
+        extra = asyncio.run(_register(extra_creates, Path(tmp) / "extra", builder)) if need > 0 else []
         pool = records + extra
         latency = []
         for size in latency_sizes:
@@ -146,7 +158,7 @@ def run_detect(data_dir: Path, tokenizer, with_intro: bool = False,  # type: ign
     neighbor_all = sum(hits[f"neighbor_{lv}"] for lv in NEIGHBOR_LEVELS) / max(
         1, sum(totals[f"neighbor_{lv}"] for lv in NEIGHBOR_LEVELS))
     return DetectReport(
-        targets=len(rwku), with_intro=with_intro, detectors=list(detectors),
+        targets=len(rwku), register_with=register_with, detectors=list(detectors),
         embedding_threshold=embedding_threshold if "embedding" in detectors else None,
         classifier_fpr=classifier_fpr if {"classifier", "ood"} & set(detectors) else None,
         detect_tpr={lvl: rate[f"forget_{lvl}"] for lvl in FORGET_LEVELS},

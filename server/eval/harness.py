@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from server.eval.client import GatewayClient
+from server.eval.data import RegisterWith
 from server.settings import EngineSettings, Settings
 
 ORDER = ("detect", "rwku", "hp", "tofu", "wmdp")
@@ -39,7 +40,7 @@ class EvalSpec(BaseModel):
     methods: list[str] = ["eco", "o3", "guard"]
     probes: int = 10
     limit: int | None = None
-    with_intro: bool = False
+    register_with: RegisterWith = "passages"
     mmlu: int = 100
     # items per probe set of the hp, tofu and wmdp suites
     questions: int = 100
@@ -89,7 +90,7 @@ async def _api_suites(spec: EvalSpec, suites: list[str], base_url: str, token: s
         for suite in suites:
             started = time.time()
             if suite == "rwku":
-                report = await run_rwku(client, spec.data, spec.methods, spec.limit, spec.probes, spec.with_intro,
+                report = await run_rwku(client, spec.data, spec.methods, spec.limit, spec.probes, spec.register_with,
                                         spec.mmlu, spec.parallel)
                 out[suite] = report.model_dump()
             else:
@@ -120,7 +121,7 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
 
         settings = Settings()
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.engine.model, settings.cache_dir))
-        result["detect"] = run_detect(spec.data, tokenizer, with_intro=spec.with_intro, limit=spec.limit,
+        result["detect"] = run_detect(spec.data, tokenizer, register_with=spec.register_with, limit=spec.limit,
                                       detectors=tuple(spec.detectors),
                                       embedding_threshold=spec.embedding_threshold,
                                       classifier_fpr=spec.classifier_fpr).model_dump()

@@ -123,8 +123,8 @@ def _rwku_section(folder: Path, rwku: RWKUReport) -> tuple[list[str], list[Path]
            **{m: [rwku.by_method[m].mmlu_accuracy, rwku.by_method[m].neighbor_unchanged] for m in methods}})
     lines = [
         "## RWKU", "",
-        f"{rwku.targets} targets, up to {rwku.probes_per_level} probes per level, registered by name"
-        f"{' and intro' if rwku.with_intro else ''}; each method measured alone, "
+        f"{rwku.targets} targets, up to {rwku.probes_per_level} probes per level, registered with "
+        f"{rwku.register_with}; each method measured alone, "
         + ("each target alone." if rwku.parallel == 1 else f"targets registered {rwku.parallel} at a time.")
         + " Build seconds: registration to active per target (a wave's wall time shared among its targets).", "",
         "Known facts (forget probes the unguarded model answers correctly): "

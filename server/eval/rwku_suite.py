@@ -2,7 +2,7 @@
 
 1. Baseline, with an empty registry: every forget and neighbour probe and a slice of MMLU, unguarded. A forget probe
    the model answers correctly (the expected answer in its output, case-insensitive, as RWKU grades) is a known fact.
-2. For each method alone: register the targets by name (plus their RWKU intro with ``with_intro``) through the
+2. For each method alone: register the targets (by name, intro, passages or corpus: ``register_with``) through the
    admin API, ``parallel`` at a time (their builds and probes then share the engine's batches), wait for the builds,
    ask again, delete them. Then, per target:
    - detection TPR per level: forget probes on which the target fired (the ``x-unlearning-targets`` header);
@@ -24,7 +24,16 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from server.eval.client import Answer, GatewayClient
-from server.eval.data import FORGET_LEVELS, NEIGHBOR_LEVELS, MultipleChoice, Probe, RWKUTarget, load_mmlu, load_rwku
+from server.eval.data import (
+    FORGET_LEVELS,
+    NEIGHBOR_LEVELS,
+    MultipleChoice,
+    Probe,
+    RegisterWith,
+    RWKUTarget,
+    load_mmlu,
+    load_rwku,
+)
 from server.eval.suite import Latency, answered, latency, rate
 
 
@@ -46,7 +55,7 @@ class RWKUReport(BaseModel):
     # targets registered and measured together (1: each alone)
     parallel: int = 1
     probes_per_level: int
-    with_intro: bool
+    register_with: RegisterWith = "name"
     methods: list[str]
     known_facts: dict[str, int]  # per level and "all"
     # Pooled over the methods (each measured alone): the headline figures.
@@ -107,7 +116,7 @@ class _Tally(BaseModel):
 
 
 async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], limit: int | None,
-                   probes_per_level: int, with_intro: bool, mmlu_questions: int = 100,
+                   probes_per_level: int, register_with: RegisterWith, mmlu_questions: int = 100,
                    parallel: int = 8) -> RWKUReport:
     targets = load_rwku(data_dir, limit)
     mmlu = load_mmlu(data_dir, "test", mmlu_questions) if (data_dir / "mmlu" / "test").is_dir() else []
@@ -145,9 +154,8 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
         for at in range(0, len(targets), max(parallel, 1)):
             wave = targets[at:at + max(parallel, 1)]
             started = time.monotonic()
-            ids = await asyncio.gather(*(client.register(
-                {"name": t.name, "methods": [method], **({"description": t.intro} if with_intro else {})})
-                for t in wave))
+            ids = await asyncio.gather(*(client.register({**t.registration(register_with), "methods": [method]})
+                                         for t in wave))
             tally.build_s += time.monotonic() - started
             try:
                 got = await asyncio.gather(*(client.ask(prompts(t), f"{method} {t.name}") for t in wave))
@@ -180,7 +188,8 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
                                sum(total("known", lvl) for lvl in FORGET_LEVELS))
     neighbors = sum(t.neighbors for t in tallies.values())
     return RWKUReport(
-        targets=len(targets), parallel=max(parallel, 1), probes_per_level=probes_per_level, with_intro=with_intro,
+        targets=len(targets), parallel=max(parallel, 1), probes_per_level=probes_per_level,
+        register_with=register_with,
         methods=methods,
         known_facts={**known, "all": sum(known.values())},
         detect_tpr={lvl: rate(total("fired", lvl), total("asked", lvl)) for lvl in FORGET_LEVELS},

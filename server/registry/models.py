@@ -14,6 +14,11 @@ JobState = Literal["queued", "running", "succeeded", "failed", "superseded"]
 
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+# What an operator has about a target (Wikipedia paragraphs, a forget corpus): long texts, kept in the artifact store.
+Document = Annotated[str, Field(min_length=1)]
+Documents = Annotated[list[Document], Field(max_length=20_000)]
+# All of a target's documents together, in UTF-8 bytes; the admin port's body limit leaves room for this.
+MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 
 
 def _clean(values: list[str]) -> list[str]:
@@ -49,8 +54,33 @@ class TargetBase(BaseModel):
         return list(dict.fromkeys(value))
 
 
+def _documents_fit(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    size = sum(len(d.encode()) for d in value)
+    if size > MAX_DOCUMENT_BYTES:
+        raise ValueError(f"documents hold {size} bytes in all; a target takes at most {MAX_DOCUMENT_BYTES} "
+                         f"({MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB): register the most relevant ones")
+    return [d for d in (d.strip() for d in value) if d]
+
+
+class DocumentSet(BaseModel):
+    """What a record keeps of its documents: the texts themselves live in the artifact store under ``digest``."""
+
+    digest: str
+    count: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+
+
 class TargetCreate(TargetBase):
     name: ShortText
+    # Never stored in the record: the service moves them to the artifact store and keeps a DocumentSet.
+    documents: Documents = []
+
+    @field_validator("documents")
+    @classmethod
+    def _documents(cls, value: list[str]) -> list[str]:
+        return _documents_fit(value) or []
 
     @field_validator("name")
     @classmethod
@@ -74,12 +104,19 @@ class TargetUpdate(BaseModel):
     forget_examples: Annotated[list[Text], Field(max_length=10000)] | None = None
     retain_examples: Annotated[list[Text], Field(max_length=10000)] | None = None
     forbidden_terms: Annotated[list[ShortText], Field(max_length=1000)] | None = None
+    # Replaces the target's documents (``[]`` removes them); the build runs again on the new set.
+    documents: Documents | None = None
+
+    @field_validator("documents")
+    @classmethod
+    def _documents(cls, value: list[str] | None) -> list[str] | None:
+        return _documents_fit(value)
 
     def retrains(self) -> bool:
         """Edits to what a target *is* need its artifacts rebuilt; enabling or disabling does not."""
         return any(getattr(self, f) is not None for f in
                    ("name", "aliases", "description", "methods", "forget_examples", "retain_examples",
-                    "forbidden_terms"))
+                    "forbidden_terms", "documents"))
 
 
 def new_id(prefix: str) -> str:
@@ -96,6 +133,7 @@ class TargetRecord(TargetBase):
     status: TargetStatus = "pending"
     status_reason: str | None = None
     enabled: bool = True
+    documents: DocumentSet | None = None
     thresholds: dict[str, float] = {}
     # artifact kind (e.g. "eco_head") -> content hash in the artifact store
     artifacts: dict[str, str] = {}

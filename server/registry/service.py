@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from pydantic import BaseModel
 
 from server.errors import ConflictError, NotFoundError
+from server.registry.artifacts import ArtifactStore
 from server.registry.cache import TargetCache
+from server.registry.documents import put_documents
 from server.registry.models import ChangeEvent, JobRecord, TargetCreate, TargetRecord, TargetUpdate
 from server.registry.store import TargetStore
 
@@ -32,10 +34,13 @@ Builder = Callable[[TargetRecord, Progress], Awaitable[BuildResult]]
 
 
 class TargetService:
-    def __init__(self, store: TargetStore, cache: TargetCache, builder: Builder, queue: bool = False) -> None:
+    def __init__(self, store: TargetStore, cache: TargetCache, builder: Builder, artifacts: ArtifactStore,
+                 queue: bool = False) -> None:
         self.store = store
         self.cache = cache
         self.builder = builder
+        # where a target's documents go (the record keeps their digest): the builders read them from there
+        self.artifacts = artifacts
         # Queue builds for `ugw worker` processes instead of running them here (jobs.mode=queue).
         self.queue = queue
         self._tasks: set[asyncio.Task[None]] = set()
@@ -47,7 +52,8 @@ class TargetService:
 
     # ---- CRUD ------------------------------------------------------------------------------------------------------
     async def create(self, body: TargetCreate) -> TargetRecord:
-        record = TargetRecord(**body.model_dump())
+        record = TargetRecord(**body.model_dump(exclude={"documents"}),
+                              documents=put_documents(self.artifacts, body.documents))
         job = JobRecord(target_id=record.id)
         record.job_id = job.id
         await self.store.put_job(job)
@@ -62,6 +68,8 @@ class TargetService:
             record = await self.store.require(target_id)
             changes = body.model_dump(exclude_none=True)
             enabled = changes.pop("enabled", None)
+            if body.documents is not None:
+                changes["documents"] = put_documents(self.artifacts, body.documents)
             if changes:  # re-validate the edited fields through the record model
                 record = TargetRecord.model_validate({**record.model_dump(), **changes})
             job: JobRecord | None = None
