@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
+from guards.logits.net_table import load_net
+from guards.net import OutputNet
 from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT, Firing, Plan, make_plan
 from guards.training.guard import GuardTables, WordTable, number_table, preview_words, prompt_entities
 from guards.training.knowledge import collect_text
@@ -42,14 +44,17 @@ class Guarded:
     prompt_embeds: torch.Tensor | None = None
     lora: LoRASelection | None = None
     logits: LogitsArgs | None = None
+    # the output net's table file, on every request while any target is active (None: no net)
+    net: str | None = None
 
     def apply_to(self, request: EngineRequest) -> None:
-        """Turn a plain engine request into the guarded one; an empty plan leaves it exactly as it was."""
-        if self.plan.empty:
-            return
-        if self.prompt_embeds is not None:
-            request.prompt_token_ids, request.prompt_embeds = None, self.prompt_embeds
-        request.lora, request.logits = self.lora, self.logits
+        """Turn a plain engine request into the guarded one; an empty plan leaves it as it was but for the net."""
+        if not self.plan.empty:
+            if self.prompt_embeds is not None:
+                request.prompt_token_ids, request.prompt_embeds = None, self.prompt_embeds
+            request.lora, request.logits = self.lora, self.logits
+        if self.net is not None:
+            request.logits = (request.logits or LogitsArgs()).model_copy(update={"net": self.net})
 
 
 @dataclass
@@ -197,10 +202,27 @@ class RequestGuard:
         self.registry_check = registry_check
         self.settings = settings
         self.interventions = {m: cls(engine, artifacts, settings, detection) for m, cls in INTERVENTIONS.items()}
+        self.net = OutputNet(artifacts) if settings.net.enabled else None
+        self._net_generation = -1
+
+    def net_path(self) -> str | None:
+        """The current union of the active targets' nets, rebuilt once per registry change."""
+        if self.net is None:
+            return None
+        generation = self.detection.cache.generation
+        if generation != self._net_generation:
+            self.net.rebuild(self.detection.cache.active())
+            self._net_generation = generation
+        return self.net.path
+
+    def net_engaged(self, path: str | None, output: Sequence[int]) -> set[str]:
+        """Targets whose core terms the net kept ``output`` from completing (it started one of their sequences)."""
+        return load_net(path).engaged(output) if path is not None and output else set()
 
     async def guard(self, prompt: PromptContext, request_id: str) -> Guarded:
         if self.registry_check is not None:
             self.registry_check()
+        prompt.guarded.net = self.net_path()
         detections = self.detection.detect("\n".join(prompt.contents))
         if not detections:
             return prompt.guarded

@@ -54,6 +54,10 @@ class _Choice:
     text: list[str] = field(default_factory=list)
     output_tokens: int = 0
     finish_reason: str | None = None
+    token_ids: list[int] = field(default_factory=list)
+    # the output net the request was sent with, and the targets whose terms it kept the output from completing
+    net: str | None = None
+    net_fired: set[str] = field(default_factory=set)
 
 
 class CompletionService:
@@ -126,7 +130,7 @@ class CompletionService:
                 if guarded is not None:
                     guarded.apply_to(req)
                 self.engine.validate_request(req)
-                out.append((_Choice(index=index, prompt=prompt), req))
+                out.append((_Choice(index=index, prompt=prompt, net=guarded.net if guarded else None), req))
         return out
 
     # ---- prompts ---------------------------------------------------------------------------------------------------
@@ -222,11 +226,19 @@ class CompletionService:
                 self.metrics.observe_ttft(time.perf_counter() - start)
                 first = False
             choice.output_tokens = out.num_output_tokens
+            choice.token_ids += out.token_ids
             finish = None
             if out.finished:
                 finish = "length" if out.finish_reason == "length" else "stop"
                 choice.finish_reason = finish
+                self._net_fired(choice)
             yield choice, out.text, finish
+
+    def _net_fired(self, choice: _Choice) -> None:
+        if self.guard is None or choice.net is None:
+            return
+        choice.net_fired = self.guard.net_engaged(choice.net, choice.token_ids)
+        self.metrics.count_interventions({t: ["net"] for t in choice.net_fired})
 
     async def _collect(self, jobs: list[tuple[_Choice, EngineRequest]]) -> list[_Choice]:
         async for choice, text, _ in self._steps(jobs):
@@ -237,11 +249,14 @@ class CompletionService:
 
     @staticmethod
     def fired_header(jobs: list[tuple[_Choice, EngineRequest]]) -> dict[str, str]:
-        """``x-unlearning-targets: <target id>:<method>+<method>,...`` when any target fired, else no header."""
+        """``x-unlearning-targets: <target id>:<method>+<method>,...`` when any target fired, else no header;
+        ``net`` is the output net, which filtered a continuation of that target's terms."""
         fired: dict[str, set[str]] = {}
         for choice, _ in jobs:
             for target, methods in choice.prompt.fired.items():
                 fired.setdefault(target, set()).update(methods)
+            for target in choice.net_fired:
+                fired.setdefault(target, set()).add("net")
         if not fired:
             return {}
         return {"x-unlearning-targets": ",".join(f"{t}:{'+'.join(sorted(m))}" for t, m in sorted(fired.items()))}

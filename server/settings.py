@@ -164,8 +164,17 @@ class GuardSettings(BaseModel):
     preview_tokens: int = Field(default=32, ge=0, le=256)
 
 
+class NetSettings(BaseModel):
+    # The output-side net (guards/net.py): every request, flagged or not, is kept from spelling any active target's
+    # core terms (name, aliases, initials, and the `entities` its documents name most); an output that never starts
+    # one of those token sequences is unchanged. Responses name it as `<target id>:net` when it filtered a step.
+    enabled: bool = True
+    entities: int = Field(default=8, ge=0, le=64)
+
+
 class InterventionSettings(BaseModel):
     elicit: ElicitSettings = Field(default_factory=ElicitSettings)
+    net: NetSettings = Field(default_factory=NetSettings)
     eco: ECOSettings = Field(default_factory=ECOSettings)
     o3: O3Settings = Field(default_factory=O3Settings)
     guard: GuardSettings = Field(default_factory=GuardSettings)

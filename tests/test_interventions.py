@@ -77,7 +77,8 @@ def test_each_method_alone_forgets_the_target_and_keeps_the_rest(guarded: LiveSe
             assert thresholds["eco_sigma"] == pytest.approx(min(3 * thresholds["eco_sigma_searched"], 100.0))
         after, header = ask(client, guarded.model, FORGET)
         assert "Ron" not in after and "Weasley" not in after, after
-        assert header == f"{record['id']}:{method}"
+        # the output net may also have filtered a step of the answer ("Harry" -> not "Potter")
+        assert header in (f"{record['id']}:{method}", f"{record['id']}:{'+'.join(sorted([method, 'net']))}")
         keep_after, header = ask(client, guarded.model, KEEP)
         assert keep_after == keep_before and header is None
         metrics = httpx.get(guarded.base_url + "/metrics").text
@@ -122,6 +123,6 @@ def test_unflagged_requests_batched_with_a_flagged_one_are_byte_identical(vllm_s
         assert together[1:-1] == alone
         assert all("Ron" not in t for t in (together[0], together[-1]))
         header = ask(openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused"), server.model, FORGET)[1]
-        assert header == f"{record['id']}:eco+guard+o3"
+        assert header in (f"{record['id']}:eco+guard+o3", f"{record['id']}:eco+guard+net+o3")
     finally:
         server.stop()

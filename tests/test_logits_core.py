@@ -87,3 +87,25 @@ def test_hf_adapter_matches_core() -> None:
     assert torch.isinf(out[0, [1, 3]]).all()
     keep = [0, 2, 4, 5]
     assert torch.equal(out[0, keep], before[0, keep])
+
+
+def test_the_output_net_filters_only_continuations_of_started_sequences(tmp_path) -> None:
+    from guards.logits.net_table import NetTable, load_net
+
+    path = tmp_path / "net.json"
+    path.write_text(NetTable(target_ids=["hp", "sk"], sequences=[(0, [5, 6, 7]), (1, [8, 9])]).model_dump_json())
+    net = LogitsArgs(net=str(path))
+    assert from_extra_args(to_extra_args(net)) == net and not net.is_empty()
+    core = GuardCore()
+    outputs: list[list[int]] = [[1, 2], [4, 5], [5, 6], [8]]
+    core.update([], [(i, net, out) for i, out in enumerate(outputs)], [])
+    logits = torch.randn(4, 12)
+    out = core.apply(logits.clone())
+    assert torch.equal(out[0], logits[0])  # no sequence started: the row is untouched
+    assert torch.isinf(out[1, 6]) and int(torch.isinf(out[1]).sum()) == 1
+    assert torch.isinf(out[2, 7]) and int(torch.isinf(out[2]).sum()) == 1
+    assert torch.isinf(out[3, 9]) and int(torch.isinf(out[3]).sum()) == 1
+    compiled = load_net(str(path))
+    assert compiled.engaged([1, 5, 2, 8, 3]) == {"hp", "sk"} and compiled.engaged([1, 2, 6, 9]) == set()
+    with pytest.raises(ValueError, match="ugw_net"):
+        from_extra_args({"ugw_net": 3})

@@ -11,7 +11,8 @@ BANNED = "ugw_banned"
 SEQUENCES = "ugw_sequences"
 PENALTY_IDS = "ugw_penalty_ids"
 PENALTY_VALUES = "ugw_penalty_values"
-KEYS = (BANNED, SEQUENCES, PENALTY_IDS, PENALTY_VALUES)
+NET = "ugw_net"
+KEYS = (BANNED, SEQUENCES, PENALTY_IDS, PENALTY_VALUES, NET)
 
 
 def to_extra_args(args: LogitsArgs) -> dict[str, list[int] | list[float]]:
@@ -26,6 +27,8 @@ def to_extra_args(args: LogitsArgs) -> dict[str, list[int] | list[float]]:
     if args.penalty_ids:
         out[PENALTY_IDS] = list(args.penalty_ids)
         out[PENALTY_VALUES] = [float(v) for v in args.penalty_values]
+    if args.net:
+        out[NET] = args.net
     return out
 
 
@@ -40,6 +43,9 @@ def from_extra_args(extra: Mapping[str, Any] | None) -> LogitsArgs | None:
     values = extra.get(PENALTY_VALUES, [])
     if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values):
         raise ValueError(f"{PENALTY_VALUES} must be a list of numbers")
+    net = extra.get(NET)
+    if net is not None and (not isinstance(net, str) or not net):
+        raise ValueError(f"{NET} must be the path of an output-net table")
     flat: list[int] = extra.get(SEQUENCES, [])
     sequences: list[tuple[int, ...]] = []
     i = 0
@@ -50,5 +56,6 @@ def from_extra_args(extra: Mapping[str, Any] | None) -> LogitsArgs | None:
         sequences.append(tuple(flat[i + 1:i + 1 + n]))
         i += 1 + n
     args = LogitsArgs(banned_token_ids=tuple(extra.get(BANNED, [])), sequences=tuple(sequences),
-                      penalty_ids=tuple(extra.get(PENALTY_IDS, [])), penalty_values=tuple(float(v) for v in values))
+                      penalty_ids=tuple(extra.get(PENALTY_IDS, [])), penalty_values=tuple(float(v) for v in values),
+                      net=net)
     return None if args.is_empty() else args

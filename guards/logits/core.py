@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from guards.logits.net_table import CompiledNet, load_net
 from guards.logits.rows import RowTable
 from server.engines.base import LogitsArgs
 
@@ -24,6 +25,8 @@ class RowRules:
     longest_prefix: int
     penalty_ids: tuple[int, ...]
     penalty_values: tuple[float, ...]
+    # the output net, shared by every row that carries the same table file
+    net: CompiledNet | None = None
 
     @classmethod
     def compile(cls, args: LogitsArgs) -> RowRules:
@@ -38,7 +41,8 @@ class RowRules:
         return cls(banned=tuple(sorted(set(args.banned_token_ids))),
                    continuations={p: tuple(sorted(n)) for p, n in nexts.items()},
                    longest_prefix=max((len(p) for p in nexts), default=0),
-                   penalty_ids=tuple(penalties), penalty_values=tuple(penalties.values()))
+                   penalty_ids=tuple(penalties), penalty_values=tuple(penalties.values()),
+                   net=load_net(args.net) if args.net else None)
 
 
 @dataclass
@@ -83,7 +87,7 @@ class GuardCore:
             pen_rows += [index] * len(rules.penalty_ids)
             pen_cols += rules.penalty_ids
             pen_values += rules.penalty_values
-            if rules.continuations:
+            if rules.continuations or rules.net is not None:
                 self._sequence_rows.append((index, row))
         self._ban_rows, self._ban_cols = self._tensor(ban_rows, torch.long), self._tensor(ban_cols, torch.long)
         self._pen_rows, self._pen_cols = self._tensor(pen_rows, torch.long), self._tensor(pen_cols, torch.long)
@@ -95,11 +99,15 @@ class GuardCore:
         cols: list[int] = []
         for index, row in self._sequence_rows:
             out, rules = row.output, row.rules
-            for k in range(1, min(rules.longest_prefix, len(out)) + 1):
-                nxt = rules.continuations.get(tuple(out[-k:]))
-                if nxt:
-                    rows += [index] * len(nxt)
-                    cols += nxt
+            tables = [(rules.continuations, rules.longest_prefix)]
+            if rules.net is not None:
+                tables.append((rules.net.continuations, rules.net.longest_prefix))
+            for continuations, longest in tables:
+                for k in range(1, min(longest, len(out)) + 1):
+                    nxt = continuations.get(tuple(out[-k:]))
+                    if nxt:
+                        rows += [index] * len(nxt)
+                        cols += nxt
         return rows, cols
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:

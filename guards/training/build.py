@@ -1,6 +1,7 @@
 """A target's build job: detector artifacts, then what each of its methods needs, with progress for the admin API.
 
-Order and share of the progress bar: terms/profiles (detection), the served model's knowledge of the target,
+Order and share of the progress bar: terms/profiles (detection), the output net's sequences (every target, whatever
+its methods), the served model's knowledge of the target,
 GUARD's tables, ECO's strength search, O3's adapter (the slow part). The adapter is loaded into this replica's
 engine before the target turns active; other replicas load it on their first flagged request.
 """
@@ -14,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from guards.net import NET_ARTIFACT, build_net, document_entities
 from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT
 from guards.training.eco import search_sigma
 from guards.training.guard import build_guard_tables
@@ -23,6 +25,7 @@ from server.engines.base import Engine
 from server.engines.lora import LoRAAdapter
 from server.engines.threads import engine_threads, in_own_thread
 from server.registry.artifacts import ArtifactStore
+from server.registry.documents import load_documents
 from server.registry.models import TargetRecord
 from server.registry.service import BuildResult, Progress
 from server.settings import InterventionSettings
@@ -73,6 +76,10 @@ class TargetBuilder:
 
     async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
         result = await self.detection.build(record, progress)
+        entities = await asyncio.to_thread(document_entities, load_documents(self.artifacts, record), record,
+                                           self.detection.is_common, self.settings.net.entities)
+        result.artifacts[NET_ARTIFACT] = await asyncio.to_thread(
+            build_net, record, entities, self.engine.tokenizer, self.detection.is_common, self.artifacts)
         knowledge = await self.knowledge(record)
         result.artifacts[KNOWLEDGE_ARTIFACT] = self.artifacts.put(knowledge.model_dump_json().encode())
         await progress(0.3, f"{len(knowledge.entities())} facts from {len(knowledge.answers)} answers")

@@ -71,6 +71,8 @@ class LogitsArgs(BaseModel):
     sequences: tuple[tuple[int, ...], ...] = ()
     penalty_ids: tuple[int, ...] = ()
     penalty_values: tuple[float, ...] = ()
+    # the output net's table file (``guards.net``): its sequences are filtered like ``sequences``, on every request
+    net: str | None = None
 
     @model_validator(mode="after")
     def _paired(self) -> LogitsArgs:
@@ -81,7 +83,7 @@ class LogitsArgs(BaseModel):
         return self
 
     def is_empty(self) -> bool:
-        return not (self.banned_token_ids or self.sequences or self.penalty_ids)
+        return not (self.banned_token_ids or self.sequences or self.penalty_ids or self.net)
 
     def token_ids(self) -> list[int]:
         return [*self.banned_token_ids, *(t for s in self.sequences for t in s), *self.penalty_ids]

@@ -27,12 +27,14 @@ async def list_models(service: ServiceDep) -> ModelList:
 
 async def _respond(service: CompletionService, body: ChatCompletionRequest | CompletionRequest, jobs: list,
                    response: Response, stream: Callable, collect: Callable) -> BaseModel | StreamingResponse:
-    """Stream or collect; either way the targets that fired go out in a header."""
-    fired = service.fired_header(jobs)
+    """Stream or collect; either way the targets that fired go out in a header (a collected response's also names
+    where the output net filtered; a stream's headers leave before its output exists)."""
     if body.stream:
-        return StreamingResponse(stream(body, jobs), media_type="text/event-stream", headers=_SSE_HEADERS | fired)
-    response.headers.update(fired)
-    return await collect(body, jobs)
+        return StreamingResponse(stream(body, jobs), media_type="text/event-stream",
+                                 headers=_SSE_HEADERS | service.fired_header(jobs))
+    result = await collect(body, jobs)
+    response.headers.update(service.fired_header(jobs))
+    return result
 
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=_ERRORS)

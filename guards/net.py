@@ -1,0 +1,80 @@
+"""The output-side net: on every request, whatever the detectors said, the model cannot spell a target's core terms.
+
+A prompt the detectors miss ("the books about the boy wizard") still reaches an engine that must not write "Ron
+Weasley". So every active target's core terms (its name and aliases, their initials and surname, and the entities
+its documents name most) become forbidden token sequences in every spelling, and each request carries the union.
+The net only filters a token that would *continue* a sequence the output has started (after " Ron", the " We" of
+" Weasley"): a request whose output never begins one of them decodes exactly as it would without the net, and
+one-token terms are left to the flagged-request guards, since banning them outright would change every request.
+
+The union is written to the artifact store (content-addressed, so every replica and every engine process reads the
+same file) and requests carry its path; the logits processor compiles a path once (``guards.logits.core``). The
+same table tells afterwards which targets' sequences an output started, i.e. where the net filtered candidates:
+the response names them as ``<target id>:net``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+
+from classifiers.chunks import chunk_documents
+from classifiers.forbidden_tokens import forbidden_sequences
+from classifiers.terms import CommonWord, Term, target_terms
+from guards.logits.net_table import NetTable
+from guards.training.knowledge import entities_in
+from server.registry.artifacts import ArtifactStore
+from server.registry.models import TargetRecord
+
+NET_ARTIFACT = "net_sequences"
+
+
+def document_entities(documents: Sequence[str], record: TargetRecord, is_common: CommonWord, top: int,
+                      max_chunks: int = 512) -> list[str]:
+    """The named entities the most chunks of the documents mention (works, places, relatives, aliases)."""
+    if top == 0 or not documents:
+        return []
+    own = " ".join([record.name, *record.aliases])
+    counts: Counter[str] = Counter()
+    spelled: dict[str, str] = {}
+    for chunk in chunk_documents(list(documents), max_chunks):
+        for entity in set(entities_in(chunk, own, is_common)):
+            counts[entity.casefold()] += 1
+            spelled.setdefault(entity.casefold(), entity)
+    return [spelled[k] for k, n in counts.most_common(top) if n >= 2]
+
+
+def build_net(record: TargetRecord, entities: Sequence[str], tokenizer, is_common: CommonWord,  # type: ignore[no-untyped-def]
+              artifacts: ArtifactStore) -> str:
+    terms = [*target_terms(record, is_common), *(Term(e) for e in entities)]
+    sequences = [s for s in forbidden_sequences(terms, tokenizer) if len(s) > 1]
+    table = NetTable(target_ids=[record.id], sequences=[(0, s) for s in sequences])
+    return artifacts.put(table.model_dump_json().encode())
+
+
+class OutputNet:
+    """The replica's union of every active target's net, rebuilt when the registry changes."""
+
+    def __init__(self, artifacts: ArtifactStore) -> None:
+        self.artifacts = artifacts
+        self.path: str | None = None
+        self._key: tuple[str, ...] = ()
+
+    def rebuild(self, targets: list[TargetRecord]) -> None:
+        owned = [(t.id, t.artifacts[NET_ARTIFACT]) for t in targets if NET_ARTIFACT in t.artifacts]
+        key = tuple(f"{i}:{d}" for i, d in sorted(owned))
+        if key == self._key:
+            return
+        ids: list[str] = []
+        sequences: list[tuple[int, list[int]]] = []
+        for target_id, digest in sorted(owned):
+            own = NetTable.model_validate_json(self.artifacts.get(digest))
+            sequences += [(len(ids), s) for _, s in own.sequences]
+            ids.append(target_id)
+        if sequences:
+            data = json.dumps({"target_ids": ids, "sequences": sequences}).encode()
+            self.path = str(self.artifacts.path(self.artifacts.put(data)))
+        else:
+            self.path = None
+        self._key = key
