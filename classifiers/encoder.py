@@ -38,8 +38,9 @@ class SentenceEncoder:
         self.dim = int(self.model.config.hidden_size)
         self.layers = int(self.model.config.num_hidden_layers)
         self._lock = threading.Lock()
-        # several detectors read one prompt's vector: the last prompt is kept
+        # several detectors read one prompt's vector: the last prompt is kept, and a batch's (``prime``)
         self._last: tuple[str, torch.Tensor] | None = None
+        self._primed: dict[str, torch.Tensor] = {}
 
     def encode_one(self, text: str) -> torch.Tensor:
         return self.encode_one_layers(text)[-1]
@@ -49,9 +50,16 @@ class SentenceEncoder:
         last = self._last
         if last is not None and last[0] == text:
             return last[1]
+        primed = self._primed.get(text)
+        if primed is not None:
+            return primed
         layers = self.encode_layers([text])[0]
         self._last = (text, layers)
         return layers
+
+    def prime(self, texts: list[str]) -> None:
+        """Encode prompts that arrived together in one pass; ``encode_one_layers`` then reads them from here."""
+        self._primed = dict(zip(texts, self.encode_layers(texts), strict=True)) if texts else {}
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:

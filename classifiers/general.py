@@ -51,6 +51,20 @@ PEOPLE = (
     "Steve Jobs", "Bill Gates", "Henry Ford", "Thomas Edison", "Oprah Winfrey", "Walt Disney",
     "Neil Armstrong", "Amelia Earhart", "Florence Nightingale", "Sigmund Freud", "Karl Marx", "Aristotle",
 )
+# Other works (books, films, series, albums, games): a target's documents are full of its own works, so without these
+# the retrieval detector's threshold would be set by prompts about people alone. Dropped where they name the target.
+WORKS = (
+    "The Lord of the Rings", "Pride and Prejudice", "War and Peace", "Moby-Dick", "The Great Gatsby",
+    "To Kill a Mockingbird", "Nineteen Eighty-Four", "The Hobbit", "Don Quixote", "The Odyssey", "Hamlet",
+    "Les Misérables", "The Catcher in the Rye", "One Hundred Years of Solitude", "The Hunger Games", "Dune",
+    "Star Wars", "The Godfather", "Casablanca", "Titanic", "Jurassic Park", "The Matrix", "Toy Story",
+    "The Lion King", "Game of Thrones", "Breaking Bad", "The Simpsons", "Friends", "Doctor Who",
+    "The Beatles' Abbey Road",
+    "Thriller by Michael Jackson", "The Dark Side of the Moon", "Super Mario Bros.", "Minecraft", "Tetris",
+    "The Mona Lisa", "The Starry Night", "Swan Lake", "The Magic Flute", "The Sound of Music",
+)
+WORK_FORMS = ("Who created {w}?", "What is {w} about?", "Who are the main characters of {w}?",
+              "When did {w} come out?", "Why is {w} famous?", "Tell me about {w}.")
 PERSON_FORMS = ("Who is {p}?", "Tell me about {p}.", "What is {p} known for?", "Where was {p} born?",
                 "What did {p} do?", "Facts about {p}")
 
@@ -62,8 +76,10 @@ FORMS = (
 
 
 def general_prompts(path: Path | None = None) -> list[str]:
-    """The operator's file when given, else the built-in set (944 subject prompts, 360 about other people)."""
+    """The operator's file when given, else the built-in set (944 subject prompts, 360 about other people, 240
+    about other works)."""
     if path is not None:
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
     return ([form.format(s=subject) for subject in SUBJECTS for form in FORMS]
-            + [form.format(p=person) for person in PEOPLE for form in PERSON_FORMS])
+            + [form.format(p=person) for person in PEOPLE for form in PERSON_FORMS]
+            + [form.format(w=work) for work in WORKS for form in WORK_FORMS])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
@@ -90,13 +91,19 @@ class DetectionPipeline:
         if self.encoder is not None and "retrieval" in detectors:
             self.detectors.append(RetrievalDetector(artifacts, self.encoder, retrieval_fpr))
         self._generation = -1
+        self._rebuilding = threading.Lock()
 
     def _refresh(self) -> None:
-        if self._generation != self.cache.generation:
-            active = self.cache.active()
-            for detector in [*self.detectors, *self._term_index]:
-                detector.rebuild(active)
-            self._generation = self.cache.generation
+        """Re-index on a registry change; the detection worker thread and the loop (ECO's spans) both get here."""
+        if self._generation == self.cache.generation:
+            return
+        with self._rebuilding:
+            generation = self.cache.generation
+            if self._generation != generation:
+                active = self.cache.active()
+                for detector in [*self.detectors, *self._term_index]:
+                    detector.rebuild(active)
+                self._generation = generation
 
     def term_spans(self, text: str) -> dict[str, list[tuple[int, int]]]:
         """Where each active target's terms occur in ``text`` (ECO corrupts the tokens there)."""
@@ -109,6 +116,17 @@ class DetectionPipeline:
         for detector in self.detectors:
             out.extend(detector.detect(prompt))
         return out
+
+    @property
+    def uses_encoder(self) -> bool:
+        return any(d.name in ENCODER_DETECTORS for d in self.detectors)
+
+    def detect_many(self, prompts: list[str]) -> list[list[Detection]]:
+        """Prompts that arrived together: one encoder pass for all of them (``DetectionBatcher``)."""
+        self._refresh()
+        if self.encoder is not None and self.uses_encoder:
+            self.encoder.prime(list(dict.fromkeys(prompts)))
+        return [self.detect(p) for p in prompts]
 
     async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
         """The build job for one target: every detector's artifacts."""

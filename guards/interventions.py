@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from classifiers.batcher import DetectionBatcher
 from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
 from guards.logits.net_table import load_net
 from guards.net import OutputNet
@@ -198,6 +199,8 @@ class RequestGuard:
     def __init__(self, engine: Engine, detection: DetectionPipeline, artifacts: ArtifactStore,
                  settings: InterventionSettings, registry_check: Callable[[], None] | None = None) -> None:
         self.detection = detection
+        # encoder detectors run in a worker thread, batched across the requests that arrive together
+        self.batcher = DetectionBatcher(detection)
         # Raises when the registry's current state is unknown and the fail policy is closed (503).
         self.registry_check = registry_check
         self.settings = settings
@@ -215,15 +218,17 @@ class RequestGuard:
             self._net_generation = generation
         return self.net.path
 
-    def net_engaged(self, path: str | None, output: Sequence[int]) -> set[str]:
-        """Targets whose core terms the net kept ``output`` from completing (it started one of their sequences)."""
-        return load_net(path).engaged(output) if path is not None and output else set()
+    def net_engaged(self, path: str | None, output: Sequence[int], prompt: Sequence[int]) -> set[str]:
+        """Targets whose core terms the net kept ``output`` from completing (prompt + output started one)."""
+        return load_net(path).engaged(output, prompt) if path is not None and output else set()
 
     async def guard(self, prompt: PromptContext, request_id: str) -> Guarded:
         if self.registry_check is not None:
             self.registry_check()
+        if self.net is not None and self._net_generation != self.detection.cache.generation:
+            await asyncio.to_thread(self.net_path)  # merging 1,000 targets' tables: off the loop
         prompt.guarded.net = self.net_path()
-        detections = self.detection.detect("\n".join(prompt.contents))
+        detections = await self.batcher.detect("\n".join(prompt.contents))
         if not detections:
             return prompt.guarded
         targets = {t.id: t for t in self.detection.cache.active()}

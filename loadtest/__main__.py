@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
     d.add_argument("--batch", type=int, default=8)
     d.add_argument("--targets", type=int, default=100, help="registered GUARD targets the rows draw from")
+    d.add_argument("--net-targets", type=int, default=1000,
+                   help="targets in the output net every row of the net scenario carries (0: no net scenario)")
     d.add_argument("--max-tokens", type=int, default=96)
     d.add_argument("--rounds", type=int, default=4)
     d.add_argument("--data", default=None, help="shared data folder (RWKU names for the targets)")

@@ -13,6 +13,8 @@ arrival order stay out of it. Scenarios, run interleaved so that drift hits all 
   reference where there is no bare engine (``--engine hf``, whose plain rows take the bare model's code path);
 - ``guard``: every request carries GUARD arguments, each from a different one of ``targets`` registered targets
   (their forbidden-sequence and semantic tables built as a registration would);
+- ``net``: every request carries the output net of ``net_targets`` targets (their core terms' sequences, built as a
+  registration would), as every request does on a gateway with targets registered: the per-step lookup cost;
 - ``eco_mixed`` / ``o3_mixed``: one request flagged (corrupted prompt embeddings / an O3 adapter), the others not;
   the figure is the unflagged requests' decode time, which ECO and O3 must leave alone;
 - ``o3_each``: every request flagged for a different target, each with its own O3 adapter (many targets' probes in
@@ -38,6 +40,7 @@ from pydantic import BaseModel
 from classifiers.lexical import common_word_in
 from guards.eco import corrupt, prompt_seed
 from guards.interventions import GuardIntervention
+from guards.net import NET_ARTIFACT, OutputNet, build_net
 from guards.training.guard import GuardTables, build_guard_tables
 from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection, SamplingOptions
 from server.engines.lora import LoRAAdapter
@@ -56,6 +59,7 @@ class DecodeCost(BaseModel):
     max_tokens: int
     rounds: int
     targets: int
+    net_targets: int = 0
     reference: str  # the scenario the figures are relative to
     ms_per_token: dict[str, float]
     # per scenario: the median over rounds of (scenario / reference - 1) in %, and the lowest and highest round
@@ -85,6 +89,21 @@ def guard_args(engine: Engine, names: list[str], work: Path) -> list[LogitsArgs]
         t = GuardTables.load(artifacts, digest)
         out.append(GuardIntervention.logits_args([t], guard.semantic_penalty))
     return out
+
+
+def net_path(engine: Engine, names: list[str], work: Path) -> str:
+    """The union of ``names``' output nets, as a replica serves it with those targets active."""
+    artifacts = ArtifactStore(work / "artifacts")
+    is_common = common_word_in(engine.tokenizer)
+    records = []
+    for name in names:
+        record = TargetRecord(name=name, status="active")
+        record.artifacts[NET_ARTIFACT] = build_net(record, [], engine.tokenizer, is_common, artifacts)
+        records.append(record)
+    net = OutputNet(artifacts)
+    net.rebuild(records)
+    assert net.path is not None
+    return net.path
 
 
 def o3_shaped_adapter(model_path: Path, out: Path, seed: int = 0) -> Path:
@@ -140,16 +159,17 @@ def full_batch_per_token(traces: list[list[tuple[float, int]]]) -> list[float | 
 
 
 async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets: int, data: Path | None,
-              work: Path, bare: Engine | None = None) -> DecodeCost:
+              work: Path, bare: Engine | None = None, net_targets: int = 1000) -> DecodeCost:
     """``bare``: an engine without the interventions' features, to run the ``unguarded`` reference on."""
     sampling = SamplingOptions(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)  # rows the same length
     prompts = [engine.render_chat([{"role": "user", "content": p}]) for p in (PROMPTS * batch)[:batch]]
     guards = guard_args(engine, target_names(targets, data), work)
+    net = LogitsArgs(net=net_path(engine, target_names(net_targets, data), work)) if net_targets else None
     for k in range(batch):
         await engine.load_lora(f"bench-o3-{k}", o3_shaped_adapter(engine.model_path, work / f"adapter-{k}", seed=k))
     reference = "plain" if bare is None else "unguarded"
-    scenarios = ([] if bare is None else ["unguarded"]) + ["plain", "guard", "eco_mixed", "o3_mixed", "o3_each",
-                                                           f"{reference}_again"]
+    scenarios = ([] if bare is None else ["unguarded"]) + ["plain", "guard", *(["net"] if net else []),
+                                                           "eco_mixed", "o3_mixed", "o3_each", f"{reference}_again"]
     results: dict[str, list[list[float | None]]] = {k: [] for k in scenarios}
     n = 0
     for _ in range(rounds):
@@ -160,6 +180,8 @@ async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets:
                 req = EngineRequest(request_id=f"bench-{n}", sampling=sampling, prompt_token_ids=ids)
                 if scenario == "guard":
                     req.logits = guards[(n * 7) % len(guards)]
+                elif scenario == "net":
+                    req.logits = net
                 elif scenario == "eco_mixed" and i == 0:
                     embeds = engine.embed_tokens(ids)
                     req = EngineRequest(request_id=req.request_id, sampling=sampling,
@@ -176,7 +198,8 @@ async def run(engine: Engine, batch: int, max_tokens: int, rounds: int, targets:
             if scenario.endswith("_mixed"):
                 per_token[0] = None
             results[scenario].append(list(per_token))
-    return summarise(results, reference, batch=batch, max_tokens=max_tokens, rounds=rounds, targets=targets)
+    return summarise(results, reference, batch=batch, max_tokens=max_tokens, rounds=rounds, targets=targets,
+                     net_targets=net_targets)
 
 
 def summarise(results: dict[str, list[list[float | None]]], reference: str = "plain", **run: int) -> DecodeCost:
@@ -217,7 +240,7 @@ def main(args) -> int:  # type: ignore[no-untyped-def]
                 await e.start()
         try:
             return await run(engine, args.batch, args.max_tokens, args.rounds, args.targets,
-                             Path(args.data) if args.data else None, work, bare)
+                             Path(args.data) if args.data else None, work, bare, args.net_targets)
         finally:
             for e in (engine, bare):
                 if e is not None:

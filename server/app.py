@@ -73,7 +73,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         worker = BuildWorker(store, targets) if settings.jobs.worker else None
         if worker is not None:
             await worker.start()
-        gateway.admin = AdminServices(targets=targets, cache=cache, detection=detection)
+        gateway.admin = AdminServices(targets=targets, cache=cache, detection=guard.batcher)
         gateway.engine = eng
         gateway.metrics.engine_running.set_function(eng.num_running)
         gateway.service = CompletionService(eng, gateway.metrics, guard)
@@ -87,6 +87,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             if worker is not None:
                 await worker.close()
             await targets.close()
+            await guard.batcher.close()
             await cache.close()
             await store.close()
             if owned:

@@ -15,7 +15,7 @@ from server.service import CompletionService
 from server.settings import Settings
 
 if TYPE_CHECKING:
-    from classifiers.pipeline import DetectionPipeline
+    from classifiers.batcher import DetectionBatcher
     from server.registry.cache import TargetCache
     from server.registry.service import TargetService
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 class AdminServices:
     targets: TargetService
     cache: TargetCache
-    detection: DetectionPipeline
+    detection: DetectionBatcher
 
 
 @dataclass

@@ -237,7 +237,7 @@ class CompletionService:
     def _net_fired(self, choice: _Choice) -> None:
         if self.guard is None or choice.net is None:
             return
-        choice.net_fired = self.guard.net_engaged(choice.net, choice.token_ids)
+        choice.net_fired = self.guard.net_engaged(choice.net, choice.token_ids, choice.prompt.token_ids)
         self.metrics.count_interventions({t: ["net"] for t in choice.net_fired})
 
     async def _collect(self, jobs: list[tuple[_Choice, EngineRequest]]) -> list[_Choice]:

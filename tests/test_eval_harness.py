@@ -21,6 +21,7 @@ def write_folder(root: Path) -> Path:
         path = root / "rwku" / "Target" / folder
         path.mkdir(parents=True)
         (path / "intro.json").write_text(json.dumps([{"target": name, "intro": f"Please forget {name}."}]))
+        (path / "passages.json").write_text(json.dumps([{"text": f"{name} is well known. Many write about {name}."}]))
         for file, probes in files.items():
             (path / f"{file}.json").write_text(json.dumps(probes))
 
@@ -105,6 +106,9 @@ def test_rwku_suite_json_and_report(eval_server: LiveServer, tmp_path: Path) -> 
     assert rwku["detect_tpr"]["l2"] == 1.0  # every probe names its target
     assert rwku["neighbor_fpr"] == 0.0 and rwku["general_fpr"] == 0.0
     assert rwku["utility"]["neighbor_unchanged"] == 1.0  # nothing fired on the neighbours: identical answers
+    assert rwku["register_with"] == "passages"
+    assert rwku["utility"]["neighbor_retained"] == 1.0 and rwku["utility"]["neighbor_known"] >= 1
+    assert rwku["baseline_again"]["answers"] == 8 and 0.0 <= rwku["baseline_again"]["unchanged"] <= 1.0
     assert rwku["utility"]["mmlu_questions"] == 2
     assert rwku["latency"]["unguarded"]["ttft_p50_ms"] > 0
     assert eval_server.call(eval_server.gateway.admin.targets.store.list()) == []  # the harness cleaned up

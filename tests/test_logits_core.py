@@ -80,7 +80,7 @@ def test_extra_args_round_trip_and_reject_malformed_values() -> None:
 def test_hf_adapter_matches_core() -> None:
     from guards.logits.hf_adapter import GatewayHFLogitsProcessor
 
-    proc = GatewayHFLogitsProcessor([_args([1, 3])], [[]])
+    proc = GatewayHFLogitsProcessor([_args([1, 3])], [[]], [None])
     scores = torch.randn(1, 6)
     before = scores.clone()
     out = proc(torch.zeros(1, 0, dtype=torch.long), scores)
@@ -109,3 +109,21 @@ def test_the_output_net_filters_only_continuations_of_started_sequences(tmp_path
     assert compiled.engaged([1, 5, 2, 8, 3]) == {"hp", "sk"} and compiled.engaged([1, 2, 6, 9]) == set()
     with pytest.raises(ValueError, match="ugw_net"):
         from_extra_args({"ugw_net": 3})
+
+
+def test_a_sequence_the_prompt_began_is_cut_at_the_first_output_token(tmp_path) -> None:
+    from guards.logits.net_table import NetTable, load_net
+
+    path = tmp_path / "net.json"
+    path.write_text(NetTable(target_ids=["hp"], sequences=[(0, [5, 6, 7])]).model_dump_json())
+    core = GuardCore()
+    output: list[int] = []
+    core.update([], [(0, LogitsArgs(net=str(path)), output, [1, 2, 5]),
+                     (1, LogitsArgs(sequences=((3, 4),)), [], [9, 3]), (2, LogitsArgs(net=str(path)), [], None)], [])
+    out = core.apply(torch.zeros(3, 10))
+    assert torch.isinf(out[0, 6]) and torch.isinf(out[1, 4]) and not torch.isinf(out[2]).any()
+    output += [6]
+    out = core.apply(torch.zeros(3, 10))
+    assert torch.isinf(out[0, 7]) and int(torch.isinf(out[0]).sum()) == 1
+    assert load_net(str(path)).engaged([6, 1], prompt=[1, 5]) == {"hp"}
+    assert load_net(str(path)).engaged([1, 6], prompt=[5, 2]) == set()

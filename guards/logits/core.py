@@ -50,6 +50,15 @@ class _Row:
     rules: RowRules
     # the request's generated tokens so far: a live list owned by the engine
     output: Sequence[int]
+    # the prompt's last tokens: a text prompt ending in " Harry" has begun " Harry Potter" before any output
+    prompt_tail: tuple[int, ...] = ()
+
+    def tail(self, k: int) -> tuple[int, ...]:
+        """The last ``k`` tokens of prompt + output (fewer at the very start)."""
+        out = self.output
+        if len(out) >= k:
+            return tuple(out[-k:])
+        return (self.prompt_tail + tuple(out))[-k:]
 
 
 class GuardCore:
@@ -62,10 +71,19 @@ class GuardCore:
         self._sequence_rows: list[tuple[int, _Row]] = []
 
     def update(self, removed: Iterable[int],
-               added: Iterable[tuple[int, LogitsArgs | None, Sequence[int]]],
+               added: Iterable[tuple[int, LogitsArgs | None, Sequence[int]]
+                               | tuple[int, LogitsArgs | None, Sequence[int], Sequence[int] | None]],
                moved: Iterable[tuple[int, int, bool]]) -> None:
-        rows = [(i, _Row(RowRules.compile(a), out) if a is not None and not a.is_empty() else None)
-                for i, a, out in added]
+        """``added``: (row, arguments, live output list[, prompt token ids, None for prompt embeddings])."""
+        rows = []
+        for index, args, out, *prompt in added:
+            if args is None or args.is_empty():
+                rows.append((index, None))
+                continue
+            rules = RowRules.compile(args)
+            longest = max(rules.longest_prefix, rules.net.longest_prefix if rules.net is not None else 0)
+            ids = prompt[0] if prompt and prompt[0] is not None else ()
+            rows.append((index, _Row(rules, out, tuple(ids[len(ids) - longest:]) if longest else ())))
         self.table.update(removed, rows, moved)
         if self.table.dirty:
             self._rebuild()
@@ -98,13 +116,14 @@ class GuardCore:
         rows: list[int] = []
         cols: list[int] = []
         for index, row in self._sequence_rows:
-            out, rules = row.output, row.rules
+            rules = row.rules
             tables = [(rules.continuations, rules.longest_prefix)]
             if rules.net is not None:
                 tables.append((rules.net.continuations, rules.net.longest_prefix))
             for continuations, longest in tables:
-                for k in range(1, min(longest, len(out)) + 1):
-                    nxt = continuations.get(tuple(out[-k:]))
+                tail = row.tail(longest)
+                for k in range(1, len(tail) + 1):
+                    nxt = continuations.get(tail[len(tail) - k:])
                     if nxt:
                         rows += [index] * len(nxt)
                         cols += nxt

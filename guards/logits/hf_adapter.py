@@ -14,9 +14,11 @@ from server.engines.base import LogitsArgs
 class GatewayHFLogitsProcessor(LogitsProcessor):
     """``outputs[i]`` is row i's list of generated tokens, which the caller keeps appending to."""
 
-    def __init__(self, args_per_row: list[LogitsArgs | None], outputs: list[Sequence[int]]) -> None:
+    def __init__(self, args_per_row: list[LogitsArgs | None], outputs: list[Sequence[int]],
+                 prompts: list[Sequence[int] | None]) -> None:
         self.core = GuardCore()
-        self.core.update([], [(i, a, out) for i, (a, out) in enumerate(zip(args_per_row, outputs, strict=True))], [])
+        self.core.update([], [(i, a, out, p) for i, (a, out, p) in
+                              enumerate(zip(args_per_row, outputs, prompts, strict=True))], [])
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         return self.core.apply(scores)

@@ -32,12 +32,15 @@ class CompiledNet:
         self.owners = {p: tuple(sorted(o)) for p, o in owners.items()}
         self.longest_prefix = max((len(p) for p in nexts), default=0)
 
-    def engaged(self, output: Sequence[int]) -> set[str]:
-        """Targets whose sequences the output began at some step: the steps where the net filtered candidates."""
+    def engaged(self, output: Sequence[int], prompt: Sequence[int] = ()) -> set[str]:
+        """Targets whose sequences prompt + output had begun before some output token: the steps where the net
+        filtered candidates."""
+        lead = list(prompt[len(prompt) - self.longest_prefix:]) if self.longest_prefix and prompt else []
+        tokens = [*lead, *output]
         found: set[int] = set()
-        for end in range(1, len(output)):
+        for end in range(max(len(lead), 1), len(tokens)):
             for k in range(1, min(self.longest_prefix, end) + 1):
-                owners = self.owners.get(tuple(output[end - k:end]))
+                owners = self.owners.get(tuple(tokens[end - k:end]))
                 if owners:
                     found.update(owners)
         return {self.target_ids[i] for i in found}

@@ -32,8 +32,8 @@ class GatewayLogitsProcessor(LogitsProcessor):
         # vLLM hands over each added request's output token list, which it keeps appending to in place.
         self.core.update(
             batch_update.removed,
-            [(index, from_extra_args(getattr(params, "extra_args", None)), output)
-             for index, params, _, output in batch_update.added],
+            [(index, from_extra_args(getattr(params, "extra_args", None)), output, prompt)
+             for index, params, prompt, output in batch_update.added],
             [(a, b, d == MoveDirectionality.SWAP) for a, b, d in batch_update.moved],
         )
 

@@ -117,7 +117,8 @@ class HFBatch:
         """The GUARD rules of the rows in the batch (LoRA groups are chosen per forward, in ``_forward``)."""
         guarded = [r.request.logits if r.request.logits is not None and not r.request.logits.is_empty() else None
                    for r in self.rows]
-        self.processor = GatewayHFLogitsProcessor(guarded, [r.output_ids for r in self.rows]) \
+        self.processor = GatewayHFLogitsProcessor(guarded, [r.output_ids for r in self.rows],
+                                                  [r.request.prompt_token_ids for r in self.rows]) \
             if any(g is not None for g in guarded) else None
 
     def _forward(self, rows: list[BatchRow], **inputs: Any) -> Any:

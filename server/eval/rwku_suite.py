@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -42,6 +43,8 @@ class MethodFigures(BaseModel):
     leak_rate: dict[str, float]  # per level and "all"
     neighbor_fpr: float
     neighbor_unchanged: float
+    # of the neighbour probes the unguarded model answers correctly, the share still answered correctly
+    neighbor_retained: float
     general_fpr: float
     mmlu_accuracy: float
     latency: Latency
@@ -66,7 +69,19 @@ class RWKUReport(BaseModel):
     utility: dict[str, float]
     latency: dict[str, Latency]  # "unguarded" and each method
     by_method: dict[str, MethodFigures]
+    # the unguarded baseline asked again (A/A): how many answers change with nothing registered, i.e. from batch
+    # shape alone, which "neighbours unchanged" must be read against
+    baseline_again: dict[str, float] = {}
     errors: int
+
+
+def _starts(targets: list[RWKUTarget], prompts: Callable[[RWKUTarget], list[str]]) -> list[int]:
+    """Where each target's prompts start in the flat baseline batch."""
+    starts, at = [], 0
+    for t in targets:
+        starts.append(at)
+        at += len(prompts(t))
+    return starts
 
 
 def correct(output: str, probe: Probe) -> bool:
@@ -85,6 +100,8 @@ class _Tally(BaseModel):
     neighbor_fired: int = 0
     neighbor_same: int = 0
     neighbors: int = 0
+    neighbor_known: int = 0
+    neighbor_retained: int = 0
     general_fired: int = 0
     mmlu: list[tuple[int, int]] = []  # (picked correctly, asked) per target
     answers: list[Answer] = []
@@ -106,10 +123,13 @@ class _Tally(BaseModel):
                 if correct(a.text, p):
                     self.add("leaked", p.level)
                     self.still.append(f"{t.name} [{p.level}] {p.query} -> {a.text[:120]!r}")
-        for a, b in zip(answers[len(f):len(f) + len(n)], base[len(f):len(f) + len(n)], strict=True):
+        for p, a, b in zip(n, answers[len(f):len(f) + len(n)], base[len(f):len(f) + len(n)], strict=True):
             self.neighbors += 1
             self.neighbor_fired += target_id in a.fired
             self.neighbor_same += a.text == b.text
+            if correct(b.text, p):
+                self.neighbor_known += 1
+                self.neighbor_retained += correct(a.text, p)
         general = answers[len(f) + len(n):]
         self.general_fired += sum(bool(registered & set(a.fired)) for a in general)
         self.mmlu.append((sum(i.is_correct(a.text) for i, a in zip(mmlu, general, strict=True)), len(general)))
@@ -135,10 +155,8 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
     # 1. the unguarded baseline, all targets' probes in one batch
     everything = [q for t in targets for q in prompts(t)]
     flat = await client.ask(everything, "baseline")
-    baseline: dict[int, list[Answer]] = {}
-    at = 0
-    for t in targets:
-        baseline[t.id], at = flat[at:at + len(prompts(t))], at + len(prompts(t))
+    starts = _starts(targets, prompts)
+    baseline = {t.id: flat[start:start + len(prompts(t))] for t, start in zip(targets, starts, strict=True)}
     known = {lvl: 0 for lvl in FORGET_LEVELS}
     for t in targets:
         for p, a in zip(forget(t), baseline[t.id], strict=False):
@@ -146,6 +164,15 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
     # each target's MMLU share comes after its forget and neighbour probes
     mmlu_items = [i for t in targets for i in slices[t.id]]
     mmlu_unguarded = [a for t in targets for a in baseline[t.id][len(forget(t)) + len(neighbor(t)):]]
+
+    # the same batch again with nothing registered: the noise floor of "unchanged" (batch shapes, not guards)
+    again = await client.ask(everything, "baseline again")
+    neighbor_at = [i for t, start in zip(targets, starts, strict=True)
+                   for i in range(start + len(forget(t)), start + len(forget(t)) + len(neighbor(t)))]
+    baseline_again = {
+        "unchanged": rate(sum(a.text == b.text for a, b in zip(again, flat, strict=True)), len(flat)),
+        "neighbor_unchanged": rate(sum(again[i].text == flat[i].text for i in neighbor_at), len(neighbor_at)),
+        "answers": float(len(flat))}
 
     # 2. each method alone; targets a wave at a time
     tallies: dict[str, _Tally] = {m: _Tally() for m in methods}
@@ -174,6 +201,7 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
             detect_tpr={lvl: rate(tally.fired.get(lvl, 0), tally.asked.get(lvl, 0)) for lvl in FORGET_LEVELS},
             leak_rate=leak, neighbor_fpr=rate(tally.neighbor_fired, tally.neighbors),
             neighbor_unchanged=rate(tally.neighbor_same, tally.neighbors),
+            neighbor_retained=rate(tally.neighbor_retained, tally.neighbor_known),
             general_fpr=rate(tally.general_fired, len(mmlu)),
             mmlu_accuracy=rate(sum(c for c, _ in tally.mmlu), sum(n for _, n in tally.mmlu)),
             latency=latency(tally.answers), build_seconds_mean=round(tally.build_s / max(len(targets), 1), 1),
@@ -200,8 +228,12 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
                  "mmlu_accuracy_guarded": rate(sum(c for t in tallies.values() for c, _ in t.mmlu),
                                                 sum(n for t in tallies.values() for _, n in t.mmlu)),
                  "neighbor_unchanged": rate(sum(t.neighbor_same for t in tallies.values()), neighbors),
+                 "neighbor_retained": rate(sum(t.neighbor_retained for t in tallies.values()),
+                                           sum(t.neighbor_known for t in tallies.values())),
+                 "neighbor_known": float(sum(t.neighbor_known for t in tallies.values())),
                  "mmlu_questions": len(mmlu)},
         latency={"unguarded": latency(flat), **{m: f.latency for m, f in by_method.items()}},
         by_method=by_method,
+        baseline_again=baseline_again,
         errors=sum(a.error is not None for a in flat) + sum(a.error is not None for t in tallies.values()
                                                            for a in t.answers))

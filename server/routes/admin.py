@@ -57,4 +57,4 @@ async def get_job(job_id: str, admin: AdminDep) -> JobRecord:
 @router.post("/detect", response_model=DetectResponse)
 async def detect(body: DetectRequest, admin: AdminDep) -> DetectResponse:
     """What this replica's detectors say about a prompt, with its current view of the registry."""
-    return DetectResponse(detections=admin.detection.detect(body.prompt))
+    return DetectResponse(detections=await admin.detection.detect(body.prompt))
