@@ -55,7 +55,7 @@ class DetectionPipeline:
                  detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
                  encoder: SentenceEncoder | None = None, classifier_fpr: float = 0.01,
                  negatives_file: Path | None = None, ood_fpr: float = 0.01, retrieval_fpr: float = 0.01,
-                 max_chunks: int = 512) -> None:
+                 max_chunks: int = 512, retrieval_margin: float = 0.0) -> None:
         unknown = set(detectors) - set(DETECTOR_NAMES)
         if unknown:
             raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {DETECTOR_NAMES}")
@@ -89,7 +89,8 @@ class DetectionPipeline:
         if self.encoder is not None and "ood" in detectors:
             self.detectors.append(OODDetector(artifacts, self.encoder, ood_fpr))
         if self.encoder is not None and "retrieval" in detectors:
-            self.detectors.append(RetrievalDetector(artifacts, self.encoder, retrieval_fpr))
+            self.detectors.append(RetrievalDetector(artifacts, self.encoder, retrieval_fpr,
+                                                     margin=retrieval_margin))
         self._generation = -1
         self._rebuilding = threading.Lock()
 

@@ -67,10 +67,14 @@ class RetrievalDetector(Detector):
     name = "retrieval"
 
     def __init__(self, artifacts: ArtifactStore, encoder: SentenceEncoder, alpha: float = 0.01,
-                 neighbours: int = 64, exact_max: int = 20_000, nprobe: int = 16) -> None:
+                 neighbours: int = 64, exact_max: int = 20_000, nprobe: int = 16, margin: float = 0.0) -> None:
         super().__init__(artifacts)
         self.encoder = encoder
         self.alpha = alpha
+        # Cosine added to every calibrated cut: general prompts barely reach the cut, but questions about the
+        # target's neighbours (its co-stars, its works' other authors) do; a margin trades paraphrase recall for
+        # fewer of those (figures in docs/detection.md). Applied at load time, so no rebuild is needed.
+        self.margin = margin
         self.neighbours = neighbours
         self.index = ChunkIndex(encoder.dim, exact_max=exact_max, nprobe=nprobe)
         self._indexed: dict[str, str] = {}  # target id -> digest of the chunks it was indexed with
@@ -90,7 +94,7 @@ class RetrievalDetector(Detector):
             self._vectors(digest)
         self._calibration = {d: c for d, c in self._calibration.items() if d in set(wanted.values())}
         shift = joint_shift([self._calibration[d][1] for d in wanted.values()], self.alpha)
-        self.cut = {t: self._calibration[d][0] + shift for t, d in wanted.items()}
+        self.cut = {t: self._calibration[d][0] + shift + self.margin for t, d in wanted.items()}
 
     def detect(self, prompt: str) -> list[Detection]:
         return self.detect_vector(self.encoder.encode_one(prompt))

@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-tokens", type=int, default=64)
     b.add_argument("--rounds", type=int, default=2)
     b.add_argument("--log-dir", default=None, help="where server logs go (default: a temp folder)")
+    b.add_argument("--detectors", default="lexical", help="the gateway's prompt detectors, comma-separated "
+                                                          "(retrieval gives every target a short document)")
     b.set_defaults(func=bench.main)
     ld = sub.add_parser("load", help="time-bounded mixed load on the gateway (flagged/plain, streamed/not), with "
                                      "latency percentiles, throughput, errors and server memory")

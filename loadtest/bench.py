@@ -40,6 +40,7 @@ class ServerFigures(BaseModel):
 class BenchReport(BaseModel):
     baseline: str
     targets: int
+    detectors: list[str]
     workload: WorkloadSpec
     throughput_ratio: float
     # Unloaded TTFT difference (gateway - bare); under load TTFT is dominated by queueing, reported per server.
@@ -74,7 +75,8 @@ def _measure(server: ServerProcess, spec: WorkloadSpec, rounds: int,
         rss_mib=rss / 2**20, rounds=[r.throughput_tok_s for r in results])
 
 
-def run_bench(baseline: str, targets: int, spec: WorkloadSpec, rounds: int, log_dir: Path) -> BenchReport:
+def run_bench(baseline: str, targets: int, spec: WorkloadSpec, rounds: int, log_dir: Path,
+              detectors: tuple[str, ...] = ("lexical",)) -> BenchReport:
     if baseline != "vllm":
         raise SystemExit("only --baseline vllm is supported")
     settings = Settings()
@@ -90,12 +92,13 @@ def run_bench(baseline: str, targets: int, spec: WorkloadSpec, rounds: int, log_
 
     def register(server: ServerProcess) -> None:
         if names:
-            register_targets(server.base_url, token, names, ["eco", "guard"])
+            register_targets(server.base_url, token, names, ["eco", "guard"], documents="retrieval" in detectors)
 
-    server = gateway(model_path, SERVED_NAME, engine, log_dir, env=isolated_env(token, log_dir))
+    env = {**isolated_env(token, log_dir), "UGW_DETECTION__DETECTORS": json.dumps(list(detectors))}
+    server = gateway(model_path, SERVED_NAME, engine, log_dir, env=env)
     gw = _measure(server, spec, rounds, setup=register)
     return BenchReport(
-        baseline=baseline, targets=targets, workload=spec,
+        baseline=baseline, targets=targets, detectors=list(detectors), workload=spec,
         throughput_ratio=gw.throughput_tok_s / bare.throughput_tok_s if bare.throughput_tok_s else 0.0,
         ttft_p50_added_ms=gw.unloaded_ttft_p50_ms - bare.unloaded_ttft_p50_ms,
         loaded_ttft_p50_added_ms=gw.ttft_p50_ms - bare.ttft_p50_ms,
@@ -107,7 +110,8 @@ def run_bench(baseline: str, targets: int, spec: WorkloadSpec, rounds: int, log_
 def main(args) -> int:  # type: ignore[no-untyped-def]
     spec = WorkloadSpec(requests=args.requests, concurrency=args.concurrency, max_tokens=args.max_tokens)
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="ugw-bench-"))
-    report = run_bench(args.baseline, args.targets, spec, args.rounds, log_dir)
+    detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
+    report = run_bench(args.baseline, args.targets, spec, args.rounds, log_dir, detectors)
     Path(args.out).write_text(report.model_dump_json(indent=2))
     print(json.dumps({
         "throughput_ratio": round(report.throughput_ratio, 4),

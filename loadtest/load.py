@@ -90,14 +90,29 @@ def check_loopback(url: str) -> None:
         raise SystemExit(f"refusing to load {host!r}: the load generator only targets loopback servers")
 
 
+def target_document(name: str) -> str:
+    """A short made-up biography, so that a retrieval detector has a few chunks per target to index."""
+    n = sum(map(ord, name))
+    cities = ["Lyon", "Osaka", "Quito", "Tartu", "Perth", "Accra", "Bergen", "Cusco"]
+    works = ["the river atlas", "a study of tides", "the glass orchestra", "a history of salt", "the night ferry"]
+    return (f"{name} was born in {cities[n % len(cities)]} in {1900 + n % 120}. {name} is best known for "
+            f"{works[n % len(works)]}, which won a regional prize. Before that, {name} worked as a "
+            f"{['teacher', 'surveyor', 'pilot', 'chemist'][n % 4]} for {3 + n % 20} years and wrote "
+            f"{2 + n % 9} books. {name} later moved to {cities[(n // 7) % len(cities)]}, where a school now "
+            f"carries the family name.")
+
+
 def register_targets(admin_url: str, token: str, names: list[str], methods: list[str],
-                     timeout_s: float = 1800.0) -> None:
+                     timeout_s: float = 1800.0, documents: bool = False) -> None:
     """Register through the admin API and wait until every target is active (or fail on a failed build)."""
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=admin_url, headers=headers, timeout=60) as client:
         ids = []
         for name in names:
-            r = client.post("/admin/targets", json={"name": name, "methods": methods})
+            body: dict[str, object] = {"name": name, "methods": methods}
+            if documents:
+                body["documents"] = [target_document(name)]
+            r = client.post("/admin/targets", json=body)
             r.raise_for_status()
             ids.append(r.json()["id"])
         deadline = time.monotonic() + timeout_s

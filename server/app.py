@@ -64,7 +64,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                                       negatives_file=settings.detection.negatives_file,
                                       ood_fpr=settings.detection.ood_fpr,
                                       retrieval_fpr=settings.detection.retrieval_fpr,
-                                      max_chunks=settings.detection.max_chunks)
+                                      max_chunks=settings.detection.max_chunks,
+                                      retrieval_margin=settings.detection.retrieval_margin)
         guard = RequestGuard(eng, detection, artifacts, settings.guards, registry_check=cache.check_current)
         o3 = guard.interventions["o3"]
         assert isinstance(o3, O3Intervention)

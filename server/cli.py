@@ -67,7 +67,8 @@ def _eval(args: argparse.Namespace) -> int:
                     questions=args.questions, tofu_split=args.tofu_split, parallel=args.parallel,
                     concurrency=args.concurrency, detectors=args.detectors.split(","),
                     embedding_threshold=args.embedding_threshold,
-                    classifier_fpr=args.classifier_fpr, clear_registry=args.clear_registry)
+                    classifier_fpr=args.classifier_fpr, retrieval_margin=args.retrieval_margin,
+                    clear_registry=args.clear_registry)
     result = run_eval(spec)
     # the headline figures of each suite; the file has the rest
     summary = {suite: {k: v for k, v in figures.items() if k not in ("by_method", "misses", "baseline")}
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--embedding-threshold", type=float, default=0.55)
     ev.add_argument("--classifier-fpr", type=float, default=0.01,
                     help="false-positive rate the classifier heads and OOD detectors are calibrated to")
+    ev.add_argument("--retrieval-margin", type=float, default=0.0,
+                    help="cosine added to the retrieval detector's calibrated cut")
     ev.add_argument("--methods", default="eco,o3,guard", help="methods to measure, each alone")
     ev.add_argument("--probes", type=int, default=10, help="rwku suite: probes per level and target")
     ev.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="engine of the server it starts")

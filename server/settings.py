@@ -79,6 +79,8 @@ class DetectionSettings(BaseModel):
     classifier_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
     ood_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
     retrieval_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
+    # Cosine added to the retrieval cut: fewer flags on the target's neighbours, fewer paraphrases caught.
+    retrieval_margin: float = Field(default=0.0, ge=0.0, le=1.0)
     # Chunks indexed per target (taken round-robin over its documents); bounds memory at 1.5 KB a chunk.
     max_chunks: int = Field(default=512, ge=1, le=100_000)
     negatives_file: Path | None = None

@@ -79,3 +79,7 @@ def test_retrieval_flags_a_paraphrase_its_documents_cover(encoder: SentenceEncod
     assert detector.detect("What is the capital of France?") == []
     detector.rebuild([other])
     assert detector.detect("Who are the best friends of the boy wizard who studies at Hogwarts?") == []
+    strict = RetrievalDetector(artifacts, encoder, alpha=0.01, margin=0.2)
+    strict.rebuild([hp, other])
+    detector.rebuild([hp, other])
+    assert strict.cut[hp.id] == pytest.approx(detector.cut[hp.id] + 0.2)

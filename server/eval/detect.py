@@ -1,6 +1,7 @@
 """``--suite detect``: detection quality on RWKU and its cost as the registry grows.
 
-Quality: every RWKU target is registered by name (and intro with ``--with-intro``) through the real target service,
+Quality: every RWKU target is registered through the real target service (by name, with its intro, or with its
+passages or forget corpus as documents: ``--register-with``),
 then each probe is run through the detection pipeline. A forget probe counts as detected when its own target is
 flagged; a neighbour probe or a general (MMLU) question counts as a false positive when any target is flagged.
 Cost: per-prompt detection latency with 1, 100 and 1000 targets active.
@@ -45,6 +46,7 @@ class DetectReport(BaseModel):
     detectors: list[str]
     embedding_threshold: float | None
     classifier_fpr: float | None = None
+    retrieval_margin: float | None = None
     detect_tpr: dict[str, float]
     neighbor_fpr: dict[str, float]
     general_fpr: float
@@ -95,7 +97,7 @@ def _latency(pipeline: DetectionPipeline, prompts: list[str], n_targets: int) ->
 def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passages",  # type: ignore[no-untyped-def]
                limit: int | None = None, latency_sizes: tuple[int, ...] = (1, 100, 1000), seed: int = 0,
                detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
-               classifier_fpr: float = 0.01) -> DetectReport:
+               classifier_fpr: float = 0.01, retrieval_margin: float = 0.0) -> DetectReport:
     rwku = load_rwku(data_dir, limit)
     general = load_mmlu_questions(data_dir, "test")
     creates = [TargetCreate.model_validate(t.registration(register_with)) for t in rwku]
@@ -108,7 +110,7 @@ def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passage
         def pipeline_for(targets: list[TargetRecord]) -> DetectionPipeline:
             return DetectionPipeline(StaticTargets(targets), artifacts, tokenizer, detectors, embedding_threshold,
                                      encoder=builder.encoder, classifier_fpr=classifier_fpr, ood_fpr=classifier_fpr,
-                                    retrieval_fpr=classifier_fpr)
+                                     retrieval_fpr=classifier_fpr, retrieval_margin=retrieval_margin)
 
         records = asyncio.run(_register(creates, Path(tmp) / "registry", builder))
         pipeline = pipeline_for(records)
@@ -160,7 +162,8 @@ def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passage
     return DetectReport(
         targets=len(rwku), register_with=register_with, detectors=list(detectors),
         embedding_threshold=embedding_threshold if "embedding" in detectors else None,
-        classifier_fpr=classifier_fpr if {"classifier", "ood"} & set(detectors) else None,
+        classifier_fpr=classifier_fpr if {"classifier", "ood", "retrieval"} & set(detectors) else None,
+        retrieval_margin=retrieval_margin if "retrieval" in detectors else None,
         detect_tpr={lvl: rate[f"forget_{lvl}"] for lvl in FORGET_LEVELS},
         neighbor_fpr={**{lvl: rate[f"neighbor_{lvl}"] for lvl in NEIGHBOR_LEVELS}, "all": neighbor_all,
                       "any_target": sum(hits.get(f"neighbor_any_{lv}", 0) for lv in NEIGHBOR_LEVELS) / max(

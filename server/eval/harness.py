@@ -53,6 +53,7 @@ class EvalSpec(BaseModel):
     detectors: list[str] = ["lexical"]
     embedding_threshold: float = 0.55
     classifier_fpr: float = 0.01
+    retrieval_margin: float = 0.0
     clear_registry: bool = False
     progress: bool = True
 
@@ -124,7 +125,8 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
         result["detect"] = run_detect(spec.data, tokenizer, register_with=spec.register_with, limit=spec.limit,
                                       detectors=tuple(spec.detectors),
                                       embedding_threshold=spec.embedding_threshold,
-                                      classifier_fpr=spec.classifier_fpr).model_dump()
+                                      classifier_fpr=spec.classifier_fpr,
+                                      retrieval_margin=spec.retrieval_margin).model_dump()
     api = [s for s in suites if s in API_SUITES]
     if api:
         measured = _with_server(spec, api)
@@ -152,6 +154,7 @@ def _with_server(spec: EvalSpec, suites: list[str]) -> dict[str, Any]:
     env["UGW_DETECTION__DETECTORS"] = json.dumps(spec.detectors)
     env["UGW_DETECTION__EMBEDDING_THRESHOLD"] = str(spec.embedding_threshold)
     env["UGW_DETECTION__CLASSIFIER_FPR"] = str(spec.classifier_fpr)
+    env["UGW_DETECTION__RETRIEVAL_MARGIN"] = str(spec.retrieval_margin)
     env["UGW_ENGINE__MAX_NUM_SEQS"] = str(spec.concurrency)
     server = gateway(resolve_model(settings.engine.model, settings.cache_dir), "eval-model",
                      EngineSettings(kind=spec.engine), work, label=f"eval-{spec.engine}", env=env)
