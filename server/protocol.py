@@ -6,15 +6,21 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MAX_N = 8
+# vLLM sets no bound on n; this one keeps a single request from taking every engine slot many times over.
+MAX_N = 128
 MAX_STOP = 4
+# vLLM's bounds for seeds (and other 64-bit integers): outside them its engine fails, so the request is a 400.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# vLLM's cap on logprobs per token (its max_logprobs default).
+MAX_LOGPROBS = 20
 
 
 class OpenAIBaseModel(BaseModel):
-    # Clients send fields this server does not know (the SDK adds new ones often): accept and ignore them.
-    model_config = ConfigDict(extra="ignore")
+    # Clients send fields this server does not know (the SDK adds new ones often): kept aside, like vLLM does, so
+    # that the service can refuse those vLLM would honour but this server cannot (``server.unsupported``).
+    model_config = ConfigDict(extra="allow")
 
 
 def random_id(prefix: str) -> str:
@@ -33,9 +39,12 @@ class TextContentPart(OpenAIBaseModel):
 
 
 class ChatMessage(OpenAIBaseModel):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # vLLM takes custom roles too; the chat template decides what it makes of them
+    role: Annotated[str, Field(min_length=1)]
     content: str | list[TextContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -45,8 +54,74 @@ class ChatMessage(OpenAIBaseModel):
         return "".join(part.text for part in self.content)
 
 
+class FunctionDefinition(OpenAIBaseModel):
+    name: Annotated[str, Field(min_length=1)]
+    description: str | None = None
+    parameters: dict | None = None
+
+
+class ToolParam(OpenAIBaseModel):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(OpenAIBaseModel):
+    name: str
+
+
+class NamedToolChoice(OpenAIBaseModel):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
 class StreamOptions(OpenAIBaseModel):
     include_usage: bool = False
+    # vLLM's extension: every chunk carries the usage so far
+    continuous_usage_stats: bool = False
+
+
+class StructuredOutputs(OpenAIBaseModel):
+    """vLLM's ``structured_outputs``: exactly one constraint, run by vLLM's own structured-output backend."""
+
+    json_schema: dict | str | None = Field(default=None, alias="json")
+    regex: str | None = None
+    choice: Annotated[list[str], Field(min_length=1)] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one(self) -> StructuredOutputs:
+        kinds = [k for k in ("json_schema", "regex", "choice", "grammar", "json_object")
+                 if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of json, regex, choice, grammar and json_object "
+                             f"(got {len(kinds)})")
+        return self
+
+
+class JsonSchemaFormat(OpenAIBaseModel):
+    name: str = "response"
+    description: str | None = None
+    json_schema: dict | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+
+class ResponseFormat(OpenAIBaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema(self) -> ResponseFormat:
+        if self.type == "json_schema" and (self.json_schema is None or self.json_schema.json_schema is None):
+            raise ValueError("response_format of type json_schema needs json_schema.schema")
+        return self
 
 
 class SamplingFields(OpenAIBaseModel):
@@ -56,16 +131,38 @@ class SamplingFields(OpenAIBaseModel):
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    # vLLM's extension, for load tests and benchmarks that need a fixed output length (openai: extra_body)
-    ignore_eos: bool = False
     user: str | None = None
+    # ---- vLLM's sampling extensions (openai client: extra_body) ----
+    top_k: int | None = None
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    min_tokens: Annotated[int, Field(ge=0)] = 0
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    truncate_prompt_tokens: Annotated[int, Field(ge=-1, le=INT64_MAX)] | None = None
+    prompt_logprobs: Annotated[int, Field(ge=-1, le=MAX_LOGPROBS)] | None = None
+    allowed_token_ids: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
+    bad_words: list[str] | None = None
+    structured_outputs: StructuredOutputs | None = None
+    return_tokens_as_token_ids: bool = False
+    return_token_ids: bool = False
+
+    @field_validator("top_k")
+    @classmethod
+    def _check_top_k(cls, value: int | None) -> int | None:
+        if value is not None and value < -1:
+            raise ValueError(f"top_k must be -1 (disable), 0 (disable) or at least 1, got {value}")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -90,11 +187,31 @@ class ChatCompletionRequest(SamplingFields):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
-    tools: list[dict] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = True
+    response_format: ResponseFormat | None = None
+    echo: bool = False
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    chat_template_kwargs: dict | None = None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @model_validator(mode="after")
+    def _check_chat(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("when using `top_logprobs`, `logprobs` must be set to true")
+        if self.continue_final_message and self.add_generation_prompt:
+            raise ValueError("continue_final_message and add_generation_prompt cannot both be true")
+        if isinstance(self.tool_choice, NamedToolChoice):
+            if not self.tools or self.tool_choice.function.name not in {t.function.name for t in self.tools}:
+                raise ValueError(f"tool_choice names '{self.tool_choice.function.name}', which is not in tools")
+        elif self.tool_choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs tools")
+        return self
 
 
 class CompletionRequest(SamplingFields):
@@ -103,9 +220,10 @@ class CompletionRequest(SamplingFields):
     # OpenAI's default for the legacy endpoint.
     max_tokens: Annotated[int, Field(ge=1)] | None = 16
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     suffix: str | None = None
     best_of: int | None = None
+    response_format: ResponseFormat | None = None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
@@ -122,16 +240,56 @@ class Usage(OpenAIBaseModel):
     total_tokens: int
 
 
+class TopLogprob(OpenAIBaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(OpenAIBaseModel):
+    content: list[TokenLogprob] | None = None
+
+
+class CompletionLogprobs(OpenAIBaseModel):
+    text_offset: list[int] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    tokens: list[str] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+
+
+class FunctionCall(OpenAIBaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCall(OpenAIBaseModel):
+    id: str = Field(default_factory=lambda: random_id("chatcmpl-tool"))
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(OpenAIBaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class ChatChoice(OpenAIBaseModel):
     index: int
     message: AssistantMessage
-    finish_reason: FinishReason | None
-    logprobs: None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None
+    logprobs: ChatLogprobs | None = None
+    # vLLM's: the stop string or token id that ended the choice (None: EOS or length)
+    stop_reason: int | str | None = None
+    token_ids: list[int] | None = None
+
+
+# vLLM's per-position prompt logprobs: token id -> {logprob, rank, decoded_token}; None for the first position
+PromptLogprobs = list[dict[str, dict] | None]
 
 
 class ChatCompletion(OpenAIBaseModel):
@@ -141,18 +299,30 @@ class ChatCompletion(OpenAIBaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    prompt_logprobs: PromptLogprobs | None = None
+    prompt_token_ids: list[int] | None = None
+
+
+class DeltaToolCall(OpenAIBaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: dict[str, str] | None = None
 
 
 class DeltaMessage(OpenAIBaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatChunkChoice(OpenAIBaseModel):
     index: int
     delta: DeltaMessage
-    finish_reason: FinishReason | None = None
-    logprobs: None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
+    logprobs: ChatLogprobs | None = None
+    stop_reason: int | str | None = None
+    token_ids: list[int] | None = None
 
 
 class ChatCompletionChunk(OpenAIBaseModel):
@@ -162,13 +332,18 @@ class ChatCompletionChunk(OpenAIBaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    prompt_token_ids: list[int] | None = None
 
 
 class CompletionChoice(OpenAIBaseModel):
     index: int
     text: str
     finish_reason: FinishReason | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
+    stop_reason: int | str | None = None
+    token_ids: list[int] | None = None
+    prompt_logprobs: PromptLogprobs | None = None
+    prompt_token_ids: list[int] | None = None
 
 
 class Completion(OpenAIBaseModel):

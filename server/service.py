@@ -1,7 +1,8 @@
 """Chat and text completions: wire request -> engine requests -> wire response or SSE stream.
 
 This is the one place where a request's prompt is turned into token ids and limits are checked, so that every
-engine call that follows is known to be valid. Later, the guard pipeline plugs in between rendering and the engine.
+engine call that follows is known to be valid. The guard (detection, policy, interventions) runs between rendering
+and the engine.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from guards.interventions import Guarded, PromptContext, RequestGuard
-from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions
-from server.errors import ContextLengthExceeded, GatewayError, InvalidRequestError, ModelNotFoundError, sse_error_event
+from server.engines.base import Engine, EngineOutput, EngineRequest, TokenLogprobs
+from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError, sse_error_event
+from server.logprobs import chat_logprobs, completion_logprobs, prompt_logprobs, token_text
 from server.metrics import Metrics
 from server.protocol import (
     AssistantMessage,
@@ -33,6 +35,8 @@ from server.protocol import (
     now,
     random_id,
 )
+from server.request_options import choice_seed, sampling_options, truncate
+from server.unsupported import refuse_unsupported
 
 
 @dataclass
@@ -58,6 +62,9 @@ class _Choice:
     # the output net the request was sent with, and the targets whose terms it kept the output from completing
     net: str | None = None
     net_fired: set[str] = field(default_factory=set)
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
+    stop_reason: int | str | None = None
 
 
 class CompletionService:
@@ -73,34 +80,6 @@ class CompletionService:
             raise ModelNotFoundError(f"The model '{model}' does not exist; this server serves "
                                      f"'{self.engine.info.served_model_name}'.", param="model")
 
-    def _sampling(self, body: SamplingFields, prompt_len: int, requested: int | None) -> SamplingOptions:
-        limit = self.engine.info.max_model_len
-        if prompt_len >= limit:
-            raise ContextLengthExceeded(f"This model's maximum context length is {limit} tokens; your prompt has "
-                                        f"{prompt_len} tokens. Please shorten it.", param="messages")
-        if requested is not None and prompt_len + requested > limit:
-            raise ContextLengthExceeded(f"This model's maximum context length is {limit} tokens; you requested "
-                                        f"{prompt_len + requested} tokens ({prompt_len} in the prompt, {requested} "
-                                        f"for the completion). Please reduce the prompt or max_tokens.",
-                                        param="max_tokens")
-        bias: dict[int, float] | None = None
-        if body.logit_bias:
-            try:
-                bias = {int(k): float(v) for k, v in body.logit_bias.items()}
-            except ValueError:
-                raise InvalidRequestError("logit_bias keys must be token ids", param="logit_bias") from None
-        return SamplingOptions(
-            max_tokens=requested if requested is not None else limit - prompt_len,
-            temperature=1.0 if body.temperature is None else body.temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
-            seed=body.seed,
-            stop=tuple(body.stop_list()),
-            presence_penalty=body.presence_penalty,
-            frequency_penalty=body.frequency_penalty,
-            logit_bias=bias,
-            ignore_eos=body.ignore_eos,
-        )
-
     async def _guarded(self, prompt: _Prompt, request_id: str) -> Guarded | None:
         if self.guard is None:
             return None
@@ -110,11 +89,15 @@ class CompletionService:
         self.metrics.count_interventions(prompt.fired)
         return guarded
 
-    async def _engine_requests(self, request_id: str, prompts: list[_Prompt], body: SamplingFields,
+    async def _engine_requests(self, request_id: str, prompts: list[_Prompt],
+                               body: ChatCompletionRequest | CompletionRequest,
                                requested: int | None) -> list[tuple[_Choice, EngineRequest]]:
         out: list[tuple[_Choice, EngineRequest]] = []
+        limit = self.engine.info.max_model_len
+        param = "messages" if isinstance(body, ChatCompletionRequest) else "prompt"
         for p_index, prompt in enumerate(prompts):
-            sampling = self._sampling(body, len(prompt.token_ids), requested)
+            prompt.token_ids = truncate(prompt.token_ids, body.truncate_prompt_tokens, limit)
+            sampling = sampling_options(body, len(prompt.token_ids), requested, limit, param)
             self.engine.validate_request(EngineRequest(request_id=request_id, sampling=sampling,
                                                        prompt_token_ids=prompt.token_ids))
             if prompt.decode_echo:
@@ -122,9 +105,8 @@ class CompletionService:
             guarded = await self._guarded(prompt, request_id)
             for i in range(body.n):
                 index = p_index * body.n + i
-                # Distinct seeds per choice so n>1 with a seed gives n different, reproducible samples.
-                seeded = sampling if sampling.seed is None or i == 0 else sampling.model_copy(
-                    update={"seed": sampling.seed + i})
+                seeded = sampling if i == 0 else sampling.model_copy(
+                    update={"seed": choice_seed(sampling.seed, i)})
                 req = EngineRequest(request_id=f"{request_id}-{index}", sampling=seeded,
                                     prompt_token_ids=prompt.token_ids)
                 if guarded is not None:
@@ -135,13 +117,25 @@ class CompletionService:
 
     # ---- prompts ---------------------------------------------------------------------------------------------------
     def chat_prompt(self, body: ChatCompletionRequest) -> _Prompt:
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in body.messages]
+        messages: list[dict] = []
+        for m in body.messages:
+            message: dict = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for key in ("name", "tool_calls", "tool_call_id"):
+                if getattr(m, key) is not None:
+                    message[key] = getattr(m, key)
+            messages.append(message)
+        tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
         try:
-            return _Prompt(self.engine.render_chat(messages), contents=[m["content"] for m in messages])
+            ids = self.engine.render_chat(messages, add_generation_prompt=body.add_generation_prompt,
+                                          continue_final_message=body.continue_final_message, tools=tools,
+                                          template_kwargs=body.chat_template_kwargs)
         except Exception as exc:  # the model's Jinja template rejects some conversations
             raise InvalidRequestError(f"the conversation cannot be rendered with the model's chat template: {exc}",
                                       param="messages") from exc
+        # vLLM's chat echo: the answer continues the last message when it is the assistant's own
+        last = body.messages[-1]
+        echo = last.text() if body.echo and last.role == "assistant" else ""
+        return _Prompt(ids, echo, contents=[m["content"] for m in messages])
 
     def completion_prompts(self, body: CompletionRequest) -> list[_Prompt]:
         raw = body.prompt
@@ -166,10 +160,18 @@ class CompletionService:
 
     @staticmethod
     def check_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
-        if body.logprobs:
-            raise InvalidRequestError("logprobs are not supported by this server", param="logprobs")
-        if isinstance(body, ChatCompletionRequest) and body.tools:
-            raise InvalidRequestError("tools are not supported by this server", param="tools")
+        refuse_unsupported(body.model_extra, chat=isinstance(body, ChatCompletionRequest))
+        if isinstance(body, ChatCompletionRequest):
+            # vLLM's answers for a model served without a tool-call parser (this one has none): tools are only
+            # rendered into the prompt, and any tool_choice that needs parsing is refused
+            choice = body.tool_choice if body.tool_choice is not None or not body.tools else "auto"
+            if choice == "auto":
+                raise InvalidRequestError('"auto" tool choice requires --enable-auto-tool-choice and '
+                                          "--tool-call-parser to be set", param="tool_choice")
+            if choice not in (None, "none"):
+                desc = f'function "{choice.function.name}"' if not isinstance(choice, str) else f'"{choice}"'
+                raise InvalidRequestError(f"tool_choice={desc} requires --tool-call-parser to be set",
+                                          param="tool_choice")
         if isinstance(body, CompletionRequest):
             if body.suffix:
                 raise InvalidRequestError("suffix is not supported by this server", param="suffix")
@@ -217,8 +219,8 @@ class CompletionService:
                      total_tokens=prompt_tokens + completion_tokens)
 
     async def _steps(self, jobs: list[tuple[_Choice, EngineRequest]]
-                     ) -> AsyncIterator[tuple[_Choice, str, str | None]]:
-        """(choice, new text, finish reason or None) per engine step, with the choice's counters kept current."""
+                     ) -> AsyncIterator[tuple[_Choice, EngineOutput, str | None]]:
+        """(choice, engine step, finish reason or None), with the choice's counters and logprobs kept current."""
         start = time.perf_counter()
         first = True
         async for choice, out in self._merged(jobs):
@@ -227,12 +229,17 @@ class CompletionService:
                 first = False
             choice.output_tokens = out.num_output_tokens
             choice.token_ids += out.token_ids
+            if out.logprobs:
+                choice.logprobs += out.logprobs
+            if out.prompt_logprobs is not None:
+                choice.prompt_logprobs = out.prompt_logprobs
             finish = None
             if out.finished:
                 finish = "length" if out.finish_reason == "length" else "stop"
                 choice.finish_reason = finish
+                choice.stop_reason = out.stop_reason
                 self._net_fired(choice)
-            yield choice, out.text, finish
+            yield choice, out, finish
 
     def _net_fired(self, choice: _Choice) -> None:
         if self.guard is None or choice.net is None:
@@ -241,8 +248,8 @@ class CompletionService:
         self.metrics.count_interventions({t: ["net"] for t in choice.net_fired})
 
     async def _collect(self, jobs: list[tuple[_Choice, EngineRequest]]) -> list[_Choice]:
-        async for choice, text, _ in self._steps(jobs):
-            choice.text.append(text)
+        async for choice, out, _ in self._steps(jobs):
+            choice.text.append(out.text)
         choices = [c for c, _ in jobs]
         self.metrics.count_tokens(self._usage(choices))
         return choices
@@ -266,35 +273,71 @@ class CompletionService:
         """Engine request ids are '<response id>-<choice index>'."""
         return jobs[0][1].request_id.rsplit("-", 1)[0]
 
+    def _text(self, body: SamplingFields):  # type: ignore[no-untyped-def]
+        return token_text(self.engine.tokenizer, body.return_tokens_as_token_ids)
+
+    def _chat_logprobs(self, body: ChatCompletionRequest, positions: list[TokenLogprobs]):  # type: ignore[no-untyped-def]
+        return chat_logprobs(positions, body.top_logprobs or 0, self._text(body)) if body.logprobs else None
+
+    def _completion_logprobs(self, body: CompletionRequest, choice: _Choice, positions: list[TokenLogprobs],
+                             first: bool, offset: int = 0):  # type: ignore[no-untyped-def]
+        """A completion's logprobs; with echo the prompt's positions come first (once, in a stream)."""
+        if body.logprobs is None:
+            return None
+        echoed: list[TokenLogprobs | None] = []
+        if body.echo and first and choice.prompt_logprobs is not None:
+            echoed = list(choice.prompt_logprobs)
+        return completion_logprobs([*echoed, *positions], body.logprobs, self._text(body), offset)
+
+    def _prompt_logprobs(self, body: SamplingFields, choice: _Choice):  # type: ignore[no-untyped-def]
+        if body.prompt_logprobs is None or choice.prompt_logprobs is None:
+            return None
+        return prompt_logprobs(choice.prompt_logprobs, self._text(body))
+
     # ---- chat ------------------------------------------------------------------------------------------------------
     async def prepare_chat(self, body: ChatCompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
         self.check_model(body.model)
         self.check_unsupported(body)
         return await self._engine_requests(random_id("chatcmpl"), [self.chat_prompt(body)], body,
-                                     body.requested_max_tokens())
+                                           body.requested_max_tokens())
 
     async def chat(self, body: ChatCompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> ChatCompletion:
         choices = await self._collect(jobs)
+        first = choices[0]
         return ChatCompletion(
             id=self._response_id(jobs), created=now(), model=body.model,
-            choices=[ChatChoice(index=c.index, message=AssistantMessage(content="".join(c.text)),
-                                finish_reason=c.finish_reason) for c in choices],  # type: ignore[arg-type]
-            usage=self._usage(choices))
+            choices=[ChatChoice(index=c.index,
+                                message=AssistantMessage(content=c.prompt.echo_text + "".join(c.text)),
+                                finish_reason=c.finish_reason,  # type: ignore[arg-type]
+                                logprobs=self._chat_logprobs(body, c.logprobs), stop_reason=c.stop_reason,
+                                token_ids=c.token_ids if body.return_token_ids else None) for c in choices],
+            usage=self._usage(choices),
+            prompt_logprobs=self._prompt_logprobs(body, first),
+            prompt_token_ids=first.prompt.token_ids if body.return_token_ids else None)
 
     async def chat_stream(self, body: ChatCompletionRequest,
                           jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[str]:
         rid, created = self._response_id(jobs), now()
 
-        def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
-            return _sse(ChatCompletionChunk(id=rid, created=created, model=body.model, choices=choices, usage=usage))
+        def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None, **extra: object) -> str:
+            return _sse(ChatCompletionChunk(id=rid, created=created, model=body.model, choices=choices, usage=usage,
+                                            **extra))  # type: ignore[arg-type]
 
         for c, _ in jobs:
-            yield chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(role="assistant", content=""))])
-        async for line in self._sse_events(
-                jobs, body,
-                lambda c, text, finish: chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(content=text or None),
-                                                               finish_reason=finish)]),  # type: ignore[arg-type]
-                lambda usage: chunk([], usage)):
+            ids = {"prompt_token_ids": c.prompt.token_ids} if body.return_token_ids else {}
+            yield chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(role="assistant", content=""))], **ids)
+            if c.prompt.echo_text:
+                yield chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(content=c.prompt.echo_text))])
+
+        def step(c: _Choice, out: EngineOutput, finish: str | None, usage: Usage | None) -> str:
+            return chunk([ChatChunkChoice(
+                index=c.index, delta=DeltaMessage(content=out.text or None),
+                finish_reason=finish,  # type: ignore[arg-type]
+                logprobs=self._chat_logprobs(body, out.logprobs or []) if out.token_ids else None,
+                stop_reason=c.stop_reason if finish else None,
+                token_ids=out.token_ids if body.return_token_ids else None)], usage)
+
+        async for line in self._sse_events(jobs, body, step, lambda usage: chunk([], usage)):
             yield line
 
     # ---- text completions ------------------------------------------------------------------------------------------
@@ -302,44 +345,66 @@ class CompletionService:
         self.check_model(body.model)
         self.check_unsupported(body)
         return await self._engine_requests(random_id("cmpl"), self.completion_prompts(body), body,
-                                     body.requested_max_tokens())
+                                           body.requested_max_tokens())
 
     async def complete(self, body: CompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> Completion:
         choices = await self._collect(jobs)
         return Completion(
             id=self._response_id(jobs), created=now(), model=body.model,
             choices=[CompletionChoice(index=c.index, text=c.prompt.echo_text + "".join(c.text),
-                                      finish_reason=c.finish_reason) for c in choices],  # type: ignore[arg-type]
+                                      finish_reason=c.finish_reason,  # type: ignore[arg-type]
+                                      logprobs=self._completion_logprobs(body, c, c.logprobs, first=True),
+                                      stop_reason=c.stop_reason,
+                                      token_ids=c.token_ids if body.return_token_ids else None,
+                                      prompt_logprobs=self._prompt_logprobs(body, c),
+                                      prompt_token_ids=c.prompt.token_ids if body.return_token_ids else None)
+                     for c in choices],
             usage=self._usage(choices))
 
     async def complete_stream(self, body: CompletionRequest,
                               jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[str]:
         rid, created = self._response_id(jobs), now()
+        sent: dict[int, int] = {}  # choice index -> characters sent (logprobs' text_offset)
+        echoed: set[int] = set()
 
         def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
             return _sse(Completion(id=rid, created=created, model=body.model, choices=choices, usage=usage))
 
         for c, _ in jobs:
-            if c.prompt.echo_text:
+            if c.prompt.echo_text and body.logprobs is None:
                 yield chunk([CompletionChoice(index=c.index, text=c.prompt.echo_text, finish_reason=None)])
-        async for line in self._sse_events(
-                jobs, body,
-                lambda c, text, finish: chunk([CompletionChoice(index=c.index, text=text,
-                                                                finish_reason=finish)]),  # type: ignore[arg-type]
-                lambda usage: chunk([], usage)):
+                echoed.add(c.index)
+
+        def step(c: _Choice, out: EngineOutput, finish: str | None, usage: Usage | None) -> str:
+            # with logprobs the echo waits for the prompt's logprobs, which come with the first step
+            first = c.index not in echoed
+            echoed.add(c.index)
+            text = (c.prompt.echo_text if first else "") + out.text
+            logprobs = self._completion_logprobs(body, c, out.logprobs or [], first, sent.get(c.index, 0))
+            sent[c.index] = sent.get(c.index, 0) + len(text)
+            return chunk([CompletionChoice(
+                index=c.index, text=text, finish_reason=finish, logprobs=logprobs,  # type: ignore[arg-type]
+                stop_reason=c.stop_reason if finish else None,
+                token_ids=out.token_ids if body.return_token_ids else None,
+                prompt_logprobs=self._prompt_logprobs(body, c) if first else None,
+                prompt_token_ids=c.prompt.token_ids if body.return_token_ids and first else None)], usage)
+
+        async for line in self._sse_events(jobs, body, step, lambda usage: chunk([], usage)):
             yield line
 
     async def _sse_events(self, jobs: list[tuple[_Choice, EngineRequest]], body: SamplingFields,
-                          step: Callable[[_Choice, str, str | None], str],
+                          step: Callable[[_Choice, EngineOutput, str | None, Usage | None], str],
                           usage: Callable[[Usage], str]) -> AsyncIterator[str]:
         """The SSE lines after the preamble: one per engine step, the usage chunk if asked, then [DONE].
 
         An error after the stream started cannot change the status code any more: it goes out as an error event.
         """
+        options = body.stream_options
+        continuous = options is not None and options.include_usage and options.continuous_usage_stats
         try:
-            async for choice, text, finish in self._steps(jobs):
-                if text or finish:
-                    yield step(choice, text, finish)
+            async for choice, out, finish in self._steps(jobs):
+                if out.text or finish or out.logprobs:
+                    yield step(choice, out, finish, self._usage([c for c, _ in jobs]) if continuous else None)
         except GatewayError as exc:
             self.metrics.count_error(exc.error_type)
             yield sse_error_event(exc)
@@ -347,10 +412,10 @@ class CompletionService:
             return
         totals = self._usage([c for c, _ in jobs])
         self.metrics.count_tokens(totals)
-        if body.stream_options is not None and body.stream_options.include_usage:
+        if options is not None and options.include_usage:
             yield usage(totals)
         yield "data: [DONE]\n\n"
 
 
 def _sse(model: BaseModel) -> str:
-    return f"data: {model.model_dump_json()}\n\n"
+    return f"data: {model.model_dump_json(exclude_unset=False)}\n\n"

@@ -38,6 +38,12 @@ class EngineSettings(BaseModel):
     lora_scale_levels: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     kv_cache_space_gib: int = Field(default=1, ge=1)
     seed: int = 0
+    # Where vLLM reads logprobs: after the logits processors, so that a guarded request's logprobs are the guarded
+    # distribution's ("Ron" never among a forgotten target's top_logprobs). vLLM's own default, raw_logprobs, reads
+    # them before any processor, penalty or temperature; greedy requests without penalties get the same figures.
+    logprobs_mode: Literal["processed_logprobs", "raw_logprobs"] = "processed_logprobs"
+    # vLLM's structured-output backend (auto: xgrammar, falling back to guidance)
+    structured_outputs_backend: Literal["auto", "xgrammar", "guidance", "outlines", "lm-format-enforcer"] = "auto"
 
 
 class RegistrySettings(BaseModel):

@@ -11,7 +11,7 @@ import abc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,6 +29,20 @@ FinishReason = Literal["stop", "length", "abort"]
 GREEDY_BELOW = 1e-5
 
 
+class StructuredSpec(BaseModel):
+    """One structured-output constraint (vLLM's ``StructuredOutputsParams``); ``value`` is the JSON schema (as JSON
+    text), the regex or the grammar; ``choices`` the allowed strings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["json", "regex", "choice", "grammar", "json_object"]
+    value: str | None = None
+    choices: tuple[str, ...] = ()
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+
+
 class SamplingOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -41,6 +55,21 @@ class SamplingOptions(BaseModel):
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] | None = None
     ignore_eos: bool = False  # decode to max_tokens (benchmarks); stop strings still apply
+    # vLLM's extensions, with its meanings and defaults (0 / -1 top_k: off)
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    allowed_token_ids: tuple[int, ...] | None = None
+    bad_words: tuple[str, ...] = ()
+    # top logprobs per generated token (0: only the chosen token's), per prompt token; None: none
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    structured: StructuredSpec | None = None
 
     @property
     def greedy(self) -> bool:
@@ -112,6 +141,15 @@ class EngineRequest:
 
 
 @dataclass
+class TokenLogprobs:
+    """A position's log-probabilities under the distribution the token was chosen from (after the guards)."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)  # the k most likely, best first
+
+
+@dataclass
 class EngineOutput:
     """One streamed step of one request: the new text and tokens since the previous output."""
 
@@ -121,6 +159,12 @@ class EngineOutput:
     num_output_tokens: int
     finish_reason: FinishReason | None = None
     finished: bool = False
+    # one per token in ``token_ids`` when logprobs were asked for
+    logprobs: list[TokenLogprobs] | None = None
+    # with the first output, when prompt logprobs were asked for: one per prompt token (None for the first)
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
+    # the stop string or stop token id that finished the request
+    stop_reason: int | str | None = None
 
 
 @dataclass
@@ -185,10 +229,18 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def loaded_loras(self) -> set[str]: ...
 
+    def unsupported(self, options: SamplingOptions) -> str | None:
+        """The first sampling field this engine cannot honour (a 400 names it), or None. vLLM honours them all."""
+        return None
+
     # ---- shared helpers --------------------------------------------------------------------------------------------
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+    def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                    continue_final_message: bool = False, tools: list[dict[str, Any]] | None = None,
+                    template_kwargs: dict[str, Any] | None = None) -> list[int]:
         """Apply the model's own chat template; the engines then only ever see token ids."""
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                 continue_final_message=continue_final_message, tools=tools,
+                                                 tokenize=True, **(template_kwargs or {}))
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)
@@ -238,6 +290,13 @@ class Engine(abc.ABC):
             if bad:
                 raise InvalidRequestError(f"logit_bias token id {bad[0]} is outside the vocabulary",
                                           param="logit_bias")
+        for name in ("stop_token_ids", "allowed_token_ids"):
+            bad = [t for t in getattr(request.sampling, name) or () if t < 0 or t >= vocab]
+            if bad:
+                raise InvalidRequestError(f"{name}: token id {bad[0]} is outside the vocabulary", param=name)
+        refused = self.unsupported(request.sampling)
+        if refused is not None:
+            raise InvalidRequestError(f"{refused} is not supported by the {self.kind} engine", param=refused)
 
 
 EngineFactory = Callable[["EngineSettings", Path, Path], Engine]

@@ -1,7 +1,7 @@
 """Incremental detokenization with stop strings, as a streaming client sees it.
 
 Text is released only once it can no longer turn out to be the start of a stop string, and never while it ends in
-an incomplete UTF-8 sequence; the stop string itself is not returned (OpenAI and vLLM behave the same way).
+an incomplete UTF-8 sequence; the stop string itself is not returned unless asked (vLLM's include_stop_str_in_output).
 """
 
 from __future__ import annotations
@@ -10,27 +10,30 @@ from transformers import PreTrainedTokenizerBase
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: tuple[str, ...] = ()) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: tuple[str, ...] = (), include_stop: bool = False,
+                 skip_special_tokens: bool = True) -> None:
         self.tokenizer = tokenizer
         self.stop = stop
+        self.include_stop = include_stop
+        self.skip_special_tokens = skip_special_tokens
         self.holdback = max((len(s) for s in stop), default=1) - 1
         self.ids: list[int] = []
         self.text = ""
         self.sent = 0
 
-    def push(self, token_id: int) -> tuple[str, bool]:
-        """Add one token; return (new text to send, whether a stop string was hit)."""
+    def push(self, token_id: int) -> tuple[str, str | None]:
+        """Add one token; return (new text to send, the stop string it hit or None)."""
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens)
         if text.endswith("\ufffd"):
-            return "", False
+            return "", None
         self.text = text
         for stop in self.stop:
             at = text.find(stop, max(0, self.sent - len(stop)))
             if at != -1:
-                self.text = text[:at]
-                return self._release(len(self.text)), True
-        return self._release(len(text) - self.holdback), False
+                self.text = text[:at + len(stop)] if self.include_stop else text[:at]
+                return self._release(len(self.text)), stop
+        return self._release(len(text) - self.holdback), None
 
     def flush(self) -> str:
         return self._release(len(self.text))

@@ -22,7 +22,7 @@ import torch
 from transformers import DynamicCache
 
 from guards.logits.hf_adapter import GatewayHFLogitsProcessor
-from server.engines.base import EngineOutput, EngineRequest, FinishReason
+from server.engines.base import EngineOutput, EngineRequest, FinishReason, TokenLogprobs
 from server.engines.detokenize import IncrementalDetokenizer
 from server.engines.row_lora import RowLoRA
 from server.engines.sampling import TokenSampler
@@ -267,30 +267,35 @@ class HFBatch:
                 layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
         self._rebuild()
 
-    def _step(self, row: BatchRow, token: int) -> FinishReason | None:
+    def _step(self, row: BatchRow, token: int, logprobs: TokenLogprobs | None = None) -> FinishReason | None:
         """Record ``token`` for ``row``, emit its delta, and say whether the row is done."""
         row.sampler.observe(token)
         row.output_ids.append(token)
         req, finish = row.request, None
-        if token in self.eos_ids and not req.sampling.ignore_eos:
+        stop_reason: int | str | None = None
+        if token in req.sampling.stop_token_ids:
+            finish, delta, stop_reason = "stop", row.detok.flush(), token
+        elif token in self.eos_ids and not req.sampling.ignore_eos:
             finish, delta = "stop", row.detok.flush()
         else:
             delta, hit_stop = row.detok.push(token)
-            if hit_stop:
-                finish = "stop"
+            if hit_stop is not None:
+                finish, stop_reason = "stop", hit_stop
             elif len(row.output_ids) >= req.sampling.max_tokens or \
                     req.num_prompt_tokens + len(row.output_ids) >= self.max_model_len:
                 finish = "length"
                 delta += row.detok.flush()
         row.job.emit(EngineOutput(text=delta, token_ids=[token], num_prompt_tokens=req.num_prompt_tokens,
                                   num_output_tokens=len(row.output_ids), finish_reason=finish,
-                                  finished=finish is not None))
+                                  finished=finish is not None, logprobs=None if logprobs is None else [logprobs],
+                                  stop_reason=stop_reason))
         return finish
 
     @torch.inference_mode()
     def step(self) -> None:
         """Sample and emit every row's next token, drop the rows that are done, decode one step for the others."""
         self.steps_since_admit += 1
+        logprobs: list[TokenLogprobs | None] = [None] * len(self.rows)
         if self.processor is None and all(r.sampler.plain_greedy for r in self.rows):
             tokens = self.logits.argmax(dim=-1).tolist()  # the usual evaluation batch: one op, no copies
         else:
@@ -298,8 +303,12 @@ class HFBatch:
             if self.processor is not None:
                 adjusted = self.processor(torch.empty(0, dtype=torch.long), adjusted)
             tokens = [r.sampler.choose(adjusted[i]) for i, r in enumerate(self.rows)]
+            for i, r in enumerate(self.rows):
+                if r.request.sampling.logprobs is not None:  # after the guards, like vLLM's processed_logprobs
+                    logprobs[i] = _position(r.sampler.distribution(adjusted[i]), tokens[i],
+                                            r.request.sampling.logprobs)
         keep = [i for i, (r, t) in enumerate(zip(self.rows, tokens, strict=True))
-                if self._step(r, t) is None and not r.job.cancelled.is_set()]
+                if self._step(r, t, logprobs[i]) is None and not r.job.cancelled.is_set()]
         if len(keep) != len(self.rows):
             self._keep(keep)
             tokens = [tokens[i] for i in keep]
@@ -311,3 +320,11 @@ class HFBatch:
         for row in self.rows:
             row.job.emit(exc)
         self._keep([])
+
+
+def _position(logprobs: torch.Tensor, token: int, k: int) -> TokenLogprobs:
+    top = torch.topk(logprobs, k) if k else None
+    as_float = lambda v: max(float(v), -9999.0)  # noqa: E731 - JSON has no -inf (vLLM writes -9999.0)
+    return TokenLogprobs(token_id=token, logprob=as_float(logprobs[token]),
+                         top=[] if top is None else [(int(t), as_float(v))
+                                                     for v, t in zip(top.values, top.indices, strict=True)])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from server.engines.base import Engine, EngineOutput, EngineRequest
+from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions
 from server.engines.detokenize import IncrementalDetokenizer
 from server.engines.hf_batch import BatchRow, HFBatch, Job
 from server.engines.lora import LoRAAdapter
@@ -203,7 +203,21 @@ class HFEngine(Engine):
                     lane.fail(exc)
             self._running = sum(len(lane) for lane in lanes) + len(waiting)
 
+    def unsupported(self, options: SamplingOptions) -> str | None:
+        """The reference engine has no structured-output backend, computes only the last position's logits at
+        prefill (no prompt logprobs) and decodes with the fast tokenizer (no spaces_between_special_tokens)."""
+        if options.structured is not None:
+            return "structured outputs (response_format / structured_outputs)"
+        if options.prompt_logprobs is not None:
+            return "prompt_logprobs"
+        if options.bad_words:
+            return "bad_words"
+        if not options.spaces_between_special_tokens:
+            return "spaces_between_special_tokens"
+        return None
+
     def _row(self, job: Job) -> BatchRow:
         opts = job.request.sampling
-        return BatchRow(job=job, sampler=TokenSampler(opts, self._vocab),
-                        detok=IncrementalDetokenizer(self.tokenizer, opts.stop))
+        return BatchRow(job=job, sampler=TokenSampler(opts, self._vocab, job.request.prompt_token_ids, self._eos_ids),
+                        detok=IncrementalDetokenizer(self.tokenizer, opts.stop, opts.include_stop_str_in_output,
+                                                     opts.skip_special_tokens))

@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions
+from server.engines.base import (
+    Engine,
+    EngineOutput,
+    EngineRequest,
+    SamplingOptions,
+    StructuredSpec,
+    TokenLogprobs,
+)
 from server.engines.lora import scaled_copy_dir, write_scaled_copies
 from server.errors import InvalidRequestError, ServiceUnavailableError
 from server.settings import EngineSettings
@@ -69,6 +76,8 @@ class VLLMEngine(Engine):
             max_cpu_loras=s.max_cpu_loras,
             logits_processors=[GatewayLogitsProcessor],
             disable_log_stats=True,
+            logprobs_mode=s.logprobs_mode,
+            structured_outputs_config={"backend": s.structured_outputs_backend},
         )
         self._llm = AsyncLLM.from_engine_args(args)
 
@@ -137,15 +146,27 @@ class VLLMEngine(Engine):
             max_tokens=o.max_tokens,
             temperature=o.temperature,
             top_p=o.top_p,
+            top_k=o.top_k,
+            min_p=o.min_p,
+            repetition_penalty=o.repetition_penalty,
+            min_tokens=o.min_tokens,
             seed=o.seed,
             stop=list(o.stop) or None,
+            stop_token_ids=list(o.stop_token_ids) or None,
+            include_stop_str_in_output=o.include_stop_str_in_output,
             presence_penalty=o.presence_penalty,
             frequency_penalty=o.frequency_penalty,
             logit_bias=dict(o.logit_bias) if o.logit_bias else None,
+            allowed_token_ids=list(o.allowed_token_ids) if o.allowed_token_ids is not None else None,
+            bad_words=list(o.bad_words) or None,
             ignore_eos=o.ignore_eos,
+            logprobs=o.logprobs,
+            prompt_logprobs=o.prompt_logprobs,
+            structured_outputs=_structured(o.structured),
             extra_args=extra,
             output_kind=RequestOutputKind.DELTA,
-            skip_special_tokens=True,
+            skip_special_tokens=o.skip_special_tokens,
+            spaces_between_special_tokens=o.spaces_between_special_tokens,
         )
 
     def validate_request(self, request: EngineRequest) -> None:
@@ -174,10 +195,17 @@ class VLLMEngine(Engine):
         try:
             stream = self._llm.generate(prompt, self._sampling_params(request), request.request_id,
                                         lora_request=lora)
+            first = True
             async for out in stream:
                 completion = out.outputs[0]
                 n_out += len(completion.token_ids)
                 finish = completion.finish_reason
+                prompt_lps = None
+                if first and request.sampling.prompt_logprobs is not None and out.prompt_logprobs is not None:
+                    prompt_ids = request.prompt_token_ids or []
+                    prompt_lps = [None if lp is None or i >= len(prompt_ids) else _position(prompt_ids[i], lp)
+                                  for i, lp in enumerate(out.prompt_logprobs)]
+                first = False
                 yield EngineOutput(
                     text=completion.text,
                     token_ids=list(completion.token_ids),
@@ -185,8 +213,39 @@ class VLLMEngine(Engine):
                     num_output_tokens=n_out,
                     finish_reason=finish if finish in ("stop", "length", "abort") else None,
                     finished=out.finished,
+                    logprobs=None if completion.logprobs is None else [
+                        _position(t, lp) for t, lp in zip(completion.token_ids, completion.logprobs, strict=False)],
+                    prompt_logprobs=prompt_lps,
+                    stop_reason=completion.stop_reason,
                 )
         except EngineDeadError as exc:
             raise ServiceUnavailableError(f"the engine stopped: {exc}") from exc
         except ValueError as exc:  # vLLM's input validation (VLLMValidationError is a ValueError)
             raise InvalidRequestError(str(exc)) from exc
+
+
+def _position(token_id: int, logprobs: dict[int, Any]) -> TokenLogprobs:
+    """vLLM's {token id: Logprob(logprob, rank)} for one position: the chosen token's and the top ranks'."""
+    chosen = logprobs.get(token_id)
+    top = sorted(((t, lp) for t, lp in logprobs.items() if lp.rank is not None and lp.rank >= 1),
+                 key=lambda item: item[1].rank)
+    return TokenLogprobs(token_id=token_id, logprob=_finite(chosen.logprob if chosen is not None else float("-inf")),
+                         top=[(t, _finite(lp.logprob)) for t, lp in top])
+
+
+def _finite(logprob: float) -> float:
+    # vLLM's serving layer writes -inf (a token the processors removed) as -9999.0: JSON has no infinity
+    return max(logprob, -9999.0)
+
+
+def _structured(spec: StructuredSpec | None) -> Any:
+    if spec is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    kind: dict[str, Any] = {"json": {"json": spec.value}, "regex": {"regex": spec.value},
+                            "grammar": {"grammar": spec.value}, "choice": {"choice": list(spec.choices)},
+                            "json_object": {"json_object": True}}[spec.kind]
+    return StructuredOutputsParams(**kind, disable_any_whitespace=spec.disable_any_whitespace,
+                                   disable_additional_properties=spec.disable_additional_properties,
+                                   whitespace_pattern=spec.whitespace_pattern)

@@ -1,0 +1,53 @@
+"""Request fields vLLM's OpenAI server honours that this gateway cannot: refused by name, never silently dropped.
+
+A client moving from ``vllm serve`` sends these expecting an effect; ignoring them would give it a different answer
+without saying so. A field left at vLLM's default changes nothing and passes. Fields vLLM itself does not know (new
+OpenAI SDK fields) are ignored, as vLLM ignores them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.errors import InvalidRequestError
+
+# field -> (vLLM's default, why this server refuses it)
+_SHARED: dict[str, tuple[Any, str]] = {
+    "use_beam_search": (False, "beam search is not supported by this server"),
+    "length_penalty": (1.0, "length_penalty only applies to beam search, which this server does not run"),
+    "logprob_token_ids": (None, "logprob_token_ids is not supported by this server"),
+    "priority": (0, "priority scheduling is not enabled on this server"),
+    "kv_transfer_params": (None, "disaggregated prefill (kv_transfer_params) is not supported by this server"),
+    "ec_transfer_params": (None, "ec_transfer_params is not supported by this server"),
+    "vllm_xargs": (None, "vllm_xargs are reserved for the gateway's own logits processor"),
+    "mm_processor_kwargs": (None, "this server serves a text-only model"),
+    "media_io_kwargs": (None, "this server serves a text-only model"),
+    "repetition_detection": (None, "repetition_detection is not supported by this server"),
+    "thinking_token_budget": (None, "this model has no reasoning parser"),
+    "cache_salt": (None, "cache_salt is not supported by this server"),
+    "truncation_side": (None, "truncation_side is not supported; truncate_prompt_tokens keeps the prompt's end"),
+    "return_token_offsets": (None, "return_token_offsets is not supported by this server"),
+    "return_prompt_text": (None, "return_prompt_text is not supported by this server"),
+    "stream_interval": (None, "stream_interval is not supported; every step is streamed"),
+    "watermarking": (None, "watermarking is not supported by this server"),
+}
+_CHAT: dict[str, tuple[Any, str]] = {
+    "chat_template": (None, "a request's own chat template is refused (vLLM's default without "
+                            "--trust-request-chat-template)"),
+    "documents": (None, "this model's chat template takes no documents"),
+    "functions": (None, "the deprecated functions field is not supported; use tools"),
+    "function_call": (None, "the deprecated function_call field is not supported; use tool_choice"),
+}
+_COMPLETION: dict[str, tuple[Any, str]] = {
+    "prompt_embeds": (None, "client prompt embeddings are refused: the gateway's guards must read the prompt"),
+}
+
+
+def refuse_unsupported(extra: dict[str, Any] | None, chat: bool) -> None:
+    """``extra``: the request's fields outside its model (pydantic's ``model_extra``)."""
+    if not extra:
+        return
+    table = {**_SHARED, **(_CHAT if chat else _COMPLETION)}
+    for name, value in extra.items():
+        if name in table and value != table[name][0] and value is not None:
+            raise InvalidRequestError(f"{name}: {table[name][1]}", param=name)
