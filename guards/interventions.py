@@ -52,6 +52,7 @@ class Guarded:
         """Turn a plain engine request into the guarded one; an empty plan leaves it as it was but for the net."""
         if not self.plan.empty:
             if self.prompt_embeds is not None:
+                request.embeds_token_ids = request.prompt_token_ids
                 request.prompt_token_ids, request.prompt_embeds = None, self.prompt_embeds
             request.lora, request.logits = self.lora, self.logits
         if self.net is not None:

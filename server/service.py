@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from guards.interventions import Guarded, PromptContext, RequestGuard
-from server.engines.base import Engine, EngineOutput, EngineRequest, TokenLogprobs
+from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions, TokenLogprobs
 from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError, sse_error_event
 from server.logprobs import chat_logprobs, completion_logprobs, prompt_logprobs, token_text
 from server.metrics import Metrics
@@ -111,9 +111,25 @@ class CompletionService:
                                     prompt_token_ids=prompt.token_ids)
                 if guarded is not None:
                     guarded.apply_to(req)
+                    req.sampling = self._guard_choices(req)
                 self.engine.validate_request(req)
                 out.append((_Choice(index=index, prompt=prompt, net=guarded.net if guarded else None), req))
         return out
+
+    def _guard_choices(self, req: EngineRequest) -> SamplingOptions:
+        """A structured-output choice spelling a forbidden token is dropped: the grammar could otherwise spell it
+        with smaller tokens than the ones GUARD filters ("R" + "on"). When every choice is forbidden the list is
+        left whole, for the processor to do what it can."""
+        spec, rules = req.sampling.structured, req.logits
+        if spec is None or spec.kind != "choice" or rules is None or not rules.banned_token_ids and not rules.sequences:
+            return req.sampling
+        banned = set(rules.banned_token_ids) | {s[0] for s in rules.sequences}
+        tok = self.engine.tokenizer
+        kept = tuple(c for c in spec.choices if not any(
+            banned & set(tok.encode(form, add_special_tokens=False)) for form in (c, " " + c)))
+        if not kept or len(kept) == len(spec.choices):
+            return req.sampling
+        return req.sampling.model_copy(update={"structured": spec.model_copy(update={"choices": kept})})
 
     # ---- prompts ---------------------------------------------------------------------------------------------------
     def chat_prompt(self, body: ChatCompletionRequest) -> _Prompt:

@@ -127,6 +127,8 @@ class EngineRequest:
     prompt_embeds: torch.Tensor | None = None
     lora: LoRASelection | None = None
     logits: LogitsArgs | None = None
+    # with prompt_embeds: the tokens they stand for, which prompt logprobs are scored against
+    embeds_token_ids: list[int] | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt_token_ids is None) == (self.prompt_embeds is None):

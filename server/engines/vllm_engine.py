@@ -185,6 +185,10 @@ class VLLMEngine(Engine):
         prompt: Any
         if request.prompt_embeds is not None:
             prompt = EmbedsPrompt(prompt_embeds=request.prompt_embeds)
+            if request.sampling.prompt_logprobs is not None and request.embeds_token_ids is not None:
+                # scored against the tokens the (corrupted) embeddings stand for; every position stays an embedding
+                prompt["prompt_token_ids"] = list(request.embeds_token_ids)
+                prompt["prompt_is_token_ids"] = [False] * len(request.embeds_token_ids)
         else:
             prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids or []))
         lora = None
@@ -202,7 +206,7 @@ class VLLMEngine(Engine):
                 finish = completion.finish_reason
                 prompt_lps = None
                 if first and request.sampling.prompt_logprobs is not None and out.prompt_logprobs is not None:
-                    prompt_ids = request.prompt_token_ids or []
+                    prompt_ids = request.prompt_token_ids or request.embeds_token_ids or []
                     prompt_lps = [None if lp is None or i >= len(prompt_ids) else _position(prompt_ids[i], lp)
                                   for i, lp in enumerate(out.prompt_logprobs)]
                 first = False
