@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-tokens", type=int, default=64)
     b.add_argument("--rounds", type=int, default=2)
     b.add_argument("--log-dir", default=None, help="where server logs go (default: a temp folder)")
+    b.add_argument("--logprobs", type=int, default=None, help="top_logprobs asked on every request, both sides")
     b.add_argument("--detectors", default="lexical", help="the gateway's prompt detectors, comma-separated "
                                                           "(retrieval gives every target a short document)")
     b.set_defaults(func=bench.main)

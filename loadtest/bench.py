@@ -108,7 +108,8 @@ def run_bench(baseline: str, targets: int, spec: WorkloadSpec, rounds: int, log_
 
 
 def main(args) -> int:  # type: ignore[no-untyped-def]
-    spec = WorkloadSpec(requests=args.requests, concurrency=args.concurrency, max_tokens=args.max_tokens)
+    spec = WorkloadSpec(requests=args.requests, concurrency=args.concurrency, max_tokens=args.max_tokens,
+                        logprobs=args.logprobs)
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="ugw-bench-"))
     detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
     report = run_bench(args.baseline, args.targets, spec, args.rounds, log_dir, detectors)

@@ -35,6 +35,8 @@ class WorkloadSpec(BaseModel):
     concurrency: int = 8
     max_tokens: int = 64
     temperature: float = 0.0
+    # top logprobs on every request (None: none asked for), to price the logprobs channel against bare vLLM's
+    logprobs: int | None = None
 
 
 class WorkloadResult(BaseModel):
@@ -91,7 +93,8 @@ async def run_workload(base_url: str, model: str, spec: WorkloadSpec) -> Workloa
             stream = await client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
                 max_tokens=spec.max_tokens, temperature=spec.temperature, stream=True,
-                stream_options={"include_usage": True})
+                stream_options={"include_usage": True},
+                **({"logprobs": True, "top_logprobs": spec.logprobs} if spec.logprobs is not None else {}))
             async for chunk in stream:
                 if first is None and chunk.choices and chunk.choices[0].delta.content:
                     first = time.perf_counter()
