@@ -101,15 +101,22 @@ def _engine_flags(engine: EngineSettings) -> list[str]:
     return flags
 
 
-def bare_vllm(model_path: Path, name: str, engine: EngineSettings, log_dir: Path, work_dir: Path) -> ServerProcess:
-    """vLLM's own OpenAI server with the flags and environment the gateway gives its embedded engine."""
+def bare_vllm(model_path: Path, name: str, engine: EngineSettings, log_dir: Path, work_dir: Path,
+              upstream: bool = False, label: str = "bare-vllm") -> ServerProcess:
+    """vLLM's own OpenAI server with the flags and environment the gateway gives its embedded engine.
+
+    ``upstream``: as a remote-engine gateway needs it (adapters loaded at run time, logprobs read after the guards'
+    processor); the benchmark's bare baseline keeps vLLM's defaults."""
     from server.engines.vllm_engine import vllm_environment
 
     port = free_port()
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
             "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), *_engine_flags(engine)]
-    return ServerProcess("bare-vllm", argv, port, log_dir / "bare-vllm.log", "/health",
-                         env=vllm_environment(engine, work_dir))
+    env = vllm_environment(engine, work_dir)
+    if upstream:
+        argv += ["--logprobs-mode", engine.logprobs_mode]
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    return ServerProcess(label, argv, port, log_dir / f"{label}.log", "/health", env=env)
 
 
 def isolated_env(admin_token: str, folder: Path, elicit: bool = False) -> dict[str, str]:

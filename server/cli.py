@@ -19,7 +19,9 @@ def _serve(args: argparse.Namespace) -> int:
     base = Settings()
     engine_updates = {k: v for k, v in {"kind": args.engine, "model": args.model,
                                         "served_model_name": args.served_model_name,
-                                        "max_model_len": args.max_model_len}.items() if v is not None}
+                                        "max_model_len": args.max_model_len,
+                                        "upstreams": args.upstream.split(",") if args.upstream else None,
+                                        }.items() if v is not None}
     engine = EngineSettings.model_validate({**base.engine.model_dump(), **engine_updates})
     updates = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     if args.command == "worker":  # the same process shape, but it runs queued builds (its HTTP side: probes)
@@ -86,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (serve, worker):
         p.add_argument("--host", default=None, help="bind address (default 127.0.0.1, env UGW_HOST)")
         p.add_argument("--port", type=int, default=None, help="port (default 8000, env UGW_PORT)")
-        p.add_argument("--engine", choices=["vllm", "hf"], default=None, help="inference engine (default vllm)")
+        p.add_argument("--engine", choices=["vllm", "hf", "remote"], default=None,
+                       help="inference engine (default vllm; remote: upstream vLLM servers, see --upstream)")
+        p.add_argument("--upstream", default=None, help="remote engine: upstream vLLM OpenAI servers, "
+                                                        "comma-separated base URLs")
         p.add_argument("--model", default=None, help="local model folder or hub name (default: the bundled "
                                                      "SmolLM2-135M)")
         p.add_argument("--served-model-name", default=None, help="name clients use as 'model'")

@@ -16,9 +16,10 @@ from pydantic import BaseModel
 
 from guards.interventions import Guarded, PromptContext, RequestGuard
 from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions, TokenLogprobs
-from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError, sse_error_event
+from server.errors import GatewayError, ModelNotFoundError, sse_error_event
 from server.logprobs import chat_logprobs, completion_logprobs, prompt_logprobs, token_text
 from server.metrics import Metrics
+from server.prompts import Prompt, chat_prompt, completion_prompts
 from server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -36,25 +37,13 @@ from server.protocol import (
     random_id,
 )
 from server.request_options import choice_seed, sampling_options, truncate
-from server.unsupported import refuse_unsupported
-
-
-@dataclass
-class _Prompt:
-    token_ids: list[int]
-    echo_text: str = ""
-    # what the user wrote (message contents, or the prompt text): what detection reads
-    contents: list[str] = field(default_factory=list)
-    # a token prompt to echo: decoded only after its ids are known to be in the vocabulary
-    decode_echo: bool = False
-    # target id -> methods applied to this prompt (empty: it went to the engine unguarded)
-    fired: dict[str, list[str]] = field(default_factory=dict)
+from server.unsupported import check_request
 
 
 @dataclass
 class _Choice:
     index: int
-    prompt: _Prompt
+    prompt: Prompt
     text: list[str] = field(default_factory=list)
     output_tokens: int = 0
     finish_reason: str | None = None
@@ -80,7 +69,7 @@ class CompletionService:
             raise ModelNotFoundError(f"The model '{model}' does not exist; this server serves "
                                      f"'{self.engine.info.served_model_name}'.", param="model")
 
-    async def _guarded(self, prompt: _Prompt, request_id: str) -> Guarded | None:
+    async def _guarded(self, prompt: Prompt, request_id: str) -> Guarded | None:
         if self.guard is None:
             return None
         contents = prompt.contents or [self.engine.tokenizer.decode(prompt.token_ids)]
@@ -89,7 +78,7 @@ class CompletionService:
         self.metrics.count_interventions(prompt.fired)
         return guarded
 
-    async def _engine_requests(self, request_id: str, prompts: list[_Prompt],
+    async def _engine_requests(self, request_id: str, prompts: list[Prompt],
                                body: ChatCompletionRequest | CompletionRequest,
                                requested: int | None) -> list[tuple[_Choice, EngineRequest]]:
         out: list[tuple[_Choice, EngineRequest]] = []
@@ -130,69 +119,6 @@ class CompletionService:
         if not kept or len(kept) == len(spec.choices):
             return req.sampling
         return req.sampling.model_copy(update={"structured": spec.model_copy(update={"choices": kept})})
-
-    # ---- prompts ---------------------------------------------------------------------------------------------------
-    def chat_prompt(self, body: ChatCompletionRequest) -> _Prompt:
-        messages: list[dict] = []
-        for m in body.messages:
-            message: dict = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for key in ("name", "tool_calls", "tool_call_id"):
-                if getattr(m, key) is not None:
-                    message[key] = getattr(m, key)
-            messages.append(message)
-        tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
-        try:
-            ids = self.engine.render_chat(messages, add_generation_prompt=body.add_generation_prompt,
-                                          continue_final_message=body.continue_final_message, tools=tools,
-                                          template_kwargs=body.chat_template_kwargs)
-        except Exception as exc:  # the model's Jinja template rejects some conversations
-            raise InvalidRequestError(f"the conversation cannot be rendered with the model's chat template: {exc}",
-                                      param="messages") from exc
-        # vLLM's chat echo: the answer continues the last message when it is the assistant's own
-        last = body.messages[-1]
-        echo = last.text() if body.echo and last.role == "assistant" else ""
-        return _Prompt(ids, echo, contents=[m["content"] for m in messages])
-
-    def completion_prompts(self, body: CompletionRequest) -> list[_Prompt]:
-        raw = body.prompt
-        items: list[str | list[int]]
-        if isinstance(raw, str):
-            items = [raw]
-        elif raw and isinstance(raw[0], int):
-            items = [raw]  # type: ignore[list-item]
-        else:
-            items = list(raw)  # type: ignore[arg-type]
-        prompts = []
-        tok = self.engine.tokenizer
-        for item in items:
-            if isinstance(item, str):
-                if not item:
-                    raise InvalidRequestError("the prompt is empty", param="prompt")
-                ids = tok.encode(item, add_special_tokens=False)
-                prompts.append(_Prompt(ids, item if body.echo else "", contents=[item]))
-            else:  # token prompts are decoded (echo, detection) once the engine has checked their ids
-                prompts.append(_Prompt(list(item), decode_echo=body.echo))
-        return prompts
-
-    @staticmethod
-    def check_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
-        refuse_unsupported(body.model_extra, chat=isinstance(body, ChatCompletionRequest))
-        if isinstance(body, ChatCompletionRequest):
-            # vLLM's answers for a model served without a tool-call parser (this one has none): tools are only
-            # rendered into the prompt, and any tool_choice that needs parsing is refused
-            choice = body.tool_choice if body.tool_choice is not None or not body.tools else "auto"
-            if choice == "auto":
-                raise InvalidRequestError('"auto" tool choice requires --enable-auto-tool-choice and '
-                                          "--tool-call-parser to be set", param="tool_choice")
-            if choice not in (None, "none"):
-                desc = f'function "{choice.function.name}"' if not isinstance(choice, str) else f'"{choice}"'
-                raise InvalidRequestError(f"tool_choice={desc} requires --tool-call-parser to be set",
-                                          param="tool_choice")
-        if isinstance(body, CompletionRequest):
-            if body.suffix:
-                raise InvalidRequestError("suffix is not supported by this server", param="suffix")
-            if body.best_of is not None and body.best_of != body.n:
-                raise InvalidRequestError("best_of other than n is not supported", param="best_of")
 
     # ---- running ---------------------------------------------------------------------------------------------------
     async def _merged(self, jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[tuple[_Choice, EngineOutput]]:
@@ -313,8 +239,8 @@ class CompletionService:
     # ---- chat ------------------------------------------------------------------------------------------------------
     async def prepare_chat(self, body: ChatCompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
         self.check_model(body.model)
-        self.check_unsupported(body)
-        return await self._engine_requests(random_id("chatcmpl"), [self.chat_prompt(body)], body,
+        check_request(body)
+        return await self._engine_requests(random_id("chatcmpl"), [chat_prompt(self.engine, body)], body,
                                            body.requested_max_tokens())
 
     async def chat(self, body: ChatCompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> ChatCompletion:
@@ -359,8 +285,8 @@ class CompletionService:
     # ---- text completions ------------------------------------------------------------------------------------------
     async def prepare_completion(self, body: CompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
         self.check_model(body.model)
-        self.check_unsupported(body)
-        return await self._engine_requests(random_id("cmpl"), self.completion_prompts(body), body,
+        check_request(body)
+        return await self._engine_requests(random_id("cmpl"), completion_prompts(self.engine, body), body,
                                            body.requested_max_tokens())
 
     async def complete(self, body: CompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> Completion:

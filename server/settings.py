@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EngineKind = Literal["vllm", "hf"]
+EngineKind = Literal["vllm", "hf", "remote"]
 
 
 def default_cache_dir() -> Path:
@@ -18,6 +18,8 @@ def default_cache_dir() -> Path:
 
 class EngineSettings(BaseModel):
     kind: EngineKind = "vllm"
+    # remote engine: the upstream vLLM OpenAI servers (base URLs) generation goes to
+    upstreams: list[str] = Field(default_factory=list)
     # None means the bundled SmolLM2-135M-Instruct, converted once from its GGUF file.
     model: str | None = None
     # Name clients send as ``model``; defaults to the model folder's name.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.errors import InvalidRequestError
+from server.protocol import ChatCompletionRequest, CompletionRequest
 
 # field -> (vLLM's default, why this server refuses it)
 _SHARED: dict[str, tuple[Any, str]] = {
@@ -51,3 +52,24 @@ def refuse_unsupported(extra: dict[str, Any] | None, chat: bool) -> None:
     for name, value in extra.items():
         if name in table and value != table[name][0] and value is not None:
             raise InvalidRequestError(f"{name}: {table[name][1]}", param=name)
+
+
+def check_request(body: ChatCompletionRequest | CompletionRequest) -> None:
+    """What this server refuses of a request that validated: vLLM fields it cannot honour, and tool choices."""
+    refuse_unsupported(body.model_extra, chat=isinstance(body, ChatCompletionRequest))
+    if isinstance(body, ChatCompletionRequest):
+        # vLLM's answers for a model served without a tool-call parser (this one has none): tools are only
+        # rendered into the prompt, and any tool_choice that needs parsing is refused
+        choice = body.tool_choice if body.tool_choice is not None or not body.tools else "auto"
+        if choice == "auto":
+            raise InvalidRequestError('"auto" tool choice requires --enable-auto-tool-choice and '
+                                      "--tool-call-parser to be set", param="tool_choice")
+        if choice not in (None, "none"):
+            desc = f'function "{choice.function.name}"' if not isinstance(choice, str) else f'"{choice}"'
+            raise InvalidRequestError(f"tool_choice={desc} requires --tool-call-parser to be set",
+                                      param="tool_choice")
+    if isinstance(body, CompletionRequest):
+        if body.suffix:
+            raise InvalidRequestError("suffix is not supported by this server", param="suffix")
+        if body.best_of is not None and body.best_of != body.n:
+            raise InvalidRequestError("best_of other than n is not supported", param="best_of")

@@ -316,8 +316,14 @@ def _hf_factory(settings: EngineSettings, model_path: Path, work_dir: Path) -> E
     return HFEngine(settings, model_path, work_dir)
 
 
+def _remote_factory(settings: EngineSettings, model_path: Path, work_dir: Path) -> Engine:
+    from server.engines.remote_engine import RemoteEngine
+
+    return RemoteEngine(settings, model_path, work_dir)
+
+
 # Imports are deferred so that the transformers engine never pays for importing vLLM.
-ENGINES: dict[str, EngineFactory] = {"vllm": _vllm_factory, "hf": _hf_factory}
+ENGINES: dict[str, EngineFactory] = {"vllm": _vllm_factory, "hf": _hf_factory, "remote": _remote_factory}
 
 
 def create_engine(settings: EngineSettings, model_path: Path, work_dir: Path) -> Engine:

@@ -1,0 +1,127 @@
+"""The remote engine against two real upstreams: stock vLLM OpenAI servers started as subprocesses.
+
+The upstreams run ``python -m vllm.entrypoints.openai.api_server`` with the gateway's logits processor, prompt
+embeddings and runtime LoRA loading; the gateway in front of them holds no model but its tokenizer and embedding
+matrix. Checked: the same tokens as the embedded vLLM engine at temperature 0; each method forgets Harry Potter and
+leaves France byte-identical; an upstream killed mid-stream ends that stream with an error event and new requests
+succeed on the other within 2 s.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from loadtest.servers import ServerProcess, bare_vllm
+from server.settings import EngineSettings
+from tests.conftest import live_settings
+from tests.live import LiveServer
+from tests.test_interventions import DESCRIPTION, FORGET, KEEP, ask, delete, register
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+PROMPTS = ["What is the capital of France?", "Name three colours.", "Write one sentence about the sea."]
+
+
+@pytest.fixture(scope="module")
+def upstreams(model_path: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list]:
+    logs = tmp_path_factory.mktemp("upstreams")
+    engine = EngineSettings(kind="vllm", max_model_len=1024, max_num_seqs=16)
+    servers = [bare_vllm(model_path, "smollm2", engine, logs, cache_dir / "work" / "vllm", upstream=True,
+                         label=f"upstream-{i}") for i in range(2)]
+    for server in servers:
+        server.start()
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def remote(upstreams: list[ServerProcess], model_path: Path, cache_dir: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    settings = live_settings("remote", model_path, cache_dir, tmp_path_factory.mktemp("remote"))
+    settings = settings.model_copy(update={
+        "guards": type(settings.guards)(),
+        "engine": settings.engine.model_copy(update={"upstreams": [u.base_url for u in upstreams]})})
+    server = LiveServer(settings).start()
+    yield server
+    server.stop()
+
+
+def _client(server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_same_tokens_as_the_embedded_engine(remote: LiveServer, vllm_server: LiveServer) -> None:
+    answers = []
+    for prompt in PROMPTS:
+        messages = [{"role": "user", "content": prompt}]
+        got = _client(remote).chat.completions.create(model=remote.model, messages=messages, temperature=0,
+                                                      max_tokens=32, logprobs=True, top_logprobs=2)
+        want = _client(vllm_server).chat.completions.create(model=vllm_server.model, messages=messages,
+                                                            temperature=0, max_tokens=32, logprobs=True,
+                                                            top_logprobs=2)
+        assert got.choices[0].message.content == want.choices[0].message.content
+        assert [t.token for t in got.choices[0].logprobs.content] == [t.token for t in want.choices[0].logprobs.content]
+        answers.append(got.choices[0].message.content)
+    # streamed pass-through: the same text chunk by chunk
+    streamed = "".join(c.choices[0].delta.content or "" for c in _client(remote).chat.completions.create(
+        model=remote.model, messages=[{"role": "user", "content": PROMPTS[0]}], temperature=0, max_tokens=32,
+        stream=True) if c.choices)
+    assert streamed == answers[0]
+
+
+@pytest.mark.parametrize("method", ["eco", "o3", "guard"])
+def test_each_method_forgets_through_the_upstreams(remote: LiveServer, method: str) -> None:
+    client = _client(remote)
+    before, header = ask(client, remote.model, FORGET)
+    assert "Ron" in before and header is None
+    keep_before, _ = ask(client, remote.model, KEEP)
+    record = register(remote, {"name": "Harry Potter", "description": DESCRIPTION, "methods": [method]})
+    try:
+        for _ in range(2):  # both upstreams (least outstanding alternates them only under load; ask twice)
+            after, header = ask(client, remote.model, FORGET)
+            assert "Ron" not in after and "Weasley" not in after, after
+            assert header is not None and f"{record['id']}:" in header and method in header
+        keep_after, header = ask(client, remote.model, KEEP)
+        assert keep_after == keep_before and header is None
+    finally:
+        delete(remote, record["id"])
+
+
+def test_an_upstream_killed_mid_stream_fails_loudly_and_the_other_takes_over(
+        remote: LiveServer, upstreams: list[ServerProcess]) -> None:
+    body = {"model": remote.model, "prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True,
+            "stream": True}
+    events: list[str] = []
+
+    def stream() -> None:
+        with httpx.stream("POST", remote.base_url + "/v1/completions", json=body, timeout=120) as r:
+            events.extend(line for line in r.iter_lines() if line.startswith("data: "))
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    engine = remote.engine
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(u.outstanding for u in engine.upstreams):  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    busy = next(i for i, u in enumerate(engine.upstreams) if u.outstanding)  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    upstreams[busy].stop()
+    killed_at = time.monotonic()
+    worker.join(60)
+    assert not worker.is_alive()
+    assert events[-1] == "data: [DONE]"
+    assert "error" in json.loads(events[-2][6:]), events[-3:]  # an error event, not a silently short answer
+    out = _client(remote).completions.create(model=remote.model, prompt="The capital of France is", max_tokens=4,
+                                             temperature=0)
+    assert out.choices[0].text and time.monotonic() - killed_at < 2.0
+    assert httpx.get(remote.base_url + "/ready").status_code == 200  # the other upstream still serves
+    upstreams[busy].start()  # back for later tests; the watcher re-admits it
