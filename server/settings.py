@@ -18,8 +18,10 @@ def default_cache_dir() -> Path:
 
 class EngineSettings(BaseModel):
     kind: EngineKind = "vllm"
-    # remote engine: the upstream vLLM OpenAI servers (base URLs) generation goes to
+    # remote engine: the upstream vLLM OpenAI servers (base URLs) generation goes to, and the folder O3's adapter
+    # copies are written to, which the upstreams read at the same path (a shared volume; default the work folder)
     upstreams: list[str] = Field(default_factory=list)
+    adapter_dir: Path | None = None
     # None means the bundled SmolLM2-135M-Instruct, converted once from its GGUF file.
     model: str | None = None
     # Name clients send as ``model``; defaults to the model folder's name.

@@ -18,7 +18,7 @@ from tests.env_settings import settings_from_env, unknown_setting
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBECTL = ROOT / ".cache" / "tools" / "kubectl"
-OVERLAYS = ["cpu", "gpu"]
+OVERLAYS = ["cpu", "gpu", "remote"]
 K8S_VERSION = "1.37.0"
 
 Obj = dict[str, Any]
@@ -126,3 +126,36 @@ def test_redis_keeps_every_write(rendered: tuple[str, list[Obj]]) -> None:
     assert config["data"]["UGW_REGISTRY__REDIS_URL"] == f"redis://{service['metadata']['name']}:6379/0"
     hpa = one(objs, "HorizontalPodAutoscaler", "ugw-gateway")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "ugw-gateway" and hpa["spec"]["minReplicas"] >= 2
+
+
+def test_remote_overlay_engines_run_what_the_remote_engine_needs(rendered: tuple[str, list[Obj]]) -> None:
+    overlay, objs = rendered
+    if overlay != "remote":
+        pytest.skip("the remote overlay only")
+    config = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("ugw-settings"))
+    settings = settings_from_env({**config["data"], "UGW_ADMIN_TOKEN": "x" * 32})
+    assert settings.engine.kind == "remote"
+    service = one(objs, "Service", "ugw-vllm")
+    assert settings.engine.upstreams == [f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"]
+    pod = one(objs, "Deployment", "ugw-vllm")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    for flag in ("--enable-prompt-embeds", "--enable-lora",
+                 "--logits-processors=guards.logits.vllm_adapter:GatewayLogitsProcessor",
+                 "--logprobs-mode=processed_logprobs"):
+        assert flag in args
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    # adapter copies and net tables are written on the artifacts volume and read at the same path upstream
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+    assert claims[mounts[str(settings.registry.artifact_dir)]] == "ugw-artifacts"
+    assert settings.engine.adapter_dir is not None
+    assert str(settings.engine.adapter_dir).startswith(str(settings.registry.artifact_dir) + "/")
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    values = yaml.safe_load((ROOT / "deploy" / "overlays" / "remote" / "production-stack-values.yaml").read_text())
+    (spec,) = values["servingEngineSpec"]["modelSpec"]
+    assert set(spec["vllmConfig"]["extraArgs"]) >= {"--enable-prompt-embeds", "--logprobs-mode=processed_logprobs",
+                                                     "--logits-processors=guards.logits.vllm_adapter:"
+                                                     "GatewayLogitsProcessor"}
+    assert spec["enableLoRA"] is True

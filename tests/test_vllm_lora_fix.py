@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from server.engines import vllm_lora_fix as fix
+from guards import vllm_lora_fix as fix
 
 lora_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops", reason="vllm is not installed")
 
@@ -109,3 +112,14 @@ def test_a_batch_builds_each_modules_stack_once_and_a_new_mapping_sees_new_weigh
     want = torch.cat([b_[1, 0] @ (a_[1, 0] @ x[1]) for a_, b_ in zip(a, b, strict=True)])
     torch.testing.assert_close(out[1], base[1] + want)
     assert torch.equal(out[0], base[0])
+
+
+@pytest.mark.vllm
+def test_the_upstream_plugin_imports_nothing_of_the_server() -> None:
+    """What a stock vLLM server loads (``--logits-processors guards.logits.vllm_adapter:GatewayLogitsProcessor``
+    and this general plugin) must run in vLLM's image with the gateway installed ``--no-deps``."""
+    code = ("import sys, guards.logits.vllm_adapter, guards.vllm_lora_fix; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'server', 'classifiers', 'loadtest'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

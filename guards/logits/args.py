@@ -1,11 +1,12 @@
-"""``LogitsArgs`` <-> ``SamplingParams.extra_args``: flat int/float lists, sequences as length-prefixed runs."""
+"""GUARD's per-request arguments (``LogitsArgs``) and their ``SamplingParams.extra_args`` form: flat int/float lists,
+sequences as length-prefixed runs. Imports nothing of the server: vLLM upstreams load this package alone."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from server.engines.base import LogitsArgs
+from pydantic import BaseModel, ConfigDict, model_validator
 
 BANNED = "ugw_banned"
 SEQUENCES = "ugw_sequences"
@@ -13,6 +14,37 @@ PENALTY_IDS = "ugw_penalty_ids"
 PENALTY_VALUES = "ugw_penalty_values"
 NET = "ugw_net"
 KEYS = (BANNED, SEQUENCES, PENALTY_IDS, PENALTY_VALUES, NET)
+
+
+class LogitsArgs(BaseModel):
+    """Per-request arguments for the gateway's logits processor (GUARD); empty means it leaves the row alone.
+
+    ``banned_token_ids`` never come out; a token that would continue one of ``sequences`` (given what the request
+    generated so far) is filtered; ``penalty_ids`` lose ``penalty_values`` from their logits at every step.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    banned_token_ids: tuple[int, ...] = ()
+    sequences: tuple[tuple[int, ...], ...] = ()
+    penalty_ids: tuple[int, ...] = ()
+    penalty_values: tuple[float, ...] = ()
+    # the output net's table file (``guards.net``): its sequences are filtered like ``sequences``, on every request
+    net: str | None = None
+
+    @model_validator(mode="after")
+    def _paired(self) -> LogitsArgs:
+        if len(self.penalty_ids) != len(self.penalty_values):
+            raise ValueError("penalty_ids and penalty_values must have the same length")
+        if any(not s for s in self.sequences):
+            raise ValueError("forbidden sequences must not be empty")
+        return self
+
+    def is_empty(self) -> bool:
+        return not (self.banned_token_ids or self.sequences or self.penalty_ids or self.net)
+
+    def token_ids(self) -> list[int]:
+        return [*self.banned_token_ids, *(t for s in self.sequences for t in s), *self.penalty_ids]
 
 
 def to_extra_args(args: LogitsArgs) -> dict[str, list[int] | list[float]]:

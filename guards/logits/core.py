@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from guards.logits.args import LogitsArgs
 from guards.logits.net_table import CompiledNet, load_net
 from guards.logits.rows import RowTable
-from server.engines.base import LogitsArgs
 
 
 @dataclass(frozen=True)

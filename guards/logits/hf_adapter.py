@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor
 
+from guards.logits.args import LogitsArgs
 from guards.logits.core import GuardCore
-from server.engines.base import LogitsArgs
 
 
 class GatewayHFLogitsProcessor(LogitsProcessor):

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from guards.logits.args import LogitsArgs
 from server.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -85,37 +86,6 @@ class LoRASelection(BaseModel):
 
     name: str
     scale: float = Field(default=1.0, gt=0.0)
-
-
-class LogitsArgs(BaseModel):
-    """Per-request arguments for the gateway's logits processor (GUARD); empty means it leaves the row alone.
-
-    ``banned_token_ids`` never come out; a token that would continue one of ``sequences`` (given what the request
-    generated so far) is filtered; ``penalty_ids`` lose ``penalty_values`` from their logits at every step.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    banned_token_ids: tuple[int, ...] = ()
-    sequences: tuple[tuple[int, ...], ...] = ()
-    penalty_ids: tuple[int, ...] = ()
-    penalty_values: tuple[float, ...] = ()
-    # the output net's table file (``guards.net``): its sequences are filtered like ``sequences``, on every request
-    net: str | None = None
-
-    @model_validator(mode="after")
-    def _paired(self) -> LogitsArgs:
-        if len(self.penalty_ids) != len(self.penalty_values):
-            raise ValueError("penalty_ids and penalty_values must have the same length")
-        if any(not s for s in self.sequences):
-            raise ValueError("forbidden sequences must not be empty")
-        return self
-
-    def is_empty(self) -> bool:
-        return not (self.banned_token_ids or self.sequences or self.penalty_ids or self.net)
-
-    def token_ids(self) -> list[int]:
-        return [*self.banned_token_ids, *(t for s in self.sequences for t in s), *self.penalty_ids]
 
 
 @dataclass

@@ -59,6 +59,7 @@ class RemoteEngine(Engine):
         self._loras: dict[str, dict[float, str]] = {}  # adapter -> level -> name of that level's copy
         self._lora_lock = asyncio.Lock()
         self._running = 0
+        self.adapter_dir = settings.adapter_dir or work_dir / "loras"
 
     # ---- lifecycle -------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -118,7 +119,7 @@ class RemoteEngine(Engine):
 
     # ---- LoRA ------------------------------------------------------------------------------------------------------
     def _level_paths(self, levels: dict[float, str]) -> dict[str, str]:
-        return {name: str(scaled_copy_dir(self.work_dir / "loras", name.split("@")[0], level))
+        return {name: str(scaled_copy_dir(self.adapter_dir, name.rsplit("@", 1)[0], level))
                 for level, name in levels.items()}
 
     async def _load_on(self, upstream: Upstream, name: str, path: str) -> None:
@@ -135,7 +136,7 @@ class RemoteEngine(Engine):
     async def load_lora(self, name: str, path: Path) -> None:
         """Scaled copies go under the work folder, which upstreams must read at the same path (a shared volume)."""
         async with self._lora_lock:
-            copies = await asyncio.to_thread(write_scaled_copies, path, self.work_dir / "loras", name,
+            copies = await asyncio.to_thread(write_scaled_copies, path, self.adapter_dir, name,
                                              self.info.lora_scale_levels)
             levels = {level: f"{name}@{level:g}" for level in copies}
             for upstream in self.upstreams:
