@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from loadtest import bench, decode_cost, load
+from loadtest import bench, decode_cost, load, vllm_bench
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--detectors", default="lexical", help="the gateway's prompt detectors, comma-separated "
                                                           "(retrieval gives every target a short document)")
     b.set_defaults(func=bench.main)
+    vb = sub.add_parser("vllm-bench", help="gateway vs bare vLLM driven by vLLM's own benchmark client "
+                                           "(vllm.benchmarks.serve), embedded and/or remote mode")
+    vb.add_argument("--mode", choices=["embedded", "remote", "both"], default="both")
+    vb.add_argument("--targets", type=int, default=100, help="forget targets active on the gateway")
+    vb.add_argument("--out", required=True, help="JSON report path")
+    vb.add_argument("--prompts", type=int, default=64)
+    vb.add_argument("--concurrency", type=int, default=8)
+    vb.add_argument("--input-len", type=int, default=64)
+    vb.add_argument("--output-len", type=int, default=64)
+    vb.add_argument("--log-dir", default=None)
+    vb.set_defaults(func=vllm_bench.main)
     ld = sub.add_parser("load", help="time-bounded mixed load on the gateway (flagged/plain, streamed/not), with "
                                      "latency percentiles, throughput, errors and server memory")
     ld.add_argument("--out", required=True, help="JSON report path")

@@ -125,3 +125,21 @@ def test_build_context_sends_only_the_package(dockerfile: Path) -> None:
             for source in rest.split()[:-1]:
                 assert source.rstrip("/") in allowed, f"{source} is excluded from the build context"
     assert not allowed & {".venv", ".cache", "tests"}
+
+
+def test_upstream_image_adds_only_the_guards_to_stock_vllm() -> None:
+    path = ROOT / "docker" / "vllm-upstream" / "Dockerfile"
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if Path(hadolint).exists():
+        result = subprocess.run([hadolint, "--no-color", "--config", str(ROOT / "docker" / "hadolint.yaml"),
+                                 str(path)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+    text = path.read_text()
+    (vllm_pin,) = PYPROJECT["project"]["optional-dependencies"]["cpu"]
+    assert f"vllm/vllm-openai:v{vllm_pin.split('==')[1]}" in text, "the upstream runs the vLLM release tested here"
+    steps = instructions(path)
+    copied = {source for k, rest in steps if k == "COPY" for source in rest.split()[:-1]}
+    assert copied == {"pyproject.toml", "README.md", "guards"}
+    assert any(k == "RUN" and "--no-deps" in rest for k, rest in steps)
+    assert env_of(steps)["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert [rest for k, rest in steps if k == "USER"][-1] not in ("root", "0")
