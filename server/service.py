@@ -265,11 +265,15 @@ class CompletionService:
             return _sse(ChatCompletionChunk(id=rid, created=created, model=body.model, choices=choices, usage=usage,
                                             **extra))  # type: ignore[arg-type]
 
+        # vLLM sends the role chunk with the first engine output, not before: a client timing its first chunk
+        # (vLLM's own benchmark does) then measures the time to the first token, not to the response headers
+        preamble: list[str] = []
         for c, _ in jobs:
             ids = {"prompt_token_ids": c.prompt.token_ids} if body.return_token_ids else {}
-            yield chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(role="assistant", content=""))], **ids)
+            preamble.append(chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(role="assistant", content=""))],
+                                  **ids))
             if c.prompt.echo_text:
-                yield chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(content=c.prompt.echo_text))])
+                preamble.append(chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(content=c.prompt.echo_text))]))
 
         def step(c: _Choice, out: EngineOutput, finish: str | None, usage: Usage | None) -> str:
             return chunk([ChatChunkChoice(
@@ -280,6 +284,9 @@ class CompletionService:
                 token_ids=out.token_ids if body.return_token_ids else None)], usage)
 
         async for line in self._sse_events(jobs, body, step, lambda usage: chunk([], usage)):
+            for first in preamble:
+                yield first
+            preamble = []
             yield line
 
     # ---- text completions ------------------------------------------------------------------------------------------

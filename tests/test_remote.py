@@ -19,6 +19,8 @@ import httpx
 import openai
 import pytest
 
+from guards.interventions import O3Intervention
+from guards.policy import O3_ARTIFACT
 from loadtest.servers import ServerProcess, bare_vllm
 from server.settings import EngineSettings
 from tests.conftest import live_settings
@@ -125,3 +127,38 @@ def test_an_upstream_killed_mid_stream_fails_loudly_and_the_other_takes_over(
     assert out.choices[0].text and time.monotonic() - killed_at < 2.0
     assert httpx.get(remote.base_url + "/ready").status_code == 200  # the other upstream still serves
     upstreams[busy].start()  # back for later tests; the watcher re-admits it
+
+
+def test_a_restarted_gateway_loads_its_adapters_on_the_upstreams_again(
+        upstreams: list[ServerProcess], model_path: Path, cache_dir: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    settings = live_settings("remote", model_path, cache_dir, tmp_path_factory.mktemp("remote-restart"))
+    settings = settings.model_copy(update={
+        "guards": type(settings.guards)(),
+        "engine": settings.engine.model_copy(update={"upstreams": [u.base_url for u in upstreams]})})
+    first = LiveServer(settings).start()
+    try:
+        record = register(first, {"name": "Harry Potter", "description": DESCRIPTION, "methods": ["o3"]})
+        ask(_client(first), first.model, FORGET)  # the first flagged request loads the adapter on every upstream
+
+        name = O3Intervention.adapter_name(record["artifacts"][O3_ARTIFACT])
+
+        def adapters(upstream: ServerProcess) -> set[str]:
+            return {m["id"] for m in httpx.get(upstream.base_url + "/v1/models").json()["data"]
+                    if m["id"].startswith(name + "@")}
+        levels = adapters(upstreams[0])
+        assert len(levels) == len(settings.engine.lora_scale_levels) and adapters(upstreams[1]) == levels
+    finally:
+        first.stop()
+    for upstream in upstreams:  # as if the upstreams had restarted too: nothing of the adapter is left there
+        for level in levels:
+            httpx.post(upstream.base_url + "/v1/unload_lora_adapter", json={"lora_name": level}, timeout=30)
+        assert not adapters(upstream)
+    second = LiveServer(settings).start()
+    try:
+        after, header = ask(_client(second), second.model, FORGET)
+        assert "Ron" not in after and header is not None and "o3" in header
+        assert [adapters(u) for u in upstreams] == [levels, levels]
+    finally:
+        delete(second, record["id"])
+        second.stop()
