@@ -85,6 +85,19 @@ def live(request: pytest.FixtureRequest) -> LiveServer:
     return request.getfixturevalue(f"{request.param}_server")
 
 
+@pytest.fixture(scope="module", params=ENGINE_KINDS)
+def guarded(request: pytest.FixtureRequest, model_path: Path, cache_dir: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A gateway with the full build (elicitation, ECO search) over the session's engine of that kind; one per test
+    module, so that the targets a module registers never meet another module's."""
+    shared: LiveServer = request.getfixturevalue(f"{request.param}_server")
+    settings = live_settings(request.param, model_path, cache_dir, tmp_path_factory.mktemp(f"guarded-{request.param}"))
+    settings = settings.model_copy(update={"guards": type(settings.guards)()})
+    server = LiveServer(settings, engine=shared.engine).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A real redis-server on loopback, with append-only persistence (fsync on every write)."""

@@ -8,29 +8,17 @@ the clean prompt's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import ENGINE_KINDS, live_settings
+from tests.conftest import live_settings
 from tests.live import LiveServer
 from tests.test_interventions import DESCRIPTION, FORGET, delete, register
 
 MESSAGES = [{"role": "user", "content": FORGET}]
-
-
-@pytest.fixture(scope="module", params=ENGINE_KINDS)
-def guarded(request: pytest.FixtureRequest, model_path: Path, cache_dir: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    shared: LiveServer = request.getfixturevalue(f"{request.param}_server")
-    settings = live_settings(request.param, model_path, cache_dir, tmp_path_factory.mktemp(f"chan-{request.param}"))
-    settings = settings.model_copy(update={"guards": type(settings.guards)()})
-    server = LiveServer(settings, engine=shared.engine).start()
-    yield server
-    server.stop()
 
 
 def _client(server: LiveServer) -> openai.OpenAI:

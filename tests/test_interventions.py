@@ -8,32 +8,19 @@ unguarded server at temperature 0; the response names the target and method in `
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, ENGINE_KINDS, live_settings
+from tests.conftest import ADMIN_TOKEN, live_settings
 from tests.live import LiveServer
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FORGET = "Who is Harry Potter's best friend?"
 KEEP = "What is the capital of France?"
 DESCRIPTION = "The boy wizard from the fantasy novels, who goes to a school of magic."
-
-
-@pytest.fixture(scope="module", params=ENGINE_KINDS)
-def guarded(request: pytest.FixtureRequest, model_path: Path, cache_dir: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A gateway with the full build (elicitation, ECO search) over the session's engine of that kind."""
-    shared: LiveServer = request.getfixturevalue(f"{request.param}_server")
-    settings = live_settings(request.param, model_path, cache_dir, tmp_path_factory.mktemp(f"guarded-{request.param}"))
-    settings = settings.model_copy(update={"guards": type(settings.guards)()})
-    server = LiveServer(settings, engine=shared.engine).start()
-    yield server
-    server.stop()
 
 
 def ask(client: openai.OpenAI, model: str, question: str) -> tuple[str, str | None]:
