@@ -23,7 +23,7 @@ from server.registry.redis_store import RedisTargetStore
 from server.registry.service import TargetService
 from server.registry.store import TargetStore
 from server.registry.worker import BuildWorker
-from server.routes import admin, health, openai, tokenize
+from server.routes import admin, health, openai, sagemaker, tokenize
 from server.service import CompletionService
 from server.settings import Settings
 
@@ -101,6 +101,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(tokenize.router)
+    app.include_router(sagemaker.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
                        admin_max_bytes=settings.admin_max_request_bytes)
     if settings.admin_port is not None:

@@ -23,3 +23,21 @@ def test_health_ready_and_metrics(live: LiveServer) -> None:
 def test_openapi_schema_is_served(hf_server: LiveServer) -> None:
     schema = httpx.get(hf_server.base_url + "/openapi.json").json()
     assert "/v1/chat/completions" in schema["paths"] and "/v1/completions" in schema["paths"]
+
+
+def test_ping_and_invocations(hf_server: LiveServer) -> None:
+    """vLLM's /ping and /invocations: the same answers as /health and the /v1 endpoints."""
+    assert httpx.get(hf_server.base_url + "/ping").status_code == 200
+    assert httpx.post(hf_server.base_url + "/ping").status_code == 200
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    chat = {"model": hf_server.model, "messages": messages, "temperature": 0, "max_tokens": 8}
+    via = httpx.post(hf_server.base_url + "/invocations", json=chat, timeout=120).json()
+    direct = httpx.post(hf_server.base_url + "/v1/chat/completions", json=chat, timeout=120).json()
+    assert via["object"] == "chat.completion"
+    assert via["choices"][0]["message"]["content"] == direct["choices"][0]["message"]["content"]
+    done = httpx.post(hf_server.base_url + "/invocations", json={"model": hf_server.model, "prompt": "Paris is",
+                                                                   "max_tokens": 2}, timeout=120).json()
+    assert done["object"] == "text_completion"
+    bad = httpx.post(hf_server.base_url + "/invocations", json={"model": hf_server.model, "messages": []})
+    assert bad.status_code == 400 and "error" in bad.json()
+    assert httpx.post(hf_server.base_url + "/invocations", json={"x": 1}).status_code == 400
