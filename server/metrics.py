@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -18,7 +19,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, model_name: str = "") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("ugw_requests", "HTTP requests by route and status code",
@@ -36,13 +37,36 @@ class Metrics:
         self.in_flight = Gauge("ugw_requests_in_flight", "Requests being served", registry=r)
         self.engine_running = Gauge("ugw_engine_requests_running", "Requests held by the engine (queued or running)",
                                     registry=r)
+        # vLLM's own names (labelled by model_name, as vLLM labels them), for dashboards and autoscalers written for
+        # `vllm serve` (production-stack's, KEDA/HPA examples on vllm:num_requests_running)
+        self.vllm_running = Gauge("vllm:num_requests_running", "Requests held by the engine", ["model_name"],
+                                  registry=r)
+        self.vllm_ttft = Histogram("vllm:time_to_first_token_seconds", "Time to the first token", ["model_name"],
+                                   buckets=_LATENCY_BUCKETS, registry=r)
+        self.vllm_e2e = Histogram("vllm:e2e_request_latency_seconds", "End-to-end latency of completion requests",
+                                  ["model_name"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.vllm_prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens processed", ["model_name"],
+                                          registry=r)
+        self.vllm_generation_tokens = Counter("vllm:generation_tokens", "Generation tokens produced", ["model_name"],
+                                              registry=r)
+        self.model_name = model_name
+
+    def serve_model(self, name: str, running: Callable[[], float]) -> None:
+        """Label vLLM's metrics with the served model, each present (at zero) from the start as vLLM's are."""
+        self.model_name = name
+        self.vllm_running.labels(name).set_function(running)
+        for metric in (self.vllm_ttft, self.vllm_e2e, self.vllm_prompt_tokens, self.vllm_generation_tokens):
+            metric.labels(name)
 
     def observe_ttft(self, seconds: float) -> None:
         self.ttft.observe(seconds)
+        self.vllm_ttft.labels(self.model_name).observe(seconds)
 
     def count_tokens(self, usage: Usage) -> None:
         self.prompt_tokens.inc(usage.prompt_tokens)
         self.completion_tokens.inc(usage.completion_tokens)
+        self.vllm_prompt_tokens.labels(self.model_name).inc(usage.prompt_tokens)
+        self.vllm_generation_tokens.labels(self.model_name).inc(usage.completion_tokens)
 
     def count_interventions(self, fired: dict[str, list[str]]) -> None:
         """``fired``: target id -> the methods applied to one request."""
@@ -91,5 +115,7 @@ class MetricsMiddleware:
             m.in_flight.dec()
             m.requests.labels(route, str(status)).inc()
             m.latency.labels(route).observe(time.perf_counter() - start)
+            if route in ("/v1/chat/completions", "/v1/completions") and status < 400:
+                m.vllm_e2e.labels(m.model_name).observe(time.perf_counter() - start)
             if status >= 400:
                 m.count_error("server_error" if status >= 500 else "client_error")

@@ -41,3 +41,21 @@ def test_ping_and_invocations(hf_server: LiveServer) -> None:
     bad = httpx.post(hf_server.base_url + "/invocations", json={"model": hf_server.model, "messages": []})
     assert bad.status_code == 400 and "error" in bad.json()
     assert httpx.post(hf_server.base_url + "/invocations", json={"x": 1}).status_code == 400
+
+
+def test_vllm_metric_names_move_with_requests(live: LiveServer) -> None:
+    """vLLM's own metric names, labelled by model_name, beside ugw_*: what vLLM dashboards and autoscalers read."""
+    def value(text: str, name: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith(f'{name}{{model_name="{live.model}"}}'))
+        return float(line.rsplit(" ", 1)[1])
+
+    before = httpx.get(live.base_url + "/metrics").text
+    httpx.post(live.base_url + "/v1/completions", timeout=120,
+               json={"model": live.model, "prompt": "Paris is", "max_tokens": 3, "ignore_eos": True})
+    after = httpx.get(live.base_url + "/metrics").text
+    assert value(after, "vllm:generation_tokens_total") - value(before, "vllm:generation_tokens_total") == 3
+    assert value(after, "vllm:prompt_tokens_total") > value(before, "vllm:prompt_tokens_total")
+    ttft = "vllm:time_to_first_token_seconds_count"
+    assert value(after, ttft) > value(before, ttft)
+    assert value(after, "vllm:e2e_request_latency_seconds_count") >= 1
+    assert value(after, "vllm:num_requests_running") == 0
