@@ -140,7 +140,7 @@ class SamplingFields(OpenAIBaseModel):
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     user: str | None = None
     # ---- vLLM's sampling extensions (openai client: extra_body) ----
-    top_k: int | None = None
+    top_k: Annotated[int, Field(le=INT64_MAX)] | None = None
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
     min_tokens: Annotated[int, Field(ge=0)] = 0
@@ -150,7 +150,8 @@ class SamplingFields(OpenAIBaseModel):
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
     truncate_prompt_tokens: Annotated[int, Field(ge=-1, le=INT64_MAX)] | None = None
-    prompt_logprobs: Annotated[int, Field(ge=-1, le=MAX_LOGPROBS)] | None = None
+    # vLLM's -1 (the whole vocabulary per prompt position) is not offered: 20 at most, like logprobs
+    prompt_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     allowed_token_ids: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
     bad_words: list[str] | None = None
     structured_outputs: StructuredOutputs | None = None

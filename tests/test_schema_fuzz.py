@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -42,3 +43,27 @@ schema = schemathesis.openapi.from_dict(_bounded_schema())
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: schemathesis.Case, hf_server: LiveServer) -> None:
     case.call_and_validate(base_url=hf_server.base_url, checks=[not_a_server_error], timeout=120)
+
+
+INT_FIELDS = ["max_tokens", "max_completion_tokens", "n", "seed", "top_k", "min_tokens", "truncate_prompt_tokens",
+              "top_logprobs", "prompt_logprobs", "stop_token_ids", "allowed_token_ids"]
+INT_EDGES = [2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, -1, 0]
+
+
+@pytest.mark.parametrize("field", INT_FIELDS)
+def test_integer_edges_never_give_a_server_error(live: LiveServer, field: str) -> None:
+    """int64 bounds and one past them on every integer field: a 200 or a 4xx naming the problem, never a 5xx."""
+    for value in INT_EDGES:
+        body: dict = {"model": live.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1,
+                      "logprobs": True}
+        body[field] = [value] if field in ("stop_token_ids", "allowed_token_ids") else value
+        if field == "max_completion_tokens":
+            body.pop("max_tokens")
+        r = httpx.post(live.base_url + "/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code < 500, (field, value, r.text)
+        if r.status_code >= 400:
+            assert r.json()["error"]["message"]
+    for value in INT_EDGES:
+        r = httpx.post(live.base_url + "/v1/completions", timeout=120,
+                       json={"model": live.model, "prompt": "Hi", "max_tokens": 1, "logprobs": value})
+        assert r.status_code < 500, ("logprobs", value, r.text)
