@@ -77,7 +77,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         gateway.admin = AdminServices(targets=targets, cache=cache, detection=guard.batcher)
         gateway.engine = eng
         gateway.metrics.engine_running.set_function(eng.num_running)
-        gateway.metrics.serve_model(eng.info.served_model_name, eng.num_running)
+        gateway.metrics.serve_model(eng.info.served_model_name, eng.num_running, settings.engine.max_num_seqs)
         gateway.service = CompletionService(eng, gateway.metrics, guard)
         gateway.ready = True
         logger.info("ready: serving %s", eng.info.served_model_name)

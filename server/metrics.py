@@ -39,8 +39,10 @@ class Metrics:
                                     registry=r)
         # vLLM's own names (labelled by model_name, as vLLM labels them), for dashboards and autoscalers written for
         # `vllm serve` (production-stack's, KEDA/HPA examples on vllm:num_requests_running)
-        self.vllm_running = Gauge("vllm:num_requests_running", "Requests held by the engine", ["model_name"],
-                                  registry=r)
+        self.vllm_running = Gauge("vllm:num_requests_running", "Requests in the engine's running batch",
+                                  ["model_name"], registry=r)
+        self.vllm_waiting = Gauge("vllm:num_requests_waiting", "Requests the engine holds beyond its batch",
+                                  ["model_name"], registry=r)
         self.vllm_ttft = Histogram("vllm:time_to_first_token_seconds", "Time to the first token", ["model_name"],
                                    buckets=_LATENCY_BUCKETS, registry=r)
         self.vllm_e2e = Histogram("vllm:e2e_request_latency_seconds", "End-to-end latency of completion requests",
@@ -51,10 +53,14 @@ class Metrics:
                                               registry=r)
         self.model_name = model_name
 
-    def serve_model(self, name: str, running: Callable[[], float]) -> None:
-        """Label vLLM's metrics with the served model, each present (at zero) from the start as vLLM's are."""
+    def serve_model(self, name: str, held: Callable[[], int], batch: int) -> None:
+        """Label vLLM's metrics with the served model, each present (at zero) from the start as vLLM's are.
+
+        ``held``: requests the engine holds; up to ``batch`` (max_num_seqs) of them run, the rest wait (vLLM's
+        scheduler may also hold some back for KV-cache room, which the gateway cannot see)."""
         self.model_name = name
-        self.vllm_running.labels(name).set_function(running)
+        self.vllm_running.labels(name).set_function(lambda: min(held(), batch))
+        self.vllm_waiting.labels(name).set_function(lambda: max(held() - batch, 0))
         for metric in (self.vllm_ttft, self.vllm_e2e, self.vllm_prompt_tokens, self.vllm_generation_tokens):
             metric.labels(name)
 

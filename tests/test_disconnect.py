@@ -24,6 +24,8 @@ def test_disconnect_mid_stream_aborts_the_engine_request(live: LiveServer) -> No
                 if next(lines).startswith("data: "):
                     seen += 1
             assert live.engine.num_running() == 1
+            # what vLLM dashboards and autoscalers read moves with it
+            assert f'vllm:num_requests_running{{model_name="{live.model}"}} 1.0' in http.get("/metrics").text
         # the response was closed after four chunks; the server must notice and abort in the engine
         deadline = time.monotonic() + 10
         while live.engine.num_running() and time.monotonic() < deadline:

@@ -58,4 +58,4 @@ def test_vllm_metric_names_move_with_requests(live: LiveServer) -> None:
     ttft = "vllm:time_to_first_token_seconds_count"
     assert value(after, ttft) > value(before, ttft)
     assert value(after, "vllm:e2e_request_latency_seconds_count") >= 1
-    assert value(after, "vllm:num_requests_running") == 0
+    assert value(after, "vllm:num_requests_running") == 0 and value(after, "vllm:num_requests_waiting") == 0
