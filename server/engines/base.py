@@ -43,6 +43,15 @@ class StructuredSpec(BaseModel):
     disable_additional_properties: bool = False
     whitespace_pattern: str | None = None
 
+    def vllm_params(self) -> dict[str, Any]:
+        """The keyword arguments of vLLM's ``StructuredOutputsParams``, also the JSON its HTTP API takes."""
+        kind: dict[str, Any] = {"json": {"json": self.value}, "regex": {"regex": self.value},
+                                "grammar": {"grammar": self.value}, "choice": {"choice": list(self.choices)},
+                                "json_object": {"json_object": True}}[self.kind]
+        return {**kind, "disable_any_whitespace": self.disable_any_whitespace,
+                "disable_additional_properties": self.disable_additional_properties,
+                "whitespace_pattern": self.whitespace_pattern}
+
 
 class SamplingOptions(BaseModel):
     model_config = ConfigDict(frozen=True)

@@ -190,12 +190,7 @@ class RemoteEngine(Engine):
         if o.prompt_logprobs is not None:
             body["prompt_logprobs"] = o.prompt_logprobs
         if o.structured is not None:
-            s = o.structured
-            kind = {"json": {"json": s.value}, "regex": {"regex": s.value}, "grammar": {"grammar": s.value},
-                    "choice": {"choice": list(s.choices)}, "json_object": {"json_object": True}}[s.kind]
-            body["structured_outputs"] = {**kind, "disable_any_whitespace": s.disable_any_whitespace,
-                                          "disable_additional_properties": s.disable_additional_properties,
-                                          "whitespace_pattern": s.whitespace_pattern}
+            body["structured_outputs"] = o.structured.vllm_params()
         if request.lora is not None:
             body["model"] = self._loras[request.lora.name][request.lora.scale]
         if request.logits is not None and not request.logits.is_empty():

@@ -247,9 +247,4 @@ def _structured(spec: StructuredSpec | None) -> Any:
         return None
     from vllm.sampling_params import StructuredOutputsParams
 
-    kind: dict[str, Any] = {"json": {"json": spec.value}, "regex": {"regex": spec.value},
-                            "grammar": {"grammar": spec.value}, "choice": {"choice": list(spec.choices)},
-                            "json_object": {"json_object": True}}[spec.kind]
-    return StructuredOutputsParams(**kind, disable_any_whitespace=spec.disable_any_whitespace,
-                                   disable_additional_properties=spec.disable_additional_properties,
-                                   whitespace_pattern=spec.whitespace_pattern)
+    return StructuredOutputsParams(**spec.vllm_params())
