@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -19,6 +20,34 @@ def test_own_thread_runs_with_its_threads_and_hands_back_results_and_errors() ->
             await in_own_thread(lambda: (_ for _ in ()).throw(ValueError("bad")), threads=1)
     asyncio.run(go())
     assert engine_threads() >= 1
+
+
+def test_threads_started_while_a_long_job_runs_keep_the_process_default() -> None:
+    def fresh_thread_count() -> int:
+        seen: list[int] = []
+        worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        worker.start()
+        worker.join()
+        return seen[0]
+
+    async def go() -> tuple[int, int, int]:
+        before = fresh_thread_count()
+        started, release = threading.Event(), threading.Event()
+
+        def job() -> int:
+            started.set()
+            release.wait(10)
+            return torch.get_num_threads()
+
+        task = asyncio.ensure_future(in_own_thread(job, threads=before + 1))
+        await asyncio.to_thread(started.wait, 10)
+        during = fresh_thread_count()  # the job still holds its claim here
+        release.set()
+        return before, during, await task
+
+    before, during, claimed = asyncio.run(go())
+    assert during == before
+    assert claimed == before + 1
 
 
 def test_engine_worker_alone_runs_multi_threaded(hf_server: LiveServer) -> None:

@@ -71,14 +71,23 @@ async def in_own_thread(fn: Callable[..., T], *args: object, threads: int) -> T:
 
     def run() -> None:
         default = claim_threads(threads)
+        # the claim rewrote the process-wide default that threads adopt on their first op: while this job runs,
+        # a pool thread new to torch would take ``threads`` too. Only another thread can put it back without
+        # undoing this one's claim, so the loop does it, and the job waits for that before it starts.
+        restored = threading.Event()
+
+        def restore() -> None:
+            torch.set_num_threads(default)
+            restored.set()
+
+        loop.call_soon_threadsafe(restore)
+        restored.wait()
         try:
             result = fn(*args)
         except BaseException as exc:  # handed to the awaiting task
             loop.call_soon_threadsafe(settle, None, exc)
         else:
             loop.call_soon_threadsafe(settle, result, None)
-        finally:
-            torch.set_num_threads(default)  # put the process default back for threads started later
 
     threading.Thread(target=run, name=getattr(fn, "__name__", "job"), daemon=True).start()
     return await done
