@@ -7,8 +7,7 @@ import json
 from classifiers.base import Detection, Detector
 from classifiers.terms import CommonWord, Term, TermMatcher, target_terms
 from server.registry.artifacts import ArtifactStore
-from server.registry.models import TargetRecord
-from server.registry.service import BuildResult, Progress
+from server.registry.models import BuildResult, Progress, TargetRecord
 
 TERMS_ARTIFACT = "terms"
 

@@ -21,8 +21,7 @@ from classifiers.retrieval import RETRIEVAL_ARTIFACT, RetrievalDetector, build_r
 from classifiers.terms import CommonWord
 from server.registry.artifacts import ArtifactStore
 from server.registry.documents import load_documents
-from server.registry.models import TargetRecord
-from server.registry.service import BuildResult, Progress
+from server.registry.models import BuildResult, Progress, TargetRecord
 
 
 class TargetSource(Protocol):

@@ -2,7 +2,7 @@
 
 ``RequestGuard`` runs a prompt through detection and the policy and returns what the engine should run: token
 ids or corrupted prompt embeddings (ECO), a LoRA at a strength level (O3), logits-processor arguments (GUARD).
-New methods subclass ``Intervention`` and join ``INTERVENTIONS``.
+A new method subclasses ``Intervention``; the app's lifespan builds one of each and hands them to ``RequestGuard``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 from classifiers.batcher import DetectionBatcher
 from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
+from guards.knowledge import collect_text
 from guards.logits.net_table import load_net
 from guards.net import OutputNet
 from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT, Firing, Plan, make_plan
-from guards.training.guard import GuardTables, WordTable, number_table, preview_words, prompt_entities
-from guards.training.knowledge import collect_text
+from guards.tables import GuardTables, WordTable, number_table, preview_words, prompt_entities
 from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection, SamplingOptions
 from server.engines.lora import LoRAAdapter
 from server.registry.artifacts import ArtifactStore
@@ -192,12 +192,11 @@ class GuardIntervention(Intervention):
         prompt.guarded.logits = self.logits_args(tables, self.settings.guard.semantic_penalty, extra)
 
 
-INTERVENTIONS: dict[str, type[Intervention]] = {c.method: c for c in (ECOIntervention, O3Intervention,
-                                                                        GuardIntervention)}
-
-
 class RequestGuard:
-    def __init__(self, engine: Engine, detection: DetectionPipeline, artifacts: ArtifactStore,
+    """Detects a request's targets and lets each method's intervention add its part; the app hands it the
+    interventions it built (and keeps O3's, whose adapter loader the build jobs use too)."""
+
+    def __init__(self, detection: DetectionPipeline, interventions: Sequence[Intervention], artifacts: ArtifactStore,
                  settings: InterventionSettings, registry_check: Callable[[], None] | None = None) -> None:
         self.detection = detection
         # encoder detectors run in a worker thread, batched across the requests that arrive together
@@ -205,7 +204,7 @@ class RequestGuard:
         # Raises when the registry's current state is unknown and the fail policy is closed (503).
         self.registry_check = registry_check
         self.settings = settings
-        self.interventions = {m: cls(engine, artifacts, settings, detection) for m, cls in INTERVENTIONS.items()}
+        self.interventions: dict[Method, Intervention] = {i.method: i for i in interventions}
         self.net = OutputNet(artifacts) if settings.net.enabled else None
         self._net_generation = -1
 
@@ -236,7 +235,7 @@ class RequestGuard:
         plan = make_plan(detections, targets)
         prompt.guarded.plan = plan
         for method, intervention in self.interventions.items():
-            firings = plan.using(method)  # type: ignore[arg-type]
+            firings = plan.using(method)
             if firings:
                 await intervention.apply(prompt, firings)
         if not plan.empty:

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from classifiers.chunks import chunk_documents
 from classifiers.forbidden_tokens import forbidden_sequences
 from classifiers.terms import CommonWord, Term, target_terms
+from guards.knowledge import entities_in
 from guards.logits.net_table import NetTable
-from guards.training.knowledge import entities_in
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 

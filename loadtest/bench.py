@@ -15,10 +15,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from loadtest.load import register_targets, target_names
-from loadtest.servers import ServerProcess, bare_vllm, gateway, isolated_env
 from loadtest.stats import pct
 from loadtest.workload import WorkloadResult, WorkloadSpec, run_workload, ttft_probe
 from server.model_store import resolve_model
+from server.processes import ServerProcess, bare_vllm, gateway, isolated_env
 from server.settings import EngineSettings, Settings
 
 SERVED_NAME = "bench-model"

@@ -41,7 +41,7 @@ from classifiers.lexical import common_word_in
 from guards.eco import corrupt, prompt_seed
 from guards.interventions import GuardIntervention
 from guards.net import NET_ARTIFACT, OutputNet, build_net
-from guards.training.guard import GuardTables, build_guard_tables
+from guards.tables import GuardTables, build_guard_tables
 from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection, SamplingOptions
 from server.engines.lora import LoRAAdapter
 from server.registry.artifacts import ArtifactStore
@@ -220,7 +220,7 @@ def summarise(results: dict[str, list[list[float | None]]], reference: str = "pl
 
 
 def main(args) -> int:  # type: ignore[no-untyped-def]
-    from server.engines.base import create_engine
+    from server.engines import create_engine
     from server.model_store import resolve_model
     from server.settings import default_cache_dir
 

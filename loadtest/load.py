@@ -20,10 +20,10 @@ import httpx
 import openai
 from pydantic import BaseModel
 
-from loadtest.servers import ServerProcess, bare_vllm, gateway, isolated_env
 from loadtest.stats import pct
 from loadtest.workload import PROMPTS
 from server.model_store import resolve_model
+from server.processes import ServerProcess, bare_vllm, gateway, isolated_env
 from server.settings import EngineSettings, Settings
 
 SERVED_NAME = "load-model"

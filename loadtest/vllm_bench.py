@@ -23,8 +23,8 @@ from typing import Literal
 from pydantic import BaseModel
 
 from loadtest.load import register_targets, target_names
-from loadtest.servers import ServerProcess, bare_vllm, gateway, isolated_env
 from server.model_store import resolve_model
+from server.processes import ServerProcess, bare_vllm, gateway, isolated_env
 from server.settings import EngineSettings, Settings
 
 SERVED_NAME = "bench-model"

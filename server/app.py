@@ -12,7 +12,8 @@ from server import __version__
 from server.admin_port import AdminPortMiddleware
 from server.body_limit import BodyLimitMiddleware
 from server.deps import AdminServices, Gateway
-from server.engines.base import Engine, create_engine
+from server.engines import create_engine
+from server.engines.base import Engine
 from server.errors import install_error_handlers
 from server.metrics import Metrics, MetricsMiddleware
 from server.model_store import resolve_model
@@ -50,7 +51,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             logger.info("starting %s engine on %s", eng.kind, model_path)
             await eng.start()
         from classifiers.pipeline import DetectionPipeline
-        from guards.interventions import O3Intervention, RequestGuard
+        from guards.interventions import ECOIntervention, GuardIntervention, O3Intervention, RequestGuard
         from guards.training.build import TargetBuilder
 
         store = create_store(settings)
@@ -66,9 +67,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                                       retrieval_fpr=settings.detection.retrieval_fpr,
                                       max_chunks=settings.detection.max_chunks,
                                       retrieval_margin=settings.detection.retrieval_margin)
-        guard = RequestGuard(eng, detection, artifacts, settings.guards, registry_check=cache.check_current)
-        o3 = guard.interventions["o3"]
-        assert isinstance(o3, O3Intervention)
+        o3 = O3Intervention(eng, artifacts, settings.guards, detection)
+        interventions = [ECOIntervention(eng, artifacts, settings.guards, detection), o3,
+                         GuardIntervention(eng, artifacts, settings.guards, detection)]
+        guard = RequestGuard(detection, interventions, artifacts, settings.guards, registry_check=cache.check_current)
         builder = TargetBuilder(eng, detection, artifacts, settings.guards, o3.ensure_loaded)
         targets = TargetService(store, cache, builder.build, artifacts, queue=settings.jobs.mode == "queue")
         worker = BuildWorker(store, targets) if settings.jobs.worker else None

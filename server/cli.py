@@ -1,4 +1,4 @@
-"""``python -m server`` / ``ugw``: serve (and, later, eval and admin helpers)."""
+"""``python -m server`` / ``ugw``: serve, worker, eval, prepare, and ``targets`` (the admin API's client)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import socket
 import sys
 
 from server.settings import EngineSettings, Settings
+from server.targets_cli import add_parser as add_targets_parser
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = sub.add_parser("prepare", help="convert the bundled model once (idempotent) and print its folder")
     prepare.add_argument("--model", default=None, help="check this local folder instead of the bundled model")
     prepare.set_defaults(func=_prepare)
+    add_targets_parser(sub)
     return parser
 
 

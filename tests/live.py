@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import httpx
 import uvicorn
 
-from loadtest.servers import free_port
 from server.app import create_app
 from server.deps import Gateway
 from server.engines.base import Engine
+from server.processes import free_port
 from server.settings import Settings
 
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 from classifiers.forbidden_tokens import forbidden_sequences, spellings
 from classifiers.lexical import common_word_in
 from classifiers.terms import Term
-from guards.training.guard import number_table, preview_words, prompt_entities
+from guards.tables import number_table, preview_words, prompt_entities
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoTokenizer
 
 from classifiers.lexical import common_word_in
-from guards.training.guard import GuardTables, build_guard_tables
-from guards.training.knowledge import Knowledge, entities_in, forget_questions, leaked
+from guards.knowledge import Knowledge, entities_in, forget_questions, leaked
+from guards.tables import GuardTables, build_guard_tables
 from server.engines.base import EngineRequest
 from server.engines.lora import LoRAAdapter
 from server.engines.weights import load_input_embeddings

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from loadtest.servers import ServerProcess, free_port, gateway
+from server.processes import ServerProcess, free_port, gateway
 from server.settings import EngineSettings
 from tests.conftest import ADMIN_TOKEN
 from tests.redis_server import RedisServer

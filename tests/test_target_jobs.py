@@ -10,8 +10,8 @@ from pathlib import Path
 from server.registry.artifacts import ArtifactStore
 from server.registry.cache import TargetCache
 from server.registry.file_store import FileTargetStore
-from server.registry.models import TargetCreate, TargetRecord, TargetUpdate
-from server.registry.service import Builder, BuildResult, Progress, TargetService
+from server.registry.models import BuildResult, Progress, TargetCreate, TargetRecord, TargetUpdate
+from server.registry.service import Builder, TargetService
 
 
 @contextlib.asynccontextmanager

@@ -15,19 +15,18 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from guards.knowledge import Knowledge, elicit, forget_questions
 from guards.net import NET_ARTIFACT, build_net, document_entities
 from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT
+from guards.tables import build_guard_tables
 from guards.training.eco import search_sigma
-from guards.training.guard import build_guard_tables
-from guards.training.knowledge import Knowledge, elicit, forget_questions
 from guards.training.o3 import train_adapter
 from server.engines.base import Engine
 from server.engines.lora import LoRAAdapter
 from server.engines.threads import engine_threads, in_own_thread
 from server.registry.artifacts import ArtifactStore
 from server.registry.documents import load_documents
-from server.registry.models import TargetRecord
-from server.registry.service import BuildResult, Progress
+from server.registry.models import BuildResult, Progress, TargetRecord
 from server.settings import InterventionSettings
 
 if TYPE_CHECKING:

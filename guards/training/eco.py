@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from classifiers.terms import CommonWord, TermMatcher, target_terms
 from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
-from guards.training.knowledge import Knowledge, collect_text, leaked
+from guards.knowledge import Knowledge, collect_text, leaked
 from server.engines.base import Engine, EngineRequest, SamplingOptions
 from server.registry.models import TargetRecord
 from server.settings import ECOSettings

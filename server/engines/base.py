@@ -8,7 +8,7 @@ arguments (GUARD), and stream ``EngineOutput`` deltas.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -158,7 +158,7 @@ class EngineInfo:
 
 
 class Engine(abc.ABC):
-    """Base class of the engines; subclasses register themselves in ``ENGINES``."""
+    """Base class of the engines; ``server.engines.ENGINES`` maps each ``engine.kind`` to its implementation."""
 
     def __init__(self, settings: EngineSettings, model_path: Path, work_dir: Path) -> None:
         from transformers import AutoTokenizer
@@ -278,36 +278,3 @@ class Engine(abc.ABC):
         refused = self.unsupported(request.sampling)
         if refused is not None:
             raise InvalidRequestError(f"{refused} is not supported by the {self.kind} engine", param=refused)
-
-
-EngineFactory = Callable[["EngineSettings", Path, Path], Engine]
-
-
-def _vllm_factory(settings: EngineSettings, model_path: Path, work_dir: Path) -> Engine:
-    from server.engines.vllm_engine import VLLMEngine
-
-    return VLLMEngine(settings, model_path, work_dir)
-
-
-def _hf_factory(settings: EngineSettings, model_path: Path, work_dir: Path) -> Engine:
-    from server.engines.hf_engine import HFEngine
-
-    return HFEngine(settings, model_path, work_dir)
-
-
-def _remote_factory(settings: EngineSettings, model_path: Path, work_dir: Path) -> Engine:
-    from server.engines.remote_engine import RemoteEngine
-
-    return RemoteEngine(settings, model_path, work_dir)
-
-
-# Imports are deferred so that the transformers engine never pays for importing vLLM.
-ENGINES: dict[str, EngineFactory] = {"vllm": _vllm_factory, "hf": _hf_factory, "remote": _remote_factory}
-
-
-def create_engine(settings: EngineSettings, model_path: Path, work_dir: Path) -> Engine:
-    try:
-        factory = ENGINES[settings.kind]
-    except KeyError:
-        raise ValueError(f"unknown engine {settings.kind!r}; choose one of {sorted(ENGINES)}") from None
-    return factory(settings, model_path, work_dir)

@@ -144,8 +144,8 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
 def _with_server(spec: EvalSpec, suites: list[str]) -> dict[str, Any]:
     if spec.url is not None:
         return asyncio.run(_api_suites(spec, suites, spec.url, spec.admin_token))
-    from loadtest.servers import gateway, isolated_env
     from server.model_store import resolve_model
+    from server.processes import gateway, isolated_env
 
     settings = Settings()
     token = secrets.token_hex(24)

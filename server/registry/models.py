@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -145,6 +146,17 @@ class TargetRecord(TargetBase):
     @property
     def enforced(self) -> bool:
         return self.enabled and self.status == "active"
+
+
+class BuildResult(BaseModel):
+    """What a builder made for a target; the job runner merges every builder's into the record."""
+
+    artifacts: dict[str, str] = {}
+    thresholds: dict[str, float] = {}
+
+
+# A build reports how far it got (0..1) and what it is doing; the job record shows it.
+Progress = Callable[[float, str], Awaitable[None]]
 
 
 class TargetList(BaseModel):

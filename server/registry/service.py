@@ -11,24 +11,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from pydantic import BaseModel
-
 from server.errors import ConflictError, NotFoundError
 from server.registry.artifacts import ArtifactStore
 from server.registry.cache import TargetCache
 from server.registry.documents import put_documents
-from server.registry.models import ChangeEvent, JobRecord, TargetCreate, TargetRecord, TargetUpdate
+from server.registry.models import (
+    BuildResult,
+    ChangeEvent,
+    JobRecord,
+    Progress,
+    TargetCreate,
+    TargetRecord,
+    TargetUpdate,
+)
 from server.registry.store import TargetStore
 
 logger = logging.getLogger(__name__)
 
 
-class BuildResult(BaseModel):
-    artifacts: dict[str, str] = {}
-    thresholds: dict[str, float] = {}
-
-
-Progress = Callable[[float, str], Awaitable[None]]
 # Builds a target's artifacts (detector heads, indexes, adapters...). Registered by the app; see classifiers/.
 Builder = Callable[[TargetRecord, Progress], Awaitable[BuildResult]]
 

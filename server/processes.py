@@ -1,4 +1,5 @@
-"""Start and stop servers under test as subprocesses on loopback (the bare vLLM server, or the gateway)."""
+"""Servers as subprocesses on loopback: the gateway (evaluations, benchmarks, replica tests) or a bare vLLM server
+(the benchmarks' baseline and the remote engine's upstreams)."""
 
 from __future__ import annotations
 

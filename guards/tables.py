@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
 from classifiers.terms import CommonWord, Term, target_terms
-from guards.training.knowledge import Knowledge, content_words, entities_in
+from guards.knowledge import Knowledge, content_words, entities_in
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 from server.settings import GuardSettings
