@@ -1,4 +1,4 @@
-.PHONY: setup serve test lint bench
+.PHONY: setup serve test test-fast lint bench
 
 setup:
 	bash scripts/setup.sh
@@ -8,6 +8,10 @@ serve: setup
 
 test:
 	bash scripts/test.sh
+
+# unit and HTTP-layer tests against the reference engine (no vLLM start, no training): under a minute
+test-fast:
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false .venv/bin/python -m pytest -q -m "not slow and not vllm"
 
 lint:
 	.venv/bin/ruff check server classifiers guards loadtest tests

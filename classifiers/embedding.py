@@ -47,7 +47,9 @@ class EmbeddingDetector(Detector):
         self.target_ids: list[str] = []
 
     def rebuild(self, targets: list[TargetRecord]) -> None:
-        blocks, owners, ids = [], [], []
+        blocks: list[torch.Tensor] = []
+        owners: list[torch.Tensor] = []
+        ids: list[str] = []
         for target in targets:
             digest = target.artifacts.get(PROFILE_ARTIFACT)
             if digest is None:

@@ -11,8 +11,12 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def bundled_encoder_dir() -> Path:
@@ -33,7 +37,8 @@ class SentenceEncoder:
         self.sentence_model = SentenceTransformer(str(path), device="cpu")
         self.sentence_model.max_seq_length = max_length
         self.tokenizer = self.sentence_model.tokenizer
-        self.model = self.sentence_model[0].auto_model.eval()
+        # the first module of a sentence-transformers model wraps the transformers encoder
+        self.model = cast("PreTrainedModel", self.sentence_model[0].auto_model).eval()
         self.max_length = max_length
         self.dim = int(self.model.config.hidden_size)
         self.layers = int(self.model.config.num_hidden_layers)

@@ -28,7 +28,7 @@ def spellings(text: str) -> list[str]:
     return out
 
 
-def forbidden_sequences(terms: Sequence[Term], tokenizer) -> list[list[int]]:  # type: ignore[no-untyped-def]
+def forbidden_sequences(terms: Sequence[Term], tokenizer) -> list[list[int]]:
     """Unique token-id sequences of every spelling of every term, longest first."""
     seen: set[tuple[int, ...]] = set()
     for term in terms:
@@ -39,7 +39,7 @@ def forbidden_sequences(terms: Sequence[Term], tokenizer) -> list[list[int]]:  #
     return [list(s) for s in sorted(seen, key=lambda s: (-len(s), s))]
 
 
-def outright_bans(sequences: Sequence[Sequence[int]], tokenizer, is_common) -> list[int]:  # type: ignore[no-untyped-def]
+def outright_bans(sequences: Sequence[Sequence[int]], tokenizer, is_common) -> list[int]:
     """First tokens banned at every step, not only as a continuation.
 
     A one-token spelling is the whole term. A longer sequence's first token is banned only when it is a rare word

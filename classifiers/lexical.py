@@ -12,7 +12,7 @@ from server.registry.models import BuildResult, Progress, TargetRecord
 TERMS_ARTIFACT = "terms"
 
 
-def common_word_in(tokenizer) -> CommonWord:  # type: ignore[no-untyped-def]
+def common_word_in(tokenizer) -> CommonWord:
     """A word is common when the served model's tokenizer spells it, lowercased, as one token."""
     cache: dict[str, bool] = {}
 

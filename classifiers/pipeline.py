@@ -50,7 +50,7 @@ ENCODER_DETECTORS = ("embedding", "classifier", "ood", "retrieval")
 class DetectionPipeline:
     """``detectors`` picks which detectors run; every target is built for the ones picked (terms always)."""
 
-    def __init__(self, cache: TargetSource, artifacts: ArtifactStore, tokenizer=None,  # type: ignore[no-untyped-def]
+    def __init__(self, cache: TargetSource, artifacts: ArtifactStore, tokenizer=None,
                  detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
                  encoder: SentenceEncoder | None = None, classifier_fpr: float = 0.01,
                  negatives_file: Path | None = None, ood_fpr: float = 0.01, retrieval_fpr: float = 0.01,
@@ -156,7 +156,7 @@ class DetectionPipeline:
                                 f"profile texts, threshold {found.threshold:.3f}")
         return result
 
-    def _build_retrieval(self, record: TargetRecord, encoder: SentenceEncoder):  # type: ignore[no-untyped-def]
+    def _build_retrieval(self, record: TargetRecord, encoder: SentenceEncoder):
         key = f"{record.documents.digest if record.documents else ''}:{self.max_chunks}"
         chunks = self._chunk_vectors.get(key)
         if chunks is None:
@@ -172,8 +172,8 @@ class DetectionPipeline:
             self._general = GeneralSet(encoder, general_prompts(self.negatives_file))
         return self._general
 
-    def _build_head(self, record: TargetRecord, encoder: SentenceEncoder):  # type: ignore[no-untyped-def]
+    def _build_head(self, record: TargetRecord, encoder: SentenceEncoder):
         return build_head(record, encoder, self.general(encoder), self.classifier_fpr, self.artifacts)
 
-    def _build_ood(self, record: TargetRecord, encoder: SentenceEncoder):  # type: ignore[no-untyped-def]
+    def _build_ood(self, record: TargetRecord, encoder: SentenceEncoder):
         return build_ood(record, encoder, self.general(encoder), self.ood_fpr, self.artifacts)

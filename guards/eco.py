@@ -62,7 +62,7 @@ def corrupt(embeds: torch.Tensor, positions: Sequence[int], corruption: str, sig
     return out
 
 
-def token_offsets(token_ids: Sequence[int], tokenizer) -> tuple[str, list[tuple[int, int]]]:  # type: ignore[no-untyped-def]
+def token_offsets(token_ids: Sequence[int], tokenizer) -> tuple[str, list[tuple[int, int]]]:
     """The prompt as the concatenation of its decoded tokens, and each token's character span in it.
 
     Terms are then found in the very text the tokens spell, so spans map onto tokens exactly, whatever the chat
@@ -98,7 +98,7 @@ def content_spans(text: str, contents: Sequence[str]) -> list[tuple[int, int]]:
     return spans
 
 
-def corrupted_positions(token_ids: list[int], tokenizer, find: FindSpans,  # type: ignore[no-untyped-def]
+def corrupted_positions(token_ids: list[int], tokenizer, find: FindSpans,
                         contents: list[str], scope: str = "prompt") -> tuple[list[int], list[int]]:
     """(positions to corrupt, those of them to corrupt harder): every token of the messages' words and, within
     them, the target's literal terms; or (scope "terms") the term tokens alone, or every word when none is literal.

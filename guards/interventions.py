@@ -104,7 +104,7 @@ class O3Intervention(Intervention):
 
     method = "o3"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._lock = asyncio.Lock()
 
@@ -140,7 +140,7 @@ class O3Intervention(Intervention):
 class GuardIntervention(Intervention):
     method = "guard"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._tables: dict[str, GuardTables] = {}
         self._numbers: WordTable | None = None
@@ -158,7 +158,8 @@ class GuardIntervention(Intervention):
         banned: set[int] = set()
         sequences: set[tuple[int, ...]] = set()
         penalties: dict[int, float] = {}
-        for t in [*tables, *extra]:
+        words: list[GuardTables | WordTable] = [*tables, *extra]
+        for t in words:
             banned.update(t.banned)
             sequences.update(tuple(s) for s in t.sequences)
         for t in tables:

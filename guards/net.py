@@ -45,7 +45,7 @@ def document_entities(documents: Sequence[str], record: TargetRecord, is_common:
     return [spelled[k] for k, n in counts.most_common(top) if n >= 2]
 
 
-def build_net(record: TargetRecord, entities: Sequence[str], tokenizer, is_common: CommonWord,  # type: ignore[no-untyped-def]
+def build_net(record: TargetRecord, entities: Sequence[str], tokenizer, is_common: CommonWord,
               artifacts: ArtifactStore) -> str:
     terms = [*target_terms(record, is_common), *(Term(e) for e in entities)]
     sequences = [s for s in forbidden_sequences(terms, tokenizer) if len(s) > 1]

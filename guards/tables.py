@@ -42,7 +42,7 @@ class WordTable(BaseModel):
     keys: list[str] = []
 
 
-def word_table(words: list[str], tokenizer, is_common: CommonWord, keys: list[str] | None = None) -> WordTable:  # type: ignore[no-untyped-def]
+def word_table(words: list[str], tokenizer, is_common: CommonWord, keys: list[str] | None = None) -> WordTable:
     sequences = forbidden_sequences([Term(w) for w in words], tokenizer)
     return WordTable(words=words, banned=outright_bans(sequences, tokenizer, is_common),
                      sequences=[s for s in sequences if len(s) > 1], keys=keys or [])
@@ -80,7 +80,7 @@ def guard_terms(record: TargetRecord, knowledge: Knowledge | None, is_common: Co
     return terms
 
 
-def semantic_neighbours(words: list[int], embedding: torch.Tensor, tokenizer,  # type: ignore[no-untyped-def]
+def semantic_neighbours(words: list[int], embedding: torch.Tensor, tokenizer,
                         exclude: set[int], settings: GuardSettings) -> tuple[list[int], list[float]]:
     if not words or settings.semantic_top_k == 0:
         return [], []
@@ -100,7 +100,7 @@ def semantic_neighbours(words: list[int], embedding: torch.Tensor, tokenizer,  #
     return ids, values
 
 
-def build_guard_tables(record: TargetRecord, knowledge: Knowledge | None, tokenizer,  # type: ignore[no-untyped-def]
+def build_guard_tables(record: TargetRecord, knowledge: Knowledge | None, tokenizer,
                        embedding: torch.Tensor, is_common: CommonWord, settings: GuardSettings,
                        artifacts: ArtifactStore) -> str:
     terms = guard_terms(record, knowledge, is_common)
@@ -117,7 +117,7 @@ def build_guard_tables(record: TargetRecord, knowledge: Knowledge | None, tokeni
     return artifacts.put(json.dumps(tables.model_dump()).encode())
 
 
-def number_table(tokenizer) -> WordTable:  # type: ignore[no-untyped-def]
+def number_table(tokenizer) -> WordTable:
     """Every vocabulary token that writes a digit: one vocabulary scan, when the intervention is first used.
 
     Dates, years and counts are the facts asked most about a target, and a small model's elicited answers rarely
@@ -127,7 +127,7 @@ def number_table(tokenizer) -> WordTable:  # type: ignore[no-untyped-def]
     return WordTable(words=["<digits>"], banned=ids, sequences=[])
 
 
-def preview_words(draft: str, tokenizer, is_common: CommonWord) -> WordTable:  # type: ignore[no-untyped-def]
+def preview_words(draft: str, tokenizer, is_common: CommonWord) -> WordTable:
     """What the unguarded model was about to say, as forbidden sequences: its named entities and content words.
 
     Elicitation at registration asks a few broad questions, and a small model's answers to them are mostly guesses,
@@ -137,7 +137,7 @@ def preview_words(draft: str, tokenizer, is_common: CommonWord) -> WordTable:  #
                       is_common)
 
 
-def prompt_entities(text: str, tokenizer, is_common: CommonWord) -> WordTable:  # type: ignore[no-untyped-def]
+def prompt_entities(text: str, tokenizer, is_common: CommonWord) -> WordTable:
     """A flagged prompt's own named entities as forbidden sequences, built per request (a few tokenizer calls).
 
     No semantic table: that would be a vocabulary scan on the request path.

@@ -218,7 +218,7 @@ def _fast_cpu_linear() -> None:
     original_update, original_linear = Wrapper.update_metadata, Wrapper.add_lora_linear
     original_logits = Wrapper.add_lora_logits
 
-    def update_metadata(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs):  # type: ignore[no-untyped-def]
+    def update_metadata(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs):
         original_update(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
         self._ugw_batch = BatchSlots(self.token_lora_indices.clone())
         self._ugw_sampled = active_slots(self.sampler_indices)
@@ -226,7 +226,7 @@ def _fast_cpu_linear() -> None:
             self._ugw_stacked = StackedLoRA()
             self._ugw_live: dict[tuple[int, ...], bool] = {}
 
-    def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, **kwargs):  # type: ignore[no-untyped-def]
+    def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, **kwargs):
         batch = getattr(self, "_ugw_batch", None)
         if batch is not None and batch.active == ():  # no token of this batch has an adapter
             return None
@@ -235,7 +235,7 @@ def _fast_cpu_linear() -> None:
         masked_lora_linear(y, x, lora_a_stacked, lora_b_stacked, batch, scale, output_slices, self._ugw_stacked)
         return None
 
-    def add_lora_logits(self, y, x, lora_a_stacked, lora_b_stacked, scale, **kwargs):  # type: ignore[no-untyped-def]
+    def add_lora_logits(self, y, x, lora_a_stacked, lora_b_stacked, scale, **kwargs):
         # The LM head is wrapped whenever LoRA is on, and its op gathers a [rows, vocab, rank] copy of the weights
         # every step; the gateway's adapters never train the head, so that copy multiplies zeros.
         sampled = getattr(self, "_ugw_sampled", None)
@@ -243,9 +243,8 @@ def _fast_cpu_linear() -> None:
             return None
         return original_logits(self, y, x, lora_a_stacked, lora_b_stacked, scale, **kwargs)
 
-    Wrapper.update_metadata, Wrapper.add_lora_linear = update_metadata, add_lora_linear
-    Wrapper.add_lora_logits = add_lora_logits
-    Wrapper._ugw_fast = True  # type: ignore[attr-defined]
+    _patch(Wrapper, update_metadata=update_metadata, add_lora_linear=add_lora_linear,
+           add_lora_logits=add_lora_logits, _ugw_fast=True)
 
 
 def _lean_lora_forwards() -> None:
@@ -267,7 +266,7 @@ def _lean_lora_forwards() -> None:
         if getattr(original, "_ugw_lean", False):
             continue
 
-        def forward(self, input_, _original=original):  # type: ignore[no-untyped-def]
+        def forward(self, input_, _original=original):
             # The base layer is a submodule, so self.base_layer misses the instance dict and goes through
             # BaseLayerWithLoRA.__getattr__ (~1 us a time); the plain attributes below are found directly.
             own = self.__dict__
@@ -288,11 +287,11 @@ def _lean_lora_forwards() -> None:
                                self.lora_b_stacked, batch, 1.0, self.output_slices, wrapper._ugw_stacked)
             return out
 
-        forward._ugw_lean = True  # type: ignore[attr-defined]
-        cls.forward = forward
+        _patch(forward, _ugw_lean=True)
+        _patch(cls, forward=forward)
 
 
-def leaks_into_unadapted_rows(shrink) -> bool:  # type: ignore[no-untyped-def]
+def leaks_into_unadapted_rows(shrink) -> bool:
     """Run a shrink op on one adapter slot and one row marked -1: a correct op leaves that row at zero."""
     weights = torch.ones(1, 1, 2, 3)
     out = torch.zeros(1, 2)
@@ -307,17 +306,23 @@ def _skip_empty_embedding_lora() -> None:
         return
     original_forward, original_set = Layer.forward, Layer.set_lora
 
-    def set_lora(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def set_lora(self, *args, **kwargs):
         self._ugw_has_embedding_lora = True
         return original_set(self, *args, **kwargs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not getattr(self, "_ugw_has_embedding_lora", False):
             return self.base_layer.forward(x)
         return original_forward(self, x)
 
-    Layer.set_lora, Layer.forward = set_lora, forward
-    Layer._ugw_patched = True  # type: ignore[attr-defined]
+    _patch(Layer, set_lora=set_lora, forward=forward, _ugw_patched=True)
+
+
+def _patch(owner: object, **attributes: object) -> None:
+    """Monkeypatching is this module's purpose: one place sets vLLM's attributes, and the markers that say a class
+    or module is already patched (a second ``register`` call, from another engine in the process, is a no-op)."""
+    for name, value in attributes.items():
+        setattr(owner, name, value)
 
 
 def register() -> None:
@@ -338,6 +343,6 @@ def register() -> None:
         for name, fn in (("bgmv_shrink", bgmv_shrink), ("bgmv_expand", bgmv_expand),
                          ("bgmv_expand_slice", bgmv_expand_slice)):
             if hasattr(module, name):
-                setattr(module, name, fn)
-    lora_ops._ugw_patched = True  # type: ignore[attr-defined]
+                _patch(module, **{name: fn})
+    _patch(lora_ops, _ugw_patched=True)
     logger.info("patched vLLM's CPU LoRA ops so that requests without a LoRA get none (vllm#48421)")

@@ -107,7 +107,7 @@ def run_bench(baseline: str, targets: int, spec: WorkloadSpec, rounds: int, log_
         bare=bare, gateway=gw)
 
 
-def main(args) -> int:  # type: ignore[no-untyped-def]
+def main(args) -> int:
     spec = WorkloadSpec(requests=args.requests, concurrency=args.concurrency, max_tokens=args.max_tokens,
                         logprobs=args.logprobs)
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="ugw-bench-"))

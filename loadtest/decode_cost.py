@@ -219,7 +219,7 @@ def summarise(results: dict[str, list[list[float | None]]], reference: str = "pl
                       added_pct_range={k: (v[0], v[-1]) for k, v in paired.items()})
 
 
-def main(args) -> int:  # type: ignore[no-untyped-def]
+def main(args) -> int:
     from server.engines import create_engine
     from server.model_store import resolve_model
     from server.settings import default_cache_dir

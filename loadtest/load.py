@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
 from loadtest.stats import pct
@@ -155,12 +156,12 @@ async def run_load(base_url: str, model: str, spec: LoadSpec, names: list[str],
     async def one(prompt: str, stream: bool) -> None:
         start = time.perf_counter()
         first: float | None = None
-        messages = [{"role": "user", "content": prompt}]
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": prompt}]
         try:
             if stream:
                 chunks = await client.chat.completions.create(
                     model=model, messages=messages, max_tokens=spec.max_tokens, temperature=0.0, stream=True,
-                    stream_options={"include_usage": True})  # type: ignore[arg-type]
+                    stream_options={"include_usage": True})
                 async for chunk in chunks:
                     if first is None and chunk.choices and chunk.choices[0].delta.content:
                         first = time.perf_counter()
@@ -168,7 +169,7 @@ async def run_load(base_url: str, model: str, spec: LoadSpec, names: list[str],
                         counts["tokens"] += chunk.usage.completion_tokens
             else:
                 done = await client.chat.completions.create(
-                    model=model, messages=messages, max_tokens=spec.max_tokens, temperature=0.0)  # type: ignore[arg-type]
+                    model=model, messages=messages, max_tokens=spec.max_tokens, temperature=0.0)
                 counts["tokens"] += done.usage.completion_tokens if done.usage else 0
         except openai.OpenAIError as exc:
             kind = type(exc).__name__
@@ -220,7 +221,7 @@ async def run_load(base_url: str, model: str, spec: LoadSpec, names: list[str],
         children_growth_after_warmup_mib=warm[-1].children_mib - warm[0].children_mib, memory=memory)
 
 
-def main(args) -> int:  # type: ignore[no-untyped-def]
+def main(args) -> int:
     spec = LoadSpec(duration_s=args.duration, max_requests=args.max_requests, concurrency=args.concurrency,
                     flagged_share=args.flagged_share, stream_share=args.stream_share, max_tokens=args.max_tokens,
                     targets=args.targets, methods=args.methods.split(","))

@@ -122,7 +122,7 @@ def run_mode(mode: Mode, targets: int, prompts: int, concurrency: int, input_len
                       ttft_p50_added_ms=gw.median_ttft_ms - bare.median_ttft_ms)
 
 
-def main(args) -> int:  # type: ignore[no-untyped-def]
+def main(args) -> int:
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="ugw-vllm-bench-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     modes: list[Mode] = ["embedded", "remote"] if args.mode == "both" else [args.mode]

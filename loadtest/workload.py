@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 
 import openai
+from openai import omit
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
 PROMPTS = [
@@ -90,11 +92,12 @@ async def run_workload(base_url: str, model: str, spec: WorkloadSpec) -> Workloa
         start = time.perf_counter()
         first: float | None = None
         try:
+            messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
             stream = await client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                max_tokens=spec.max_tokens, temperature=spec.temperature, stream=True,
-                stream_options={"include_usage": True},
-                **({"logprobs": True, "top_logprobs": spec.logprobs} if spec.logprobs is not None else {}))
+                model=model, messages=messages, max_tokens=spec.max_tokens, temperature=spec.temperature,
+                stream=True, stream_options={"include_usage": True},
+                logprobs=True if spec.logprobs is not None else omit,
+                top_logprobs=spec.logprobs if spec.logprobs is not None else omit)
             async for chunk in stream:
                 if first is None and chunk.choices and chunk.choices[0].delta.content:
                     first = time.perf_counter()

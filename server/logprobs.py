@@ -14,7 +14,7 @@ from server.protocol import ChatLogprobs, CompletionLogprobs, PromptLogprobs, To
 TokenText = Callable[[int], str]
 
 
-def token_text(tokenizer, as_ids: bool) -> TokenText:  # type: ignore[no-untyped-def]
+def token_text(tokenizer, as_ids: bool) -> TokenText:
     """How a token is written in logprobs: its text, or ``token_id:N`` (vLLM's return_tokens_as_token_ids)."""
     if as_ids:
         return lambda t: f"token_id:{t}"

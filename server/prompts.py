@@ -7,6 +7,7 @@ detection reads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from server.engines.base import Engine
 from server.errors import InvalidRequestError
@@ -53,9 +54,9 @@ def completion_prompts(engine: Engine, body: CompletionRequest) -> list[Prompt]:
     if isinstance(raw, str):
         items = [raw]
     elif raw and isinstance(raw[0], int):
-        items = [raw]  # type: ignore[list-item]
+        items = [raw]
     else:
-        items = list(raw)  # type: ignore[arg-type]
+        items = list(cast(list[str] | list[list[int]], raw))  # a batch: its first item said which kind
     prompts = []
     tok = engine.tokenizer
     for item in items:

@@ -11,11 +11,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
 from guards.interventions import Guarded, PromptContext, RequestGuard
 from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions, TokenLogprobs
+from server.engines.detokenize import decode_text
 from server.errors import GatewayError, ModelNotFoundError, sse_error_event
 from server.logprobs import chat_logprobs, completion_logprobs, prompt_logprobs, token_text
 from server.metrics import Metrics
@@ -38,6 +40,25 @@ from server.protocol import (
 )
 from server.request_options import choice_seed, sampling_options, truncate
 from server.unsupported import check_request
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass
+class Answer(Generic[R]):
+    """A collected response, with its headers (the targets that fired, and where the output net filtered)."""
+
+    body: R
+    headers: dict[str, str]
+
+
+@dataclass
+class Stream:
+    """A streamed response's SSE lines, with its headers: sent before the first line, so they name what the
+    detectors fired on, not where the output net will filter."""
+
+    lines: AsyncIterator[str]
+    headers: dict[str, str]
 
 
 @dataclass
@@ -72,7 +93,7 @@ class CompletionService:
     async def _guarded(self, prompt: Prompt, request_id: str) -> Guarded | None:
         if self.guard is None:
             return None
-        contents = prompt.contents or [self.engine.tokenizer.decode(prompt.token_ids)]
+        contents = prompt.contents or [decode_text(self.engine.tokenizer, prompt.token_ids)]
         guarded = await self.guard.guard(PromptContext(prompt.token_ids, contents), request_id)
         prompt.fired = guarded.plan.summary()
         self.metrics.count_interventions(prompt.fired)
@@ -90,7 +111,7 @@ class CompletionService:
             self.engine.validate_request(EngineRequest(request_id=request_id, sampling=sampling,
                                                        prompt_token_ids=prompt.token_ids))
             if prompt.decode_echo:
-                prompt.echo_text = self.engine.tokenizer.decode(prompt.token_ids)
+                prompt.echo_text = decode_text(self.engine.tokenizer, prompt.token_ids)
             guarded = await self._guarded(prompt, request_id)
             for i in range(body.n):
                 index = p_index * body.n + i
@@ -215,14 +236,14 @@ class CompletionService:
         """Engine request ids are '<response id>-<choice index>'."""
         return jobs[0][1].request_id.rsplit("-", 1)[0]
 
-    def _text(self, body: SamplingFields):  # type: ignore[no-untyped-def]
+    def _text(self, body: SamplingFields):
         return token_text(self.engine.tokenizer, body.return_tokens_as_token_ids)
 
-    def _chat_logprobs(self, body: ChatCompletionRequest, positions: list[TokenLogprobs]):  # type: ignore[no-untyped-def]
+    def _chat_logprobs(self, body: ChatCompletionRequest, positions: list[TokenLogprobs]):
         return chat_logprobs(positions, body.top_logprobs or 0, self._text(body)) if body.logprobs else None
 
     def _completion_logprobs(self, body: CompletionRequest, choice: _Choice, positions: list[TokenLogprobs],
-                             first: bool, offset: int = 0):  # type: ignore[no-untyped-def]
+                             first: bool, offset: int = 0):
         """A completion's logprobs; with echo the prompt's positions come first (once, in a stream)."""
         if body.logprobs is None:
             return None
@@ -231,54 +252,60 @@ class CompletionService:
             echoed = list(choice.prompt_logprobs)
         return completion_logprobs([*echoed, *positions], body.logprobs, self._text(body), offset)
 
-    def _prompt_logprobs(self, body: SamplingFields, choice: _Choice):  # type: ignore[no-untyped-def]
+    def _prompt_logprobs(self, body: SamplingFields, choice: _Choice):
         if body.prompt_logprobs is None or choice.prompt_logprobs is None:
             return None
         return prompt_logprobs(choice.prompt_logprobs, self._text(body))
 
     # ---- chat ------------------------------------------------------------------------------------------------------
-    async def prepare_chat(self, body: ChatCompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
+    async def chat(self, body: ChatCompletionRequest) -> Answer[ChatCompletion] | Stream:
+        """``/v1/chat/completions``: every 4xx is raised before a stream starts."""
         self.check_model(body.model)
         check_request(body)
-        return await self._engine_requests(random_id("chatcmpl"), [chat_prompt(self.engine, body)], body,
+        jobs = await self._engine_requests(random_id("chatcmpl"), [chat_prompt(self.engine, body)], body,
                                            body.requested_max_tokens())
+        if body.stream:
+            return Stream(self._chat_stream(body, jobs), self.fired_header(jobs))
+        response = await self._chat_response(body, jobs)
+        return Answer(response, self.fired_header(jobs))
 
-    async def chat(self, body: ChatCompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> ChatCompletion:
+    async def _chat_response(self, body: ChatCompletionRequest,
+                             jobs: list[tuple[_Choice, EngineRequest]]) -> ChatCompletion:
         choices = await self._collect(jobs)
         first = choices[0]
         return ChatCompletion(
             id=self._response_id(jobs), created=now(), model=body.model,
             choices=[ChatChoice(index=c.index,
                                 message=AssistantMessage(content=c.prompt.echo_text + "".join(c.text)),
-                                finish_reason=c.finish_reason,  # type: ignore[arg-type]
+                                finish_reason=c.finish_reason,
                                 logprobs=self._chat_logprobs(body, c.logprobs), stop_reason=c.stop_reason,
                                 token_ids=c.token_ids if body.return_token_ids else None) for c in choices],
             usage=self._usage(choices),
             prompt_logprobs=self._prompt_logprobs(body, first),
             prompt_token_ids=first.prompt.token_ids if body.return_token_ids else None)
 
-    async def chat_stream(self, body: ChatCompletionRequest,
+    async def _chat_stream(self, body: ChatCompletionRequest,
                           jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[str]:
         rid, created = self._response_id(jobs), now()
 
-        def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None, **extra: object) -> str:
+        def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None,
+                  prompt_token_ids: list[int] | None = None) -> str:
             return _sse(ChatCompletionChunk(id=rid, created=created, model=body.model, choices=choices, usage=usage,
-                                            **extra))  # type: ignore[arg-type]
+                                            prompt_token_ids=prompt_token_ids))
 
         # vLLM sends the role chunk with the first engine output, not before: a client timing its first chunk
         # (vLLM's own benchmark does) then measures the time to the first token, not to the response headers
         preamble: list[str] = []
         for c, _ in jobs:
-            ids = {"prompt_token_ids": c.prompt.token_ids} if body.return_token_ids else {}
             preamble.append(chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(role="assistant", content=""))],
-                                  **ids))
+                                  prompt_token_ids=c.prompt.token_ids if body.return_token_ids else None))
             if c.prompt.echo_text:
                 preamble.append(chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(content=c.prompt.echo_text))]))
 
         def step(c: _Choice, out: EngineOutput, finish: str | None, usage: Usage | None) -> str:
             return chunk([ChatChunkChoice(
                 index=c.index, delta=DeltaMessage(content=out.text or None),
-                finish_reason=finish,  # type: ignore[arg-type]
+                finish_reason=finish,
                 logprobs=self._chat_logprobs(body, out.logprobs or []) if out.token_ids else None,
                 stop_reason=c.stop_reason if finish else None,
                 token_ids=out.token_ids if body.return_token_ids else None)], usage)
@@ -290,18 +317,24 @@ class CompletionService:
             yield line
 
     # ---- text completions ------------------------------------------------------------------------------------------
-    async def prepare_completion(self, body: CompletionRequest) -> list[tuple[_Choice, EngineRequest]]:
+    async def complete(self, body: CompletionRequest) -> Answer[Completion] | Stream:
+        """``/v1/completions``: every 4xx is raised before a stream starts."""
         self.check_model(body.model)
         check_request(body)
-        return await self._engine_requests(random_id("cmpl"), completion_prompts(self.engine, body), body,
+        jobs = await self._engine_requests(random_id("cmpl"), completion_prompts(self.engine, body), body,
                                            body.requested_max_tokens())
+        if body.stream:
+            return Stream(self._complete_stream(body, jobs), self.fired_header(jobs))
+        response = await self._completion_response(body, jobs)
+        return Answer(response, self.fired_header(jobs))
 
-    async def complete(self, body: CompletionRequest, jobs: list[tuple[_Choice, EngineRequest]]) -> Completion:
+    async def _completion_response(self, body: CompletionRequest,
+                                   jobs: list[tuple[_Choice, EngineRequest]]) -> Completion:
         choices = await self._collect(jobs)
         return Completion(
             id=self._response_id(jobs), created=now(), model=body.model,
             choices=[CompletionChoice(index=c.index, text=c.prompt.echo_text + "".join(c.text),
-                                      finish_reason=c.finish_reason,  # type: ignore[arg-type]
+                                      finish_reason=c.finish_reason,
                                       logprobs=self._completion_logprobs(body, c, c.logprobs, first=True),
                                       stop_reason=c.stop_reason,
                                       token_ids=c.token_ids if body.return_token_ids else None,
@@ -310,7 +343,7 @@ class CompletionService:
                      for c in choices],
             usage=self._usage(choices))
 
-    async def complete_stream(self, body: CompletionRequest,
+    async def _complete_stream(self, body: CompletionRequest,
                               jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[str]:
         rid, created = self._response_id(jobs), now()
         sent: dict[int, int] = {}  # choice index -> characters sent (logprobs' text_offset)
@@ -332,7 +365,7 @@ class CompletionService:
             logprobs = self._completion_logprobs(body, c, out.logprobs or [], first, sent.get(c.index, 0))
             sent[c.index] = sent.get(c.index, 0) + len(text)
             return chunk([CompletionChoice(
-                index=c.index, text=text, finish_reason=finish, logprobs=logprobs,  # type: ignore[arg-type]
+                index=c.index, text=text, finish_reason=finish, logprobs=logprobs,
                 stop_reason=c.stop_reason if finish else None,
                 token_ids=out.token_ids if body.return_token_ids else None,
                 prompt_logprobs=self._prompt_logprobs(body, c) if first else None,

@@ -9,6 +9,11 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineKind = Literal["vllm", "hf", "remote"]
+DetectorName = Literal["lexical", "embedding", "classifier", "ood", "retrieval"]
+
+
+def _lexical_only() -> list[DetectorName]:
+    return ["lexical"]
 
 
 def default_cache_dir() -> Path:
@@ -27,7 +32,7 @@ class EngineSettings(BaseModel):
     # Name clients send as ``model``; defaults to the model folder's name.
     served_model_name: str | None = None
     # float32 on CPU: the bundled model is tiny and the two engines agree token for token in fp32.
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_model_len: int = Field(default=2048, ge=16)
     enforce_eager: bool = True
     max_num_seqs: int = Field(default=32, ge=1)
@@ -35,7 +40,7 @@ class EngineSettings(BaseModel):
     # vLLM only (the reference engine always takes both): ECO sends corrupted prompts as embeddings and O3 needs
     # LoRA; with both off the engine is a bare vLLM, which is what `loadtest decode-cost` measures against.
     enable_prompt_embeds: bool = True
-    max_lora_rank: int = Field(default=16, ge=1)
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = 16  # the ranks vLLM accepts
     max_loras: int = Field(default=4, ge=1)
     max_cpu_loras: int = Field(default=16, ge=1)
     # LoRA strength levels; each level is served as its own pre-scaled copy of the adapter.
@@ -83,8 +88,7 @@ class DetectionSettings(BaseModel):
     # its forget data), thresholded to flag at most `ood_fpr` of general prompts; its score sets O3's strength.
     # "retrieval" searches one FAISS index over every target's document chunks and profile (the documents given at
     # registration), thresholded to flag at most `retrieval_fpr` of general prompts and questions about others.
-    detectors: list[Literal["lexical", "embedding", "classifier", "ood", "retrieval"]] = Field(
-        default_factory=lambda: ["lexical"], min_length=1)
+    detectors: list[DetectorName] = Field(default_factory=_lexical_only, min_length=1)
     embedding_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
     classifier_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
     ood_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)

@@ -54,6 +54,7 @@ def encoder() -> SentenceEncoder:
     return SentenceEncoder()
 
 
+@pytest.mark.slow
 def test_heads_flag_their_target_and_stay_calibrated(encoder: SentenceEncoder, tmp_path: Path) -> None:
     artifacts = ArtifactStore(tmp_path)
     general = GeneralSet(encoder, general_prompts())
@@ -85,6 +86,7 @@ def test_heads_flag_their_target_and_stay_calibrated(encoder: SentenceEncoder, t
     assert detector.detect("Ada Lovelace") == []
 
 
+@pytest.mark.slow
 def test_the_active_heads_together_keep_the_false_positive_rate(encoder: SentenceEncoder, tmp_path: Path) -> None:
     artifacts = ArtifactStore(tmp_path)
     general = GeneralSet(encoder, general_prompts())
@@ -102,6 +104,7 @@ def test_the_active_heads_together_keep_the_false_positive_rate(encoder: Sentenc
     assert [d.target_id for d in detector.detect("Who founded the Mongol Empire?")] == [records[0].id]
 
 
+@pytest.mark.slow
 def test_the_pipeline_builds_heads_and_detects_with_them(encoder: SentenceEncoder, tmp_path: Path) -> None:
     negatives = tmp_path / "negatives.txt"
     negatives.write_text("\n".join(general_prompts()[::2]) + "\n\n")

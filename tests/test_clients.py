@@ -22,6 +22,7 @@ def _chat(live: LiveServer, **kwargs: object):  # type: ignore[no-untyped-def]
                       max_tokens=24, max_retries=0, timeout=120, **kwargs)
 
 
+@pytest.mark.slow
 def test_langchain_invoke_stream_batch(live: LiveServer) -> None:
     chat = _chat(live)
     answer = chat.invoke(QUESTION)
@@ -45,6 +46,7 @@ def test_langchain_with_structured_output(vllm_server: LiveServer) -> None:
     assert isinstance(result, City) and result.city
 
 
+@pytest.mark.slow
 def test_litellm_completion_and_streaming(live: LiveServer) -> None:
     import litellm
 

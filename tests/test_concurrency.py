@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import openai
+import pytest
 
 from tests.live import LiveServer
 
 QUESTIONS = [f"What is {a} plus {b}? Answer with the number." for a, b in zip(range(2, 18), range(30, 46), strict=True)]
 
 
+@pytest.mark.slow
 def test_sixteen_parallel_streams_complete_unmixed(live: LiveServer) -> None:
     async def run() -> None:
         client = openai.AsyncOpenAI(base_url=live.base_url + "/v1", api_key="unused", max_retries=0, timeout=300)

@@ -90,6 +90,7 @@ def eval_server(hf_server: LiveServer, model_path: Path, cache_dir: Path,
     server.stop()
 
 
+@pytest.mark.slow
 def test_rwku_suite_json_and_report(eval_server: LiveServer, tmp_path: Path) -> None:
     data = write_folder(tmp_path / "data")
     spec = EvalSpec(data=data, suite="rwku", url=eval_server.base_url, admin_token=ADMIN_TOKEN,
@@ -120,6 +121,7 @@ def test_rwku_suite_json_and_report(eval_server: LiveServer, tmp_path: Path) -> 
         assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_benchmark_suites_json_and_report(eval_server: LiveServer, tmp_path: Path) -> None:
     data = write_benchmarks(write_folder(tmp_path / "data"))
     spec = EvalSpec(data=data, suite="all", url=eval_server.base_url, admin_token=ADMIN_TOKEN,

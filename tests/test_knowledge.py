@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 from transformers import AutoTokenizer
 
@@ -84,6 +85,7 @@ def test_adapter_round_trips_through_the_artifact_bytes() -> None:
         "model.layers.0.self_attn.q_proj"][1])
 
 
+@pytest.mark.slow
 def test_a_target_registered_again_reuses_its_elicited_knowledge(hf_server: LiveServer, tmp_path: Path) -> None:
     """Elicitation is deterministic, so re-registering (another method, or after a delete) does not ask again."""
     from guards.training.build import TargetBuilder

@@ -16,6 +16,7 @@ from tests.live import LiveServer
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+@pytest.mark.slow
 def test_a_bounded_mixed_run_reports_its_figures(hf_server: LiveServer) -> None:
     names = ["Zorblax Quintavius"]
     register_targets(hf_server.base_url, ADMIN_TOKEN, names, ["guard"], timeout_s=120)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from server.engines.base import EngineRequest, LogitsArgs, LoRASelection, SamplingOptions
 from tests.live import LiveServer
 from tests.lora_fixture import make_random_adapter
@@ -24,6 +26,7 @@ def _sampling(i: int) -> SamplingOptions:
     return SamplingOptions(max_tokens=12 + 10 * i, temperature=0.0)
 
 
+@pytest.mark.slow
 def test_mixed_batch_does_not_leak(live: LiveServer, tmp_path: Path, model_path: Path) -> None:
     engine = live.engine
     live.call(engine.load_lora("mixed", make_random_adapter(model_path, tmp_path / "mixed", seed=3)))
@@ -73,6 +76,7 @@ def test_mixed_batch_does_not_leak(live: LiveServer, tmp_path: Path, model_path:
     assert "mixed" not in engine.loaded_loras()
 
 
+@pytest.mark.slow
 def test_request_joins_a_running_batch(live: LiveServer) -> None:
     """Continuous batching: a short request sent while a long one decodes finishes first, with its own answer."""
     engine = live.engine

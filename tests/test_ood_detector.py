@@ -78,6 +78,7 @@ def encoder() -> SentenceEncoder:
     return SentenceEncoder()
 
 
+@pytest.mark.slow
 def test_the_detector_flags_paraphrase_of_the_forget_data_and_stays_calibrated(encoder: SentenceEncoder,
                                                                                tmp_path: Path) -> None:
     artifacts = ArtifactStore(tmp_path)
@@ -113,6 +114,7 @@ def test_the_detector_flags_paraphrase_of_the_forget_data_and_stays_calibrated(e
     assert detector.detect("Marie Curie") == []
 
 
+@pytest.mark.slow
 def test_the_pipeline_builds_the_ood_detector(encoder: SentenceEncoder, tmp_path: Path) -> None:
     artifacts = ArtifactStore(tmp_path)
     builder = DetectionPipeline(StaticTargets([]), artifacts, None, ("lexical", "ood"), encoder=encoder)

@@ -2,8 +2,9 @@
 
 The upstreams run ``python -m vllm.entrypoints.openai.api_server`` with the gateway's logits processor, prompt
 embeddings and runtime LoRA loading; the gateway in front of them holds no model but its tokenizer and embedding
-matrix. Checked: the same tokens as the embedded vLLM engine at temperature 0; each method forgets Harry Potter and
-leaves France byte-identical; an upstream killed mid-stream ends that stream with an error event and new requests
+matrix. Checked: the same tokens as the embedded vLLM engine at temperature 0, plain and for a target of each method
+(built by an embedded replica, served by both from one registry); each method forgets Harry Potter and leaves France
+byte-identical; an upstream killed mid-stream ends that stream with an error event and new requests
 succeed on the other within 2 s.
 """
 
@@ -21,7 +22,7 @@ import pytest
 
 from guards.interventions import O3Intervention
 from guards.policy import O3_ARTIFACT
-from loadtest.servers import ServerProcess, bare_vllm
+from server.processes import ServerProcess, bare_vllm
 from server.settings import EngineSettings
 from tests.conftest import live_settings
 from tests.live import LiveServer
@@ -46,9 +47,25 @@ def upstreams(model_path: Path, cache_dir: Path, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="module")
+def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One local registry and artifact folder for an embedded and a remote replica (the file store is multi-process)."""
+    return tmp_path_factory.mktemp("shared-state")
+
+
+@pytest.fixture(scope="module")
+def embedded(vllm_server: LiveServer, model_path: Path, cache_dir: Path, shared_state: Path) -> Iterator[LiveServer]:
+    """A full-build gateway over the session's embedded vLLM engine; it builds what is registered on it (inline)."""
+    settings = live_settings("vllm", model_path, cache_dir, shared_state)
+    settings = settings.model_copy(update={"guards": type(settings.guards)()})
+    server = LiveServer(settings, engine=vllm_server.engine).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def remote(upstreams: list[ServerProcess], model_path: Path, cache_dir: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    settings = live_settings("remote", model_path, cache_dir, tmp_path_factory.mktemp("remote"))
+           shared_state: Path) -> Iterator[LiveServer]:
+    settings = live_settings("remote", model_path, cache_dir, shared_state)
     settings = settings.model_copy(update={
         "guards": type(settings.guards)(),
         "engine": settings.engine.model_copy(update={"upstreams": [u.base_url for u in upstreams]})})
@@ -80,22 +97,52 @@ def test_same_tokens_as_the_embedded_engine(remote: LiveServer, vllm_server: Liv
     assert streamed == answers[0]
 
 
+def _flagged_tokens(server: LiveServer, question: str) -> tuple[str, list[str], str | None]:
+    raw = _client(server).chat.completions.with_raw_response.create(
+        model=server.model, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=48,
+        logprobs=True, top_logprobs=2)
+    choice = raw.parse().choices[0]
+    return choice.message.content or "", [t.token for t in choice.logprobs.content], raw.headers.get(
+        "x-unlearning-targets")
+
+
 @pytest.mark.parametrize("method", ["eco", "o3", "guard"])
-def test_each_method_forgets_through_the_upstreams(remote: LiveServer, method: str) -> None:
+def test_each_method_forgets_through_the_upstreams_token_for_token(
+        remote: LiveServer, embedded: LiveServer, method: str) -> None:
     client = _client(remote)
     before, header = ask(client, remote.model, FORGET)
     assert "Ron" in before and header is None
     keep_before, _ = ask(client, remote.model, KEEP)
-    record = register(remote, {"name": "Harry Potter", "description": DESCRIPTION, "methods": [method]})
+    # built once, by the embedded replica; the remote replica serves the same record and artifacts from the shared
+    # registry, so the two must decode the same tokens: ECO's corrupted embeddings, O3's adapter, GUARD's processor
+    record = register(embedded, {"name": "Harry Potter", "description": DESCRIPTION, "methods": [method]})
     try:
+        deadline = time.monotonic() + 30
+        while f"{record['id']}:" not in (ask(client, remote.model, FORGET)[1] or ""):
+            assert time.monotonic() < deadline, "the remote replica never picked the target up"
+            time.sleep(0.25)
+        want = _flagged_tokens(embedded, FORGET)
         for _ in range(2):  # both upstreams (least outstanding alternates them only under load; ask twice)
-            after, header = ask(client, remote.model, FORGET)
+            after, tokens, header = _flagged_tokens(remote, FORGET)
             assert "Ron" not in after and "Weasley" not in after, after
             assert header is not None and f"{record['id']}:" in header and method in header
+            assert (after, tokens) == want[:2]
         keep_after, header = ask(client, remote.model, KEEP)
         assert keep_after == keep_before and header is None
     finally:
-        delete(remote, record["id"])
+        delete(embedded, record["id"])
+        # the remote replica learns of it by polling the shared folder; a request that straddles the change may
+        # still decode under the old output net, so the next test starts once the replica has let the target go
+        _until_gone(remote, record["id"])
+
+
+def _until_gone(server: LiveServer, target_id: str, timeout: float = 10.0) -> None:
+    assert server.gateway.admin is not None
+    deadline = time.monotonic() + timeout
+    while target_id in server.gateway.admin.cache.targets:
+        assert time.monotonic() < deadline, f"{target_id} still enforced on {server.base_url}"
+        time.sleep(0.1)
+    time.sleep(0.3)
 
 
 def test_an_upstream_killed_mid_stream_fails_loudly_and_the_other_takes_over(

@@ -60,6 +60,7 @@ def test_index_goes_from_exact_to_ivf_and_keeps_targets_apart() -> None:
     assert "t25" not in versions
 
 
+@pytest.mark.slow
 def test_retrieval_flags_a_paraphrase_its_documents_cover(encoder: SentenceEncoder, tmp_path: Path) -> None:
     artifacts = ArtifactStore(tmp_path)
     general = GeneralSet(encoder, general_prompts())

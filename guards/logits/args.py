@@ -47,11 +47,11 @@ class LogitsArgs(BaseModel):
         return [*self.banned_token_ids, *(t for s in self.sequences for t in s), *self.penalty_ids]
 
 
-def to_extra_args(args: LogitsArgs) -> dict[str, list[int] | list[float]]:
+def to_extra_args(args: LogitsArgs) -> dict[str, list[int] | list[float] | str]:
     flat: list[int] = []
     for seq in args.sequences:
         flat += [len(seq), *seq]
-    out: dict[str, list[int] | list[float]] = {}
+    out: dict[str, list[int] | list[float] | str] = {}
     if args.banned_token_ids:
         out[BANNED] = list(args.banned_token_ids)
     if flat:

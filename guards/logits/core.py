@@ -75,7 +75,7 @@ class GuardCore:
                                | tuple[int, LogitsArgs | None, Sequence[int], Sequence[int] | None]],
                moved: Iterable[tuple[int, int, bool]]) -> None:
         """``added``: (row, arguments, live output list[, prompt token ids, None for prompt embeddings])."""
-        rows = []
+        rows: list[tuple[int, _Row | None]] = []
         for index, args, out, *prompt in added:
             if args is None or args.is_empty():
                 rows.append((index, None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from transformers import LogitsProcessor
@@ -21,4 +22,4 @@ class GatewayHFLogitsProcessor(LogitsProcessor):
                               enumerate(zip(args_per_row, outputs, prompts, strict=True))], [])
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return self.core.apply(scores)
+        return cast(torch.FloatTensor, self.core.apply(scores))  # transformers' signature; the same tensor type

@@ -62,7 +62,7 @@ async def search_sigma(engine: Engine, record: TargetRecord, knowledge: Knowledg
         if s not in cache:
             sigma = 10 ** s
 
-            async def one(i: int, ids: list[int], embeds, positions: list[int], boosted: list[int],  # type: ignore[no-untyped-def]
+            async def one(i: int, ids: list[int], embeds, positions: list[int], boosted: list[int],
                           facts: list[str]) -> int:
                 x = corrupt_prompt(embeds, positions, boosted, settings.corruption, sigma, settings.dims,
                                    prompt_seed(ids), settings.term_boost)

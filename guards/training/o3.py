@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from server.engines.base import chat_token_ids
 from server.engines.lora import LoRAAdapter
 from server.settings import O3Settings
 
@@ -40,8 +41,8 @@ def train_adapter(model_path: Path, questions: list[str], earlier: list[LoRAAdap
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    for weight in model.parameters():
+        weight.requires_grad_(False)
     modules = _targets(model, settings.target_modules)
     r, scaling = settings.rank, settings.alpha / settings.rank
     params: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
@@ -60,10 +61,9 @@ def train_adapter(model_path: Path, questions: list[str], earlier: list[LoRAAdap
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     examples = []
     for q in questions[:settings.max_questions]:
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                               tokenize=True)
-        prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
-        answer = tokenizer.encode(REFUSAL, add_special_tokens=False) + ([eos] if isinstance(eos, int) else [])
+        prompt = chat_token_ids(tokenizer, [{"role": "user", "content": q}], add_generation_prompt=True)
+        answer: list[int] = tokenizer.encode(REFUSAL, add_special_tokens=False)
+        answer += [eos] if isinstance(eos, int) else []
         examples.append((prompt, answer))
 
     optimizer = torch.optim.AdamW([t for pair in params.values() for t in pair], lr=settings.lr, weight_decay=0.0)
@@ -75,14 +75,14 @@ def train_adapter(model_path: Path, questions: list[str], earlier: list[LoRAAdap
             rng.shuffle(examples)
             for i in range(0, len(examples), settings.batch_size):
                 batch = examples[i:i + settings.batch_size]
-                width = max(len(p) + len(a) for p, a in batch)
+                width = max(len(q) + len(r) for q, r in batch)
                 ids = torch.full((len(batch), width), tokenizer.pad_token_id or 0, dtype=torch.long)
                 labels = torch.full((len(batch), width), -100, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, (p, a) in enumerate(batch):
-                    seq = p + a
+                for row, (question, refusal) in enumerate(batch):
+                    seq = question + refusal
                     ids[row, :len(seq)] = torch.tensor(seq)
-                    labels[row, len(p):len(seq)] = torch.tensor(a)
+                    labels[row, len(question):len(seq)] = torch.tensor(refusal)
                     mask[row, :len(seq)] = 1
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
                 ortho = sum((((earlier_a[n] @ params[n][0].T) ** 2).sum() for earlier_a in frozen

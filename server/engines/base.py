@@ -45,9 +45,10 @@ class StructuredSpec(BaseModel):
 
     def vllm_params(self) -> dict[str, Any]:
         """The keyword arguments of vLLM's ``StructuredOutputsParams``, also the JSON its HTTP API takes."""
-        kind: dict[str, Any] = {"json": {"json": self.value}, "regex": {"regex": self.value},
-                                "grammar": {"grammar": self.value}, "choice": {"choice": list(self.choices)},
-                                "json_object": {"json_object": True}}[self.kind]
+        by_kind: dict[str, dict[str, Any]] = {
+            "json": {"json": self.value}, "regex": {"regex": self.value}, "grammar": {"grammar": self.value},
+            "choice": {"choice": list(self.choices)}, "json_object": {"json_object": True}}
+        kind = by_kind[self.kind]
         return {**kind, "disable_any_whitespace": self.disable_any_whitespace,
                 "disable_additional_properties": self.disable_additional_properties,
                 "whitespace_pattern": self.whitespace_pattern}
@@ -219,12 +220,8 @@ class Engine(abc.ABC):
                     continue_final_message: bool = False, tools: list[dict[str, Any]] | None = None,
                     template_kwargs: dict[str, Any] | None = None) -> list[int]:
         """Apply the model's own chat template; the engines then only ever see token ids."""
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                                 continue_final_message=continue_final_message, tools=tools,
-                                                 tokenize=True, **(template_kwargs or {}))
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_token_ids(self.tokenizer, messages, add_generation_prompt=add_generation_prompt,
+                              continue_final_message=continue_final_message, tools=tools, **(template_kwargs or {}))
 
     def embedding_matrix(self) -> torch.Tensor:
         """The input embedding table, read from the checkpoint (the vLLM engine's weights live in another process)."""
@@ -278,3 +275,11 @@ class Engine(abc.ABC):
         refused = self.unsupported(request.sampling)
         if refused is not None:
             raise InvalidRequestError(f"{refused} is not supported by the {self.kind} engine", param=refused)
+
+
+def chat_token_ids(tokenizer: Any, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
+    """The chat template's token ids: transformers returns a list, or a ``BatchEncoding`` in newer releases."""
+    out: Any = tokenizer.apply_chat_template(messages, tokenize=True, **kwargs)
+    if hasattr(out, "keys"):
+        out = out["input_ids"]
+    return [int(i) for i in out]

@@ -6,6 +6,9 @@ an incomplete UTF-8 sequence; the stop string itself is not returned unless aske
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 from transformers import PreTrainedTokenizerBase
 
 
@@ -24,7 +27,7 @@ class IncrementalDetokenizer:
     def push(self, token_id: int) -> tuple[str, str | None]:
         """Add one token; return (new text to send, the stop string it hit or None)."""
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens)
+        text = decode_text(self.tokenizer, self.ids, skip_special_tokens=self.skip_special_tokens)
         if text.endswith("\ufffd"):
             return "", None
         self.text = text
@@ -44,3 +47,8 @@ class IncrementalDetokenizer:
         delta = self.text[self.sent:upto]
         self.sent = upto
         return delta
+
+
+def decode_text(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+    """One sequence's text (transformers types ``decode`` for batches too)."""
+    return cast(str, tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))

@@ -16,10 +16,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedModel
 
 from guards.logits.hf_adapter import GatewayHFLogitsProcessor
 from server.engines.base import EngineOutput, EngineRequest, FinishReason, TokenLogprobs
@@ -91,7 +91,7 @@ class HFBatch:
     particular a batch of one) it is not passed to the model at all.
     """
 
-    def __init__(self, model: torch.nn.Module, make_row: Callable[[Job], BatchRow], lora: RowLoRA,
+    def __init__(self, model: PreTrainedModel, make_row: Callable[[Job], BatchRow], lora: RowLoRA,
                  eos_ids: set[int], max_model_len: int) -> None:
         self.model = model
         self.make_row = make_row
@@ -162,7 +162,7 @@ class HFBatch:
         mask = _right_aligned_mask(torch.tensor(lengths), width)
         inputs: dict[str, Any] = {"logits_to_keep": 1}
         if any(r.request.prompt_embeds is not None for r in rows):
-            table = self.model.get_input_embeddings()
+            table = cast(torch.nn.Embedding, self.model.get_input_embeddings())
             dtype = table.weight.dtype
             x = torch.zeros(len(rows), width, table.weight.shape[1], dtype=dtype)
             for i, r in enumerate(rows):
@@ -230,7 +230,7 @@ class HFBatch:
         shape = (rows, like.shape[1], width, like.shape[3])
         keys, values = like.new_zeros(shape), like.new_zeros(shape)
         if self.cache is not None:
-            old = self.cache.layers[layer]
+            old = _attention(self.cache, layer)
             n, w = old.keys.shape[0], old.keys.shape[2]
             keys[:n, :, width - w:] = old.keys
             values[:n, :, width - w:] = old.values
@@ -263,15 +263,17 @@ class HFBatch:
         unused = int(self.mask.any(0).long().argmax())  # leading all-zero columns
         if unused:
             self.mask = self.mask[:, unused:]
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+            for i in range(len(self.cache.layers)):
+                kv = _attention(self.cache, i)
+                kv.keys, kv.values = kv.keys[:, :, unused:], kv.values[:, :, unused:]
         self._rebuild()
 
     def _step(self, row: BatchRow, token: int, logprobs: TokenLogprobs | None = None) -> FinishReason | None:
         """Record ``token`` for ``row``, emit its delta, and say whether the row is done."""
         row.sampler.observe(token)
         row.output_ids.append(token)
-        req, finish = row.request, None
+        req = row.request
+        finish: FinishReason | None = None
         stop_reason: int | str | None = None
         if token in req.sampling.stop_token_ids:
             finish, delta, stop_reason = "stop", row.detok.flush(), token
@@ -301,7 +303,7 @@ class HFBatch:
         else:
             adjusted = torch.stack([r.sampler.adjust(self.logits[i]) for i, r in enumerate(self.rows)])
             if self.processor is not None:
-                adjusted = self.processor(torch.empty(0, dtype=torch.long), adjusted)
+                adjusted = self.processor.core.apply(adjusted)
             tokens = [r.sampler.choose(adjusted[i]) for i, r in enumerate(self.rows)]
             for i, r in enumerate(self.rows):
                 if r.request.sampling.logprobs is not None:  # after the guards, like vLLM's processed_logprobs
@@ -328,3 +330,9 @@ def _position(logprobs: torch.Tensor, token: int, k: int) -> TokenLogprobs:
     return TokenLogprobs(token_id=token, logprob=as_float(logprobs[token]),
                          top=[] if top is None else [(int(t), as_float(v))
                                                      for v, t in zip(top.values, top.indices, strict=True)])
+
+
+def _attention(cache: DynamicCache, layer: int) -> Any:
+    """One layer's cache: transformers types it as attention or linear attention, and the causal LMs served here
+    have attention layers (``keys``, ``values``) only."""
+    return cache.layers[layer]

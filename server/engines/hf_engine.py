@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedModel
 
 from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions
 from server.engines.detokenize import IncrementalDetokenizer
@@ -48,7 +49,7 @@ class HFEngine(Engine):
 
     def __init__(self, settings: EngineSettings, model_path: Path, work_dir: Path) -> None:
         super().__init__(settings, model_path, work_dir)
-        self.model: torch.nn.Module | None = None
+        self.model: PreTrainedModel | None = None
         self._adapters: dict[str, LoRAAdapter] = {}
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._worker: threading.Thread | None = None

@@ -61,13 +61,13 @@ async def in_own_thread(fn: Callable[..., T], *args: object, threads: int) -> T:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if done.cancelled():
-            return
-        if error is not None:
+    def settle(result: T) -> None:
+        if not done.cancelled():
+            done.set_result(result)
+
+    def fail(error: BaseException) -> None:
+        if not done.cancelled():
             done.set_exception(error)
-        else:
-            done.set_result(result)  # type: ignore[arg-type]
 
     def run() -> None:
         default = claim_threads(threads)
@@ -85,9 +85,9 @@ async def in_own_thread(fn: Callable[..., T], *args: object, threads: int) -> T:
         try:
             result = fn(*args)
         except BaseException as exc:  # handed to the awaiting task
-            loop.call_soon_threadsafe(settle, None, exc)
+            loop.call_soon_threadsafe(fail, exc)
         else:
-            loop.call_soon_threadsafe(settle, result, None)
+            loop.call_soon_threadsafe(settle, result)
 
     threading.Thread(target=run, name=getattr(fn, "__name__", "job"), daemon=True).start()
     return await done

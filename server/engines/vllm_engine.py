@@ -54,6 +54,7 @@ class VLLMEngine(Engine):
         self._lora_lock = asyncio.Lock()
 
     async def start(self) -> None:
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -77,7 +78,7 @@ class VLLMEngine(Engine):
             logits_processors=[GatewayLogitsProcessor],
             disable_log_stats=True,
             logprobs_mode=s.logprobs_mode,
-            structured_outputs_config={"backend": s.structured_outputs_backend},
+            structured_outputs_config=StructuredOutputsConfig(backend=s.structured_outputs_backend),
         )
         self._llm = AsyncLLM.from_engine_args(args)
 

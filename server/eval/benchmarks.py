@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from server.eval.data import MultipleChoice, load_mmlu
-from server.eval.suite import ProbeSet, answered
+from server.eval.suite import ProbeSet, Role, answered
 
 MC_TOKENS = 16
 HP_EXAMPLES = 20
@@ -36,8 +36,8 @@ def rouge_l_recall(output: str, reference: str) -> float:
     return previous[-1] / len(ref)
 
 
-def multiple_choice(name: str, role: str, items: list[MultipleChoice]) -> ProbeSet:
-    return ProbeSet(name, role, "accuracy", [i.prompt() for i in items],  # type: ignore[arg-type]
+def multiple_choice(name: str, role: Role, items: list[MultipleChoice]) -> ProbeSet:
+    return ProbeSet(name, role, "accuracy", [i.prompt() for i in items],
                     lambda k, text: float(items[k].is_correct(text)), max_tokens=MC_TOKENS)
 
 
@@ -84,8 +84,8 @@ def tofu(data_dir: Path, split: str, count: int) -> tuple[list[dict[str, Any]], 
     general = [r for f in ("real_authors_perturbed.json", "world_facts_perturbed.json")
                for r in json.loads((root / f).read_text())][:count]
 
-    def graded(name: str, role: str, rows: list[dict[str, Any]], question: str = "question") -> ProbeSet:
-        return ProbeSet(name, role, "ROUGE-L recall", [r[question] for r in rows],  # type: ignore[arg-type]
+    def graded(name: str, role: Role, rows: list[dict[str, Any]], question: str = "question") -> ProbeSet:
+        return ProbeSet(name, role, "ROUGE-L recall", [r[question] for r in rows],
                         lambda k, text: rouge_l_recall(text, rows[k]["answer"]), binary=False, max_tokens=48)
 
     sets = [graded("forget", "forget", forget), graded("forget_paraphrased", "forget", forget, "paraphrased_question"),

@@ -55,11 +55,17 @@ def _probes(path: Path, level: str) -> list[Probe]:
             for p in json.loads(path.read_text())]
 
 
+def _number(folder: Path) -> int:
+    """RWKU's target folders are named ``<n>_<name>``; a folder without a number sorts last."""
+    found = re.match(r"\d+", folder.name)
+    return int(found[0]) if found else 1 << 30
+
+
 def load_rwku(data_dir: Path, limit: int | None = None) -> list[RWKUTarget]:
     root = data_dir / "rwku" / "Target"
     if not root.is_dir():
         raise FileNotFoundError(f"no RWKU targets under {root}")
-    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: int(re.match(r"\d+", p.name)[0]))
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=_number)
     targets = []
     for folder in folders[:limit]:
         intro = json.loads((folder / "intro.json").read_text())[0]

@@ -94,7 +94,7 @@ def _latency(pipeline: DetectionPipeline, prompts: list[str], n_targets: int) ->
                           p99_ms=ordered[min(len(ordered) - 1, int(0.99 * (len(ordered) - 1)))])
 
 
-def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passages",  # type: ignore[no-untyped-def]
+def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passages",
                limit: int | None = None, latency_sizes: tuple[int, ...] = (1, 100, 1000), seed: int = 0,
                detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
                classifier_fpr: float = 0.01, retrieval_margin: float = 0.0) -> DetectReport:

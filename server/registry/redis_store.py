@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -178,7 +178,8 @@ class RedisTargetStore(TargetStore):
     async def claim_job(self, timeout_s: float) -> str | None:
         # Blocking pop, kept under the client's socket timeout; RIGHT->LEFT makes the queue first-in first-out.
         timeout = max(min(timeout_s, 4.0), 0.01)
-        job_id: str | None = await self._call(self.client.blmove(self.k_queued, self.k_running, timeout,
+        # redis-py annotates the timeout as int; Redis itself takes fractional seconds (6.0 on)
+        job_id: str | None = await self._call(self.client.blmove(self.k_queued, self.k_running, cast(int, timeout),
                                                                  src="RIGHT", dest="LEFT"))
         return job_id
 

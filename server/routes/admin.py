@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
@@ -10,8 +12,8 @@ from server.deps import AdminDep, require_admin
 from server.errors import ErrorResponse
 from server.registry.models import JobRecord, TargetCreate, TargetList, TargetRecord, TargetUpdate
 
-_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-           409: {"model": ErrorResponse}}
+_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+                                           404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}}
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=_ERRORS)
 
 

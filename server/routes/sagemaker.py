@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -27,12 +27,12 @@ async def ping(gateway: GatewayDep) -> JSONResponse:
 
 
 @router.post("/invocations")
-async def invocations(service: ServiceDep, response: Response, body: dict[str, Any] = Body(...)) -> Any:  # noqa: B008
+async def invocations(service: ServiceDep, request: Request, body: dict[str, Any] = Body(...)) -> Response:  # noqa: B008
     try:
         if "messages" in body:
-            return await openai.chat_completions(ChatCompletionRequest.model_validate(body), service, response)
+            return await openai.chat_completions(ChatCompletionRequest.model_validate(body), service, request)
         if "prompt" in body:
-            return await openai.completions(CompletionRequest.model_validate(body), service, response)
+            return await openai.completions(CompletionRequest.model_validate(body), service, request)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
     raise InvalidRequestError("an invocation is a chat body (messages) or a completions body (prompt)",
