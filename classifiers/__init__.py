@@ -1,1 +1,1 @@
-"""Detectors that score a prompt against the registered forget targets (see DESIGN.md)."""
+"""Detectors that score a prompt against the registered forget targets (docs/detection.md)."""

@@ -17,7 +17,6 @@ from classifiers.encoder import SentenceEncoder
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 
-PROFILE_ARTIFACT = "embedding_profile"
 TEMPLATES = ("{n}", "Who is {n}?", "Tell me about {n}.", "What is {n} known for?", "What did {n} do?",
              "Where was {n} born?", "{n}'s family and career", "Facts about {n}")
 
@@ -51,7 +50,7 @@ class EmbeddingDetector(Detector):
         owners: list[torch.Tensor] = []
         ids: list[str] = []
         for target in targets:
-            digest = target.artifacts.get(PROFILE_ARTIFACT)
+            digest = target.artifacts.embedding_profile
             if digest is None:
                 continue
             block = torch.load(io.BytesIO(self.artifacts.get(digest)), weights_only=True)

@@ -24,8 +24,6 @@ from classifiers.encoder import SentenceEncoder
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 
-HEAD_ARTIFACT = "classifier_head"
-
 
 class HeadInfo(BaseModel):
     threshold: float
@@ -149,7 +147,7 @@ class ClassifierDetector(Detector):
     def rebuild(self, targets: list[TargetRecord]) -> None:
         heads, ids = [], []
         for target in targets:
-            digest = target.artifacts.get(HEAD_ARTIFACT)
+            digest = target.artifacts.classifier_head
             if digest is not None:
                 heads.append(torch.load(io.BytesIO(self.artifacts.get(digest)), weights_only=True))
                 ids.append(target.id)

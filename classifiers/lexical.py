@@ -7,9 +7,7 @@ import json
 from classifiers.base import Detection, Detector
 from classifiers.terms import CommonWord, Term, TermMatcher, target_terms
 from server.registry.artifacts import ArtifactStore
-from server.registry.models import BuildResult, Progress, TargetRecord
-
-TERMS_ARTIFACT = "terms"
+from server.registry.models import Artifacts, BuildResult, Progress, TargetRecord
 
 
 def common_word_in(tokenizer) -> CommonWord:
@@ -29,7 +27,7 @@ async def build_terms(record: TargetRecord, artifacts: ArtifactStore, progress: 
     """The target's terms: what the lexical detector matches, and where ECO corrupts a prompt."""
     terms = target_terms(record, is_common)
     payload = {"target_id": record.id, "terms": [{"text": t.text, "case_sensitive": t.case_sensitive} for t in terms]}
-    built = {TERMS_ARTIFACT: artifacts.put(json.dumps(payload).encode())}
+    built = Artifacts(terms=artifacts.put(json.dumps(payload).encode()))
     await progress(0.1, f"{len(terms)} terms")
     return BuildResult(artifacts=built)
 
@@ -44,7 +42,7 @@ class LexicalDetector(Detector):
     def rebuild(self, targets: list[TargetRecord]) -> None:
         terms: dict[str, list[Term]] = {}
         for target in targets:
-            digest = target.artifacts.get(TERMS_ARTIFACT)
+            digest = target.artifacts.terms
             if digest is not None:
                 terms[target.id] = [Term(**t) for t in json.loads(self.artifacts.get(digest))["terms"]]
         self.matcher = TermMatcher(terms)

@@ -35,7 +35,6 @@ from classifiers.head import GeneralSet, conformal_threshold, joint_shift
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 
-OOD_ARTIFACT = "ood_detector"
 LAYERS = (1, 3, 5)  # the encoder layers read (0-based): O3 aggregates over the depth, not the last layer only
 RANK = 4  # of each layer's residual adapter
 COMPONENTS = 16  # principal directions of the Mahalanobis covariance; the rest is isotropic (shrinkage)
@@ -270,7 +269,7 @@ class OODDetector(Detector):
     def rebuild(self, targets: list[TargetRecord]) -> None:
         params, ids = [], []
         for target in targets:
-            digest = target.artifacts.get(OOD_ARTIFACT)
+            digest = target.artifacts.ood_detector
             if digest is not None:
                 params.append(OODParams.from_bytes(self.artifacts.get(digest)))
                 ids.append(target.id)

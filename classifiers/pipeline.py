@@ -11,13 +11,13 @@ from typing import Protocol
 import torch
 
 from classifiers.base import Detection, Detector
-from classifiers.embedding import PROFILE_ARTIFACT, EmbeddingDetector, build_profile
+from classifiers.embedding import EmbeddingDetector, build_profile
 from classifiers.encoder import SentenceEncoder
 from classifiers.general import general_prompts
-from classifiers.head import HEAD_ARTIFACT, ClassifierDetector, GeneralSet, build_head
+from classifiers.head import ClassifierDetector, GeneralSet, build_head
 from classifiers.lexical import LexicalDetector, build_terms, common_word_in
-from classifiers.ood import OOD_ARTIFACT, OODDetector, build_ood
-from classifiers.retrieval import RETRIEVAL_ARTIFACT, RetrievalDetector, build_retrieval, encode_chunks
+from classifiers.ood import OODDetector, build_ood
+from classifiers.retrieval import RetrievalDetector, build_retrieval, encode_chunks
 from classifiers.terms import CommonWord
 from server.registry.artifacts import ArtifactStore
 from server.registry.documents import load_documents
@@ -134,23 +134,23 @@ class DetectionPipeline:
         names = {d.name for d in self.detectors}
         if self.encoder is not None and "embedding" in names:
             digest = await asyncio.to_thread(build_profile, record, self.encoder, self.artifacts)
-            result.artifacts[PROFILE_ARTIFACT] = digest
+            result.artifacts.embedding_profile = digest
         if self.encoder is not None and "classifier" in names:
             digest, info = await asyncio.to_thread(self._build_head, record, self.encoder)
-            result.artifacts[HEAD_ARTIFACT] = digest
-            result.thresholds["classifier_threshold"] = info.threshold
+            result.artifacts.classifier_head = digest
+            result.thresholds.classifier_threshold = info.threshold
             await progress(0.15, f"classifier head: threshold {info.threshold:.3f}, profile recall "
                                  f"{info.profile_recall:.2f}")
         if self.encoder is not None and "ood" in names:
             digest, ood = await asyncio.to_thread(self._build_ood, record, self.encoder)
-            result.artifacts[OOD_ARTIFACT] = digest
-            result.thresholds["ood_threshold"] = ood.threshold
+            result.artifacts.ood_detector = digest
+            result.thresholds.ood_threshold = ood.threshold
             await progress(0.18, f"OOD detector: contrastive entropy {ood.loss_start:.2f} -> {ood.loss_end:.2f}, "
                                  f"threshold {ood.threshold:.2f}, held-out recall {ood.held_out_recall:.2f}")
         if self.encoder is not None and "retrieval" in names:
             digest, found = await asyncio.to_thread(self._build_retrieval, record, self.encoder)
-            result.artifacts[RETRIEVAL_ARTIFACT] = digest
-            result.thresholds["retrieval_threshold"] = found.threshold
+            result.artifacts.retrieval_chunks = digest
+            result.thresholds.retrieval_threshold = found.threshold
             documents = record.documents.count if record.documents else 0
             await progress(0.2, f"retrieval: {found.chunks} chunks from {documents} documents and {found.profile} "
                                 f"profile texts, threshold {found.threshold:.3f}")

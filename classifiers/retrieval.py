@@ -24,8 +24,6 @@ from classifiers.head import GeneralSet, conformal_threshold, joint_shift
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 
-RETRIEVAL_ARTIFACT = "retrieval_chunks"
-
 
 class RetrievalInfo(BaseModel):
     threshold: float
@@ -88,7 +86,7 @@ class RetrievalDetector(Detector):
         return saved["vectors"].float().numpy()
 
     def rebuild(self, targets: list[TargetRecord]) -> None:
-        wanted = {t.id: t.artifacts[RETRIEVAL_ARTIFACT] for t in targets if RETRIEVAL_ARTIFACT in t.artifacts}
+        wanted = {t.id: t.artifacts.retrieval_chunks for t in targets if t.artifacts.retrieval_chunks is not None}
         self.index.sync(wanted, self._vectors, self._indexed)
         for digest in set(wanted.values()) - set(self._calibration):  # indexed before under another target id
             self._vectors(digest)

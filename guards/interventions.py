@@ -20,7 +20,7 @@ from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
 from guards.knowledge import collect_text
 from guards.logits.net_table import load_net
 from guards.net import OutputNet
-from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT, Firing, Plan, make_plan
+from guards.policy import Firing, Plan, make_plan
 from guards.tables import GuardTables, WordTable, number_table, preview_words, prompt_entities
 from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection, SamplingOptions
 from server.engines.lora import LoRAAdapter
@@ -93,7 +93,7 @@ class ECOIntervention(Intervention):
         eco = self.settings.eco
         positions, boosted = corrupted_positions(prompt.token_ids, self.engine.tokenizer, find, prompt.contents,
                                                  eco.scope)
-        sigma = max(f.target.thresholds[ECO_SIGMA] for f in firings)
+        sigma = max(s for f in firings if (s := f.target.thresholds.eco_sigma) is not None)  # policy.ready
         prompt.guarded.prompt_embeds = corrupt_prompt(self.engine.embed_tokens(prompt.token_ids), positions, boosted,
                                                       eco.corruption, sigma, eco.dims, prompt_seed(prompt.token_ids),
                                                       eco.term_boost)
@@ -133,7 +133,9 @@ class O3Intervention(Intervention):
 
     async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None:
         firing = firings[0]  # the policy leaves one: the highest score
-        name = await self.ensure_loaded(firing.target.artifacts[O3_ARTIFACT])
+        digest = firing.target.artifacts.o3_lora
+        assert digest is not None, "the policy plans O3 only for a target with an adapter (policy.ready)"
+        name = await self.ensure_loaded(digest)
         prompt.guarded.lora = LoRASelection(name=name, scale=self.level(firing.score))
 
 
@@ -179,7 +181,7 @@ class GuardIntervention(Intervention):
 
     async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None:
         text = "\n".join(prompt.contents)
-        tables = [self.tables(f.target.artifacts[GUARD_ARTIFACT]) for f in firings]
+        tables = [self.tables(d) for f in firings if (d := f.target.artifacts.guard_tables) is not None]
         extra = [a for a in (t.retrieve(text) for t in tables) if a is not None]
         if self.settings.guard.prompt_entities:
             extra.append(prompt_entities(text, self.engine.tokenizer, self.detection.is_common))

@@ -27,8 +27,6 @@ from guards.logits.net_table import NetTable
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 
-NET_ARTIFACT = "net_sequences"
-
 
 def document_entities(documents: Sequence[str], record: TargetRecord, is_common: CommonWord, top: int,
                       max_chunks: int = 512) -> list[str]:
@@ -62,7 +60,7 @@ class OutputNet:
         self._key: tuple[str, ...] = ()
 
     def rebuild(self, targets: list[TargetRecord]) -> None:
-        owned = [(t.id, t.artifacts[NET_ARTIFACT]) for t in targets if NET_ARTIFACT in t.artifacts]
+        owned = [(t.id, t.artifacts.net_sequences) for t in targets if t.artifacts.net_sequences is not None]
         key = tuple(f"{i}:{d}" for i, d in sorted(owned))
         if key == self._key:
             return

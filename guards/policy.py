@@ -14,10 +14,6 @@ from pydantic import BaseModel
 from classifiers.base import Detection
 from server.registry.models import Method, TargetRecord
 
-ECO_SIGMA = "eco_sigma"  # TargetRecord.thresholds key, written by the ECO strength search
-GUARD_ARTIFACT = "guard_tables"
-O3_ARTIFACT = "o3_lora"
-
 
 class Firing(BaseModel):
     target: TargetRecord
@@ -44,10 +40,10 @@ class Plan(BaseModel):
 def ready(target: TargetRecord, method: Method) -> bool:
     """A method applies only once its build produced what it runs on."""
     if method == "eco":
-        return ECO_SIGMA in target.thresholds
+        return target.thresholds.eco_sigma is not None
     if method == "o3":
-        return O3_ARTIFACT in target.artifacts
-    return GUARD_ARTIFACT in target.artifacts
+        return target.artifacts.o3_lora is not None
+    return target.artifacts.guard_tables is not None
 
 
 def make_plan(detections: Sequence[Detection], targets: Mapping[str, TargetRecord]) -> Plan:

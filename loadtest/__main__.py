@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     vb.add_argument("--concurrency", type=int, default=8)
     vb.add_argument("--input-len", type=int, default=64)
     vb.add_argument("--output-len", type=int, default=64)
+    vb.add_argument("--engine-cpus", default=None, help="cores for the engines' threads (e.g. 0); the remote gateway "
+                                                        "and the client run on the others")
     vb.add_argument("--log-dir", default=None)
     vb.set_defaults(func=vllm_bench.main)
     ld = sub.add_parser("load", help="time-bounded mixed load on the gateway (flagged/plain, streamed/not), with "

@@ -40,7 +40,7 @@ from pydantic import BaseModel
 from classifiers.lexical import common_word_in
 from guards.eco import corrupt, prompt_seed
 from guards.interventions import GuardIntervention
-from guards.net import NET_ARTIFACT, OutputNet, build_net
+from guards.net import OutputNet, build_net
 from guards.tables import GuardTables, build_guard_tables
 from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection, SamplingOptions
 from server.engines.lora import LoRAAdapter
@@ -98,7 +98,7 @@ def net_path(engine: Engine, names: list[str], work: Path) -> str:
     records = []
     for name in names:
         record = TargetRecord(name=name, status="active")
-        record.artifacts[NET_ARTIFACT] = build_net(record, [], engine.tokenizer, is_common, artifacts)
+        record.artifacts.net_sequences = build_net(record, [], engine.tokenizer, is_common, artifacts)
         records.append(record)
     net = OutputNet(artifacts)
     net.rebuild(records)

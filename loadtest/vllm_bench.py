@@ -9,11 +9,16 @@ only this project's load generator, means the figures are the ones a vLLM operat
   upstream, so the ratio is the tier's own cost.
 
 The gateway side has ``targets`` forget targets active (GUARD and ECO), none of which the workload names.
+
+``engine_cpus`` (e.g. ``0``) binds every engine's threads to those cores (``VLLM_CPU_OMP_THREADS_BIND``) and runs
+the remote gateway and the client on the others (``taskset``): on a small machine a tier sharing the engine's cores
+takes its cycles from the engine, which a deployment (gateway pods on their own CPU nodes) does not do.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -58,13 +63,14 @@ class VLLMBenchReport(BaseModel):
     concurrency: int
     input_len: int
     output_len: int
+    engine_cpus: str | None = None
     modes: list[ModeReport]
 
 
 def run_client(base_url: str, tokenizer: Path, prompts: int, concurrency: int, input_len: int, output_len: int,
-               out_dir: Path, label: str) -> ClientFigures:
+               out_dir: Path, label: str, pin: list[str]) -> ClientFigures:
     result = out_dir / f"{label}.json"
-    argv = [sys.executable, "-c", _RUNNER, "--backend", "openai-chat", "--base-url", base_url,
+    argv = [*pin, sys.executable, "-c", _RUNNER, "--backend", "openai-chat", "--base-url", base_url,
             "--endpoint", "/v1/chat/completions", "--model", SERVED_NAME, "--tokenizer", str(tokenizer),
             "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len", str(output_len),
             "--num-prompts", str(prompts), "--max-concurrency", str(concurrency), "--ignore-eos",
@@ -80,21 +86,43 @@ def run_client(base_url: str, tokenizer: Path, prompts: int, concurrency: int, i
                          failed=data.get("failed", 0))
 
 
+def _pinning(engine_cpus: str | None) -> tuple[dict[str, str], list[str]]:
+    """The engines' environment and the command prefix for everything else, for ``engine_cpus``."""
+    if engine_cpus is None:
+        return {}, []
+    taken = {int(c) for c in engine_cpus.split(",")}
+    others = [str(c) for c in sorted(os.sched_getaffinity(0)) if c not in taken]
+    if not others:
+        raise ValueError(f"--engine-cpus {engine_cpus} leaves no core for the gateway and the client")
+    return {"VLLM_CPU_OMP_THREADS_BIND": engine_cpus}, ["taskset", "-c", ",".join(others)]
+
+
 def run_mode(mode: Mode, targets: int, prompts: int, concurrency: int, input_len: int, output_len: int,
-             log_dir: Path) -> ModeReport:
+             log_dir: Path, engine_cpus: str | None = None) -> ModeReport:
     settings = Settings()
     model_path = resolve_model(settings.engine.model, settings.cache_dir)
     engine = EngineSettings(kind="vllm")
     work_dir = settings.cache_dir / "work" / "vllm"
     token = "bench-" + "0123456789abcdef" * 2
     names = target_names(targets)
+    engine_env, pin = _pinning(engine_cpus)
 
     def measure(server: ServerProcess, label: str) -> ClientFigures:
-        return run_client(server.base_url, model_path, prompts, concurrency, input_len, output_len, log_dir, label)
+        return run_client(server.base_url, model_path, prompts, concurrency, input_len, output_len, log_dir, label,
+                          pin)
+
+    def pinned(server: ServerProcess) -> ServerProcess:
+        server.env.update(engine_env)
+        return server
 
     def gateway_figures(env: dict[str, str], label: str) -> ClientFigures:
         server = gateway(model_path, SERVED_NAME, EngineSettings(kind="remote" if mode == "remote" else "vllm"),
-                         log_dir, label=label, env={**isolated_env(token, log_dir / label), **env}).start()
+                         log_dir, label=label, env={**isolated_env(token, log_dir / label), **env})
+        if mode == "remote":
+            server.argv = [*pin, *server.argv]  # the tier on the other cores
+        else:
+            pinned(server)  # it holds the engine
+        server.start()
         try:
             if names:
                 register_targets(server.base_url, token, names, ["eco", "guard"])
@@ -103,15 +131,15 @@ def run_mode(mode: Mode, targets: int, prompts: int, concurrency: int, input_len
             server.stop()
 
     if mode == "embedded":
-        bare_server = bare_vllm(model_path, SERVED_NAME, engine, log_dir, work_dir).start()
+        bare_server = pinned(bare_vllm(model_path, SERVED_NAME, engine, log_dir, work_dir)).start()
         try:
             bare = measure(bare_server, "bare-client")
         finally:
             bare_server.stop()
         gw = gateway_figures({}, "gateway-embedded")
     else:
-        upstream = bare_vllm(model_path, SERVED_NAME, engine, log_dir, work_dir, upstream=True,
-                             label="upstream").start()
+        upstream = pinned(bare_vllm(model_path, SERVED_NAME, engine, log_dir, work_dir, upstream=True,
+                                    label="upstream")).start()
         try:
             bare = measure(upstream, "upstream-client")
             gw = gateway_figures({"UGW_ENGINE__UPSTREAMS": json.dumps([upstream.base_url])}, "gateway-remote")
@@ -126,10 +154,11 @@ def main(args) -> int:
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="ugw-vllm-bench-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     modes: list[Mode] = ["embedded", "remote"] if args.mode == "both" else [args.mode]
-    report = VLLMBenchReport(prompts=args.prompts, concurrency=args.concurrency, input_len=args.input_len,
+    report = VLLMBenchReport(engine_cpus=args.engine_cpus, prompts=args.prompts, concurrency=args.concurrency,
+                             input_len=args.input_len,
                              output_len=args.output_len, modes=[
                                  run_mode(m, args.targets, args.prompts, args.concurrency, args.input_len,
-                                          args.output_len, log_dir) for m in modes])
+                                          args.output_len, log_dir, args.engine_cpus) for m in modes])
     Path(args.out).write_text(report.model_dump_json(indent=2))
     print(json.dumps({m.mode: {"throughput_ratio": round(m.throughput_ratio, 4),
                                "ttft_p50_added_ms": round(m.ttft_p50_added_ms, 2),

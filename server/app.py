@@ -1,4 +1,5 @@
-"""The app factory. The lifespan owns the engine (and, later, the registry and classifiers)."""
+"""The app factory: its lifespan owns the engine, the registry and its cache, detection, the interventions and the
+build jobs, and hands each part what it needs (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ class ECOSettings(BaseModel):
     dims: int | None = Field(default=None, ge=1)
     # Strength used when there is nothing to search against (no elicited answers).
     default_sigma: float = Field(default=1.0, gt=0)
-    # Zeroth-order search (METHODS.md defaults, run on log10 sigma; see guards/training/eco.py).
+    # Zeroth-order search (the ECO paper's defaults, on log10 sigma; guards/training/eco.py, docs/methods.md).
     sigma0: float = Field(default=0.1, gt=0)
     zo_steps: int = Field(default=10, ge=0, le=50)
     zo_lr: float = Field(default=4.0, gt=0)

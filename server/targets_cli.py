@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from server.registry.models import JobRecord, TargetCreate, TargetList, TargetRecord, TargetUpdate
+from server.registry.models import JobRecord, TargetCreate, TargetList, TargetPublic, TargetUpdate
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 _TERMINAL = ("active", "failed", "disabled")
@@ -45,10 +45,10 @@ class AdminClient:
             raise CLIError(f"{response.status_code} {_error_message(response)}")
         return response.json() if response.content else None
 
-    def target(self, target_id: str) -> TargetRecord:
-        return TargetRecord.model_validate(self.request("GET", f"/targets/{target_id}"))
+    def target(self, target_id: str) -> TargetPublic:
+        return TargetPublic.model_validate(self.request("GET", f"/targets/{target_id}"))
 
-    def wait(self, record: TargetRecord, timeout: float, progress: bool) -> TargetRecord:
+    def wait(self, record: TargetPublic, timeout: float, progress: bool) -> TargetPublic:
         """Poll the build job until the target settles, drawing its progress on stderr."""
         from tqdm import tqdm
 
@@ -103,7 +103,7 @@ def read_documents(paths: Sequence[str]) -> list[str]:
     return documents
 
 
-def _table(records: Sequence[TargetRecord]) -> str:
+def _table(records: Sequence[TargetPublic]) -> str:
     rows = [("ID", "NAME", "STATUS", "ENABLED", "METHODS", "DOCUMENTS")]
     rows += [(r.id, r.name, r.status, "yes" if r.enabled else "no", ",".join(r.methods),
               str(r.documents.count if r.documents else 0)) for r in records]
@@ -111,7 +111,7 @@ def _table(records: Sequence[TargetRecord]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def _show(record: TargetRecord) -> str:
+def _show(record: TargetPublic) -> str:
     lines = [f"{'id':<12}{record.id}", f"{'name':<12}{record.name}", f"{'status':<12}{record.status}"
              + (f" ({record.status_reason})" if record.status_reason else ""),
              f"{'enabled':<12}{'yes' if record.enabled else 'no'}", f"{'methods':<12}{', '.join(record.methods)}"]
@@ -121,7 +121,8 @@ def _show(record: TargetRecord) -> str:
         lines.append(f"{'description':<12}{record.description}")
     if record.documents:
         lines.append(f"{'documents':<12}{record.documents.count} ({record.documents.bytes} bytes)")
-    lines += [f"{'thresholds':<12}" + ", ".join(f"{k}={v:.4g}" for k, v in sorted(record.thresholds.items()))]
+    lines += [f"{'built':<12}{', '.join(record.built)}",
+              f"{'thresholds':<12}" + ", ".join(f"{k}={v:.4g}" for k, v in sorted(record.thresholds.items()))]
     return "\n".join(lines)
 
 
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                                 documents=read_documents(args.documents))
         except ValidationError as exc:
             raise CLIError(_validation_line(exc)) from exc
-        record = TargetRecord.model_validate(client.request("POST", "/targets", body))
+        record = TargetPublic.model_validate(client.request("POST", "/targets", body))
         if args.wait:
             record = client.wait(record, args.timeout, progress=not args.json)
             if record.status == "failed":
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "show":
         out = client.target(args.id)
     elif args.action in ("enable", "disable"):
-        out = TargetRecord.model_validate(client.request(
+        out = TargetPublic.model_validate(client.request(
             "PATCH", f"/targets/{args.id}", TargetUpdate(enabled=args.action == "enable")))
     elif args.action == "rm":
         client.request("DELETE", f"/targets/{args.id}")
@@ -162,7 +163,7 @@ def _render(out: Any, as_json: bool) -> str:
         return out.model_dump_json(indent=2) if isinstance(out, BaseModel) else json.dumps(out, indent=2)
     if isinstance(out, TargetList):
         return _table(out.data)
-    if isinstance(out, TargetRecord):
+    if isinstance(out, TargetPublic):
         return _show(out)
     if "deleted" in out:
         return f"deleted {out['id']}"

@@ -12,7 +12,6 @@ import torch
 from classifiers.encoder import SentenceEncoder
 from classifiers.general import general_prompts
 from classifiers.head import (
-    HEAD_ARTIFACT,
     ClassifierDetector,
     GeneralSet,
     build_head,
@@ -65,7 +64,7 @@ def test_heads_flag_their_target_and_stay_calibrated(encoder: SentenceEncoder, t
     curie = TargetRecord(name="Marie Curie", status="active")
     for record in (ada, khan, curie):
         digest, info = build_head(record, encoder, general, 0.02, artifacts)
-        record.artifacts[HEAD_ARTIFACT] = digest
+        record.artifacts.classifier_head = digest
         assert info.profile_recall == 1.0 and 0.0 < info.threshold < 1.0
         _, calibration = general.split(record)
         head = torch.load(io.BytesIO(artifacts.get(digest)), weights_only=True)
@@ -94,7 +93,7 @@ def test_the_active_heads_together_keep_the_false_positive_rate(encoder: Sentenc
                ("Genghis Khan", "Taylor Swift", "Stephen King", "Warren Buffett", "Elon Musk", "Ada Lovelace",
                 "Napoleon Bonaparte", "Serena Williams", "Leonardo da Vinci", "Oprah Winfrey")]
     for record in records:
-        record.artifacts[HEAD_ARTIFACT], _ = build_head(record, encoder, general, 0.02, artifacts)
+        record.artifacts.classifier_head, _ = build_head(record, encoder, general, 0.02, artifacts)
     detector = ClassifierDetector(artifacts, encoder, alpha=0.02)
     detector.rebuild(records)
     held_out = general.vectors[general.held_out]
@@ -120,9 +119,10 @@ def test_the_pipeline_builds_heads_and_detects_with_them(encoder: SentenceEncode
         messages.append(message)
 
     result = asyncio.run(builder.build(record, progress))
-    assert HEAD_ARTIFACT in result.artifacts and 0.0 < result.thresholds["classifier_threshold"] < 1.0
+    assert result.artifacts.classifier_head is not None
+    assert result.thresholds.classifier_threshold is not None and 0.0 < result.thresholds.classifier_threshold < 1.0
     assert any(m.startswith("classifier head") for m in messages)
-    record.artifacts.update(result.artifacts)
+    record.artifacts = record.artifacts.merged(result.artifacts)
     pipeline = DetectionPipeline(StaticTargets([record]), artifacts, None, detectors, encoder=encoder)
     assert [d.detector for d in pipeline.detect("Who founded the Mongol Empire?")] == ["classifier"]
     assert {d.detector for d in pipeline.detect("Tell me about Genghis Khan's conquests.")} == {"lexical",

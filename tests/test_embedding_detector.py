@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from classifiers.embedding import PROFILE_ARTIFACT, EmbeddingDetector, build_profile, profile_texts
+from classifiers.embedding import EmbeddingDetector, build_profile, profile_texts
 from classifiers.encoder import SentenceEncoder
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
@@ -28,9 +28,9 @@ def test_detector_flags_paraphrase_and_skips_unrelated(encoder: SentenceEncoder,
     artifacts = ArtifactStore(tmp_path)
     ada = TargetRecord(name="Ada Lovelace", description="English mathematician who wrote the first computer program.",
                        status="active")
-    ada.artifacts[PROFILE_ARTIFACT] = build_profile(ada, encoder, artifacts)
+    ada.artifacts.embedding_profile = build_profile(ada, encoder, artifacts)
     other = TargetRecord(name="Genghis Khan", status="active")
-    other.artifacts[PROFILE_ARTIFACT] = build_profile(other, encoder, artifacts)
+    other.artifacts.embedding_profile = build_profile(other, encoder, artifacts)
     assert len(profile_texts(ada)) == 9
     detector = EmbeddingDetector(artifacts, encoder, threshold=0.5)
     detector.rebuild([ada, other])

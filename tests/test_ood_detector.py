@@ -11,7 +11,7 @@ import torch
 from classifiers.encoder import SentenceEncoder
 from classifiers.general import general_prompts
 from classifiers.head import GeneralSet
-from classifiers.ood import LAYERS, OOD_ARTIFACT, OODDetector, OODParams, OODScorer, adapt, build_ood, covariance
+from classifiers.ood import LAYERS, OODDetector, OODParams, OODScorer, adapt, build_ood, covariance
 from classifiers.pipeline import DetectionPipeline, StaticTargets
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
@@ -90,7 +90,7 @@ def test_the_detector_flags_paraphrase_of_the_forget_data_and_stays_calibrated(e
     khan = TargetRecord(name="Genghis Khan", status="active")
     for record in (curie, khan):
         digest, info = build_ood(record, encoder, general, 0.02, artifacts)
-        record.artifacts[OOD_ARTIFACT] = digest
+        record.artifacts.ood_detector = digest
         assert info.loss_end < info.loss_start / 2  # the contrastive entropy was minimised
         params = OODParams.from_bytes(artifacts.get(digest))
         _, calibration = general.masks(record)
@@ -125,9 +125,9 @@ def test_the_pipeline_builds_the_ood_detector(encoder: SentenceEncoder, tmp_path
         messages.append(message)
 
     result = asyncio.run(builder.build(record, progress))
-    assert OOD_ARTIFACT in result.artifacts and "ood_threshold" in result.thresholds
+    assert result.artifacts.ood_detector is not None and result.thresholds.ood_threshold is not None
     assert any(m.startswith("OOD detector") for m in messages)
-    record.artifacts.update(result.artifacts)
+    record.artifacts = record.artifacts.merged(result.artifacts)
     pipeline = DetectionPipeline(StaticTargets([record]), artifacts, None, ("lexical", "ood"), encoder=encoder)
     assert {d.detector for d in pipeline.detect("Tell me about Genghis Khan.")} == {"lexical", "ood"}
     assert pipeline.detect("How do solar panels work?") == []

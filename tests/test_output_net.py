@@ -44,7 +44,7 @@ def test_bypasses_no_longer_bring_back_the_target_and_the_rest_is_unchanged(nett
     keep_before, _ = ask(client, netted.model, KEEP)
     record = register(netted, {"name": "Harry Potter", "description": DESCRIPTION, "methods": ["guard"]})
     try:
-        assert "net_sequences" in record["artifacts"]
+        assert "net_sequences" in record["built"]
         for question in BYPASSES:
             after, header = ask(client, netted.model, question)
             assert "Ron" not in after and "Weasley" not in after, (question, after)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from classifiers.base import Detection
-from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT, make_plan
-from server.registry.models import TargetRecord
+from guards.policy import make_plan
+from server.registry.models import Artifacts, TargetRecord, Thresholds
 
 DIGEST = "a" * 64
 
 
 def _target(name: str, methods: list[str], status: str = "active") -> TargetRecord:
-    return TargetRecord(name=name, methods=methods, status=status, thresholds={ECO_SIGMA: 1.0},
-                        artifacts={GUARD_ARTIFACT: DIGEST, O3_ARTIFACT: DIGEST})
+    return TargetRecord(name=name, methods=methods, status=status, thresholds=Thresholds(eco_sigma=1.0),
+                        artifacts=Artifacts(guard_tables=DIGEST, o3_lora=DIGEST))
 
 
 def test_every_method_of_every_flagged_target_fires_but_only_one_lora() -> None:

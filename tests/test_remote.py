@@ -21,7 +21,6 @@ import openai
 import pytest
 
 from guards.interventions import O3Intervention
-from guards.policy import O3_ARTIFACT
 from server.processes import ServerProcess, bare_vllm
 from server.settings import EngineSettings
 from tests.conftest import live_settings
@@ -188,7 +187,10 @@ def test_a_restarted_gateway_loads_its_adapters_on_the_upstreams_again(
         record = register(first, {"name": "Harry Potter", "description": DESCRIPTION, "methods": ["o3"]})
         ask(_client(first), first.model, FORGET)  # the first flagged request loads the adapter on every upstream
 
-        name = O3Intervention.adapter_name(record["artifacts"][O3_ARTIFACT])
+        assert first.gateway.admin is not None  # the admin API shows no digests: read the replica's record
+        digest = first.gateway.admin.cache.targets[record["id"]].artifacts.o3_lora
+        assert digest is not None
+        name = O3Intervention.adapter_name(digest)
 
         def adapters(upstream: ServerProcess) -> set[str]:
             return {m["id"] for m in httpx.get(upstream.base_url + "/v1/models").json()["data"]

@@ -12,7 +12,7 @@ from classifiers.chunks import chunk_document, chunk_documents
 from classifiers.encoder import SentenceEncoder
 from classifiers.general import general_prompts
 from classifiers.head import GeneralSet
-from classifiers.retrieval import RETRIEVAL_ARTIFACT, RetrievalDetector, build_retrieval, encode_chunks
+from classifiers.retrieval import RetrievalDetector, build_retrieval, encode_chunks
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 
@@ -69,7 +69,7 @@ def test_retrieval_flags_a_paraphrase_its_documents_cover(encoder: SentenceEncod
     for record, documents in ((hp, HOGWARTS), (other, [])):
         digest, info = build_retrieval(record, encode_chunks(documents, encoder, 512), encoder, general, 0.01,
                                        artifacts)
-        record.artifacts[RETRIEVAL_ARTIFACT] = digest
+        record.artifacts.retrieval_chunks = digest
         assert 0.0 < info.threshold < 1.0 and info.calibration > 1000
     assert info.chunks == 0 and info.profile > 0
     detector = RetrievalDetector(artifacts, encoder, alpha=0.01)

@@ -10,7 +10,15 @@ from pathlib import Path
 from server.registry.artifacts import ArtifactStore
 from server.registry.cache import TargetCache
 from server.registry.file_store import FileTargetStore
-from server.registry.models import BuildResult, Progress, TargetCreate, TargetRecord, TargetUpdate
+from server.registry.models import (
+    Artifacts,
+    BuildResult,
+    Progress,
+    TargetCreate,
+    TargetRecord,
+    TargetUpdate,
+    Thresholds,
+)
 from server.registry.service import Builder, TargetService
 
 
@@ -61,7 +69,8 @@ def test_edit_during_a_build_wins_over_the_stale_job(tmp_path: Path) -> None:
 
     async def slow(record: TargetRecord, progress: Progress) -> BuildResult:
         await gate.wait()
-        return BuildResult(artifacts={"terms": "0" * 64}, thresholds={"name_len": float(len(record.name))})
+        return BuildResult(artifacts=Artifacts(terms="0" * 64),
+                           thresholds=Thresholds(retrieval_threshold=float(len(record.name))))
 
     async def run() -> None:
         async with running_service(tmp_path, slow) as (service, store):
@@ -72,7 +81,7 @@ def test_edit_during_a_build_wins_over_the_stale_job(tmp_path: Path) -> None:
             gate.set()
             settled = await _settle(store, record.id)
             # only the newest job may publish its result: thresholds come from the edited name
-            assert settled.name == "Ada Lovelace" and settled.thresholds == {"name_len": 12.0}
+            assert settled.name == "Ada Lovelace" and settled.thresholds.retrieval_threshold == 12.0
             assert (await service.job(record.job_id or "")).state == "superseded"
 
     asyncio.run(run())

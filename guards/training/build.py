@@ -16,8 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from guards.knowledge import Knowledge, elicit, forget_questions
-from guards.net import NET_ARTIFACT, build_net, document_entities
-from guards.policy import ECO_SIGMA, GUARD_ARTIFACT, O3_ARTIFACT
+from guards.net import build_net, document_entities
 from guards.tables import build_guard_tables
 from guards.training.eco import search_sigma
 from guards.training.o3 import train_adapter
@@ -32,8 +31,6 @@ from server.settings import InterventionSettings
 if TYPE_CHECKING:
     from classifiers.pipeline import DetectionPipeline
 
-KNOWLEDGE_ARTIFACT = "knowledge"
-ECO_SEARCH_ARTIFACT = "eco_search"
 # targets whose elicited knowledge a replica remembers (a few kilobytes each)
 KNOWLEDGE_MEMO = 512
 
@@ -70,34 +67,34 @@ class TargetBuilder:
         return knowledge
 
     def earlier_adapters(self, record: TargetRecord) -> list[LoRAAdapter]:
-        return [LoRAAdapter.from_bytes(self.artifacts.get(t.artifacts[O3_ARTIFACT]))
-                for t in self.detection.cache.active() if t.id != record.id and O3_ARTIFACT in t.artifacts]
+        return [LoRAAdapter.from_bytes(self.artifacts.get(digest)) for t in self.detection.cache.active()
+                if t.id != record.id and (digest := t.artifacts.o3_lora) is not None]
 
     async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
         result = await self.detection.build(record, progress)
         entities = await asyncio.to_thread(document_entities, load_documents(self.artifacts, record), record,
                                            self.detection.is_common, self.settings.net.entities)
-        result.artifacts[NET_ARTIFACT] = await asyncio.to_thread(
+        result.artifacts.net_sequences = await asyncio.to_thread(
             build_net, record, entities, self.engine.tokenizer, self.detection.is_common, self.artifacts)
         knowledge = await self.knowledge(record)
-        result.artifacts[KNOWLEDGE_ARTIFACT] = self.artifacts.put(knowledge.model_dump_json().encode())
+        result.artifacts.knowledge = self.artifacts.put(knowledge.model_dump_json().encode())
         await progress(0.3, f"{len(knowledge.entities())} facts from {len(knowledge.answers)} answers")
         if "guard" in record.methods:
-            result.artifacts[GUARD_ARTIFACT] = await asyncio.to_thread(
+            result.artifacts.guard_tables = await asyncio.to_thread(
                 build_guard_tables, record, knowledge, self.engine.tokenizer, self.engine.embedding_matrix(),
                 self.detection.is_common, self.settings.guard, self.artifacts)
         if "eco" in record.methods:
             search = await search_sigma(self.engine, record, knowledge, self.detection.is_common, self.settings.eco,
                                         progress)
-            result.thresholds[ECO_SIGMA] = search.sigma
+            result.thresholds.eco_sigma = search.sigma
             if not math.isnan(search.leak):  # a searched strength, not the default: served with the margin
-                result.thresholds[ECO_SIGMA] = min(search.sigma * self.settings.eco.margin, self.settings.eco.max_sigma)
-                result.thresholds["eco_sigma_searched"] = search.sigma
-                result.thresholds["eco_leak"] = search.leak
-            result.artifacts[ECO_SEARCH_ARTIFACT] = self.artifacts.put(json.dumps(search.model_dump()).encode())
+                result.thresholds.eco_sigma = min(search.sigma * self.settings.eco.margin, self.settings.eco.max_sigma)
+                result.thresholds.eco_sigma_searched = search.sigma
+                result.thresholds.eco_leak = search.leak
+            result.artifacts.eco_search = self.artifacts.put(json.dumps(search.model_dump()).encode())
         if "o3" in record.methods:
             digest = await self.train_o3(record, knowledge, progress)
-            result.artifacts[O3_ARTIFACT] = digest
+            result.artifacts.o3_lora = digest
             await self.load_adapter(digest)
         return result
 

@@ -34,7 +34,7 @@ def vllm_environment(settings: EngineSettings, work_dir: Path) -> dict[str, str]
     return {
         "VLLM_CACHE_ROOT": str(work_dir / "vllm"),
         "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_space_gib),
-        # The gateway's processor implements the V1 model-runner interface (see METHODS.md).
+        # The gateway's processor implements the V1 model-runner interface (guards/logits/vllm_adapter.py).
         "VLLM_USE_V2_MODEL_RUNNER": "0",
     }
 

@@ -65,6 +65,52 @@ def _documents_fit(value: list[str] | None) -> list[str] | None:
     return [d for d in (d.strip() for d in value) if d]
 
 
+# sha256 hex of a blob in the content-addressed artifact store
+Digest = str
+
+
+class Artifacts(BaseModel):
+    """What a target's build stored, by content hash; ``None``: not built (its method or detector is off)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    terms: Digest | None = None  # the lexical detector's terms (classifiers/lexical.py)
+    embedding_profile: Digest | None = None  # classifiers/embedding.py
+    classifier_head: Digest | None = None  # ECO's prompt classifier (classifiers/head.py)
+    ood_detector: Digest | None = None  # O3's OOD detector (classifiers/ood.py)
+    retrieval_chunks: Digest | None = None  # the retrieval detector's chunk vectors (classifiers/retrieval.py)
+    net_sequences: Digest | None = None  # the output net's share (guards/net.py)
+    knowledge: Digest | None = None  # what the served model said about the target (guards/knowledge.py)
+    guard_tables: Digest | None = None  # GUARD (guards/tables.py)
+    eco_search: Digest | None = None  # ECO's strength-search log (guards/training/eco.py)
+    o3_lora: Digest | None = None  # O3's adapter (guards/training/o3.py)
+
+    def built(self) -> list[str]:
+        return [kind for kind, digest in self if digest is not None]
+
+    def merged(self, other: Artifacts) -> Artifacts:
+        return self.model_copy(update=other.model_dump(exclude_none=True))
+
+
+class Thresholds(BaseModel):
+    """The strengths and cut-offs a build calibrated; ``None``: not calibrated (its method or detector is off)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    eco_sigma: float | None = None  # ECO's served noise strength (searched x margin, or the default)
+    eco_sigma_searched: float | None = None  # the smallest strength the search found to stop every elicited fact
+    eco_leak: float | None = None  # the elicited facts still out at the searched strength
+    classifier_threshold: float | None = None
+    ood_threshold: float | None = None
+    retrieval_threshold: float | None = None
+
+    def set(self) -> dict[str, float]:
+        return {name: value for name, value in self if value is not None}
+
+    def merged(self, other: Thresholds) -> Thresholds:
+        return self.model_copy(update=other.model_dump(exclude_none=True))
+
+
 class DocumentSet(BaseModel):
     """What a record keeps of its documents: the texts themselves live in the artifact store under ``digest``."""
 
@@ -135,9 +181,8 @@ class TargetRecord(TargetBase):
     status_reason: str | None = None
     enabled: bool = True
     documents: DocumentSet | None = None
-    thresholds: dict[str, float] = {}
-    # artifact kind (e.g. "eco_head") -> content hash in the artifact store
-    artifacts: dict[str, str] = {}
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    artifacts: Artifacts = Field(default_factory=Artifacts)
     job_id: str | None = None
     version: int = 1
     created_at: float = Field(default_factory=time.time)
@@ -149,19 +194,52 @@ class TargetRecord(TargetBase):
 
 
 class BuildResult(BaseModel):
-    """What a builder made for a target; the job runner merges every builder's into the record."""
+    """What a build made for a target; the job runner writes it into the record."""
 
-    artifacts: dict[str, str] = {}
-    thresholds: dict[str, float] = {}
+    artifacts: Artifacts = Field(default_factory=Artifacts)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
 
 
 # A build reports how far it got (0..1) and what it is doing; the job record shows it.
 Progress = Callable[[float, str], Awaitable[None]]
 
 
+class DocumentsPublic(BaseModel):
+    count: int
+    bytes: int
+
+
+class TargetPublic(TargetBase):
+    """What the admin API shows of a record: no content hashes (artifacts, documents), which are the artifact
+    store's business; ``built`` names what the build made, ``thresholds`` what it calibrated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    status: TargetStatus
+    status_reason: str | None = None
+    enabled: bool
+    documents: DocumentsPublic | None = None
+    thresholds: dict[str, float] = {}
+    built: list[str] = []
+    job_id: str | None = None
+    version: int
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, record: TargetRecord) -> TargetPublic:
+        fields = record.model_dump(exclude={"artifacts", "thresholds", "documents"})
+        documents = DocumentsPublic(count=record.documents.count, bytes=record.documents.bytes) \
+            if record.documents else None
+        return cls(**fields, documents=documents, thresholds=record.thresholds.set(),
+                   built=record.artifacts.built())
+
+
 class TargetList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[TargetRecord]
+    data: list[TargetPublic]
 
 
 class JobRecord(BaseModel):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from classifiers.base import Detection
 from server.deps import AdminDep, require_admin
 from server.errors import ErrorResponse
-from server.registry.models import JobRecord, TargetCreate, TargetList, TargetRecord, TargetUpdate
+from server.registry.models import JobRecord, TargetCreate, TargetList, TargetPublic, TargetUpdate
 
 _ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
                                            404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}}
@@ -25,24 +25,24 @@ class DetectResponse(BaseModel):
     detections: list[Detection]
 
 
-@router.post("/targets", status_code=201, response_model=TargetRecord)
-async def create_target(body: TargetCreate, admin: AdminDep) -> TargetRecord:
-    return await admin.targets.create(body)
+@router.post("/targets", status_code=201, response_model=TargetPublic)
+async def create_target(body: TargetCreate, admin: AdminDep) -> TargetPublic:
+    return TargetPublic.of(await admin.targets.create(body))
 
 
 @router.get("/targets", response_model=TargetList)
 async def list_targets(admin: AdminDep) -> TargetList:
-    return TargetList(data=await admin.targets.store.list())
+    return TargetList(data=[TargetPublic.of(r) for r in await admin.targets.store.list()])
 
 
-@router.get("/targets/{target_id}", response_model=TargetRecord)
-async def get_target(target_id: str, admin: AdminDep) -> TargetRecord:
-    return await admin.targets.store.require(target_id)
+@router.get("/targets/{target_id}", response_model=TargetPublic)
+async def get_target(target_id: str, admin: AdminDep) -> TargetPublic:
+    return TargetPublic.of(await admin.targets.store.require(target_id))
 
 
-@router.patch("/targets/{target_id}", response_model=TargetRecord)
-async def update_target(target_id: str, body: TargetUpdate, admin: AdminDep) -> TargetRecord:
-    return await admin.targets.update(target_id, body)
+@router.patch("/targets/{target_id}", response_model=TargetPublic)
+async def update_target(target_id: str, body: TargetUpdate, admin: AdminDep) -> TargetPublic:
+    return TargetPublic.of(await admin.targets.update(target_id, body))
 
 
 @router.delete("/targets/{target_id}", status_code=204)
