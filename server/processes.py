@@ -91,9 +91,12 @@ class ServerProcess:
 
 
 def _engine_flags(engine: EngineSettings) -> list[str]:
+    from server.engines.vllm_engine import PROCESSOR, processor_plugin_installed
+
     flags = ["--dtype", engine.dtype, "--max-model-len", str(engine.max_model_len), "--seed", str(engine.seed),
-             "--max-num-seqs", str(engine.max_num_seqs), "--enable-prompt-embeds",
-             "--logits-processors", "guards.logits.vllm_adapter:GatewayLogitsProcessor", "--disable-log-stats"]
+             "--max-num-seqs", str(engine.max_num_seqs), "--enable-prompt-embeds", "--disable-log-stats"]
+    if not processor_plugin_installed():  # installed, vLLM loads it from the package's entry point
+        flags += ["--logits-processors", PROCESSOR]
     if engine.enforce_eager:
         flags.append("--enforce-eager")
     if engine.enable_lora:

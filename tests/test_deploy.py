@@ -140,10 +140,10 @@ def test_remote_overlay_engines_run_what_the_remote_engine_needs(rendered: tuple
     pod = one(objs, "Deployment", "ugw-vllm")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     args = container["args"]
-    for flag in ("--enable-prompt-embeds", "--enable-lora",
-                 "--logits-processors=guards.logits.vllm_adapter:GatewayLogitsProcessor",
-                 "--logprobs-mode=processed_logprobs"):
+    for flag in ("--enable-prompt-embeds", "--enable-lora", "--logprobs-mode=processed_logprobs"):
         assert flag in args
+    # the image's package entry point loads the processor; the flag too would run it twice
+    assert not any(a.startswith("--logits-processors") for a in args)
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     # adapter copies and net tables are written on the artifacts volume and read at the same path upstream
@@ -155,7 +155,6 @@ def test_remote_overlay_engines_run_what_the_remote_engine_needs(rendered: tuple
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     values = yaml.safe_load((ROOT / "deploy" / "overlays" / "remote" / "production-stack-values.yaml").read_text())
     (spec,) = values["servingEngineSpec"]["modelSpec"]
-    assert set(spec["vllmConfig"]["extraArgs"]) >= {"--enable-prompt-embeds", "--logprobs-mode=processed_logprobs",
-                                                     "--logits-processors=guards.logits.vllm_adapter:"
-                                                     "GatewayLogitsProcessor"}
+    assert set(spec["vllmConfig"]["extraArgs"]) >= {"--enable-prompt-embeds", "--logprobs-mode=processed_logprobs"}
+    assert not any(a.startswith("--logits-processors") for a in spec["vllmConfig"]["extraArgs"])
     assert spec["enableLoRA"] is True

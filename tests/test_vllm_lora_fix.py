@@ -116,8 +116,8 @@ def test_a_batch_builds_each_modules_stack_once_and_a_new_mapping_sees_new_weigh
 
 @pytest.mark.vllm
 def test_the_upstream_plugin_imports_nothing_of_the_server() -> None:
-    """What a stock vLLM server loads (``--logits-processors guards.logits.vllm_adapter:GatewayLogitsProcessor``
-    and this general plugin) must run in vLLM's image with the gateway installed ``--no-deps``."""
+    """What a stock vLLM server loads from the package's entry points (the logits processor and this general
+    plugin) must run in vLLM's image with the gateway installed ``--no-deps``."""
     code = ("import sys, guards.logits.vllm_adapter, guards.vllm_lora_fix; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'server', 'classifiers', 'loadtest'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

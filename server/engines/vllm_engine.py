@@ -39,6 +39,17 @@ def vllm_environment(settings: EngineSettings, work_dir: Path) -> dict[str, str]
     }
 
 
+PROCESSOR = "guards.logits.vllm_adapter:GatewayLogitsProcessor"
+
+
+def processor_plugin_installed() -> bool:
+    """vLLM loads the ``vllm.logits_processors`` entry points itself, and a processor it is also handed would run
+    twice: pass it explicitly only where the package is not installed (a source tree on ``PYTHONPATH``)."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value == PROCESSOR for ep in entry_points(group="vllm.logits_processors"))
+
+
 class VLLMEngine(Engine):
     kind = "vllm"
 
@@ -75,7 +86,7 @@ class VLLMEngine(Engine):
             max_lora_rank=s.max_lora_rank,
             max_loras=s.max_loras,
             max_cpu_loras=s.max_cpu_loras,
-            logits_processors=[GatewayLogitsProcessor],
+            logits_processors=[] if processor_plugin_installed() else [GatewayLogitsProcessor],
             disable_log_stats=True,
             logprobs_mode=s.logprobs_mode,
             structured_outputs_config=StructuredOutputsConfig(backend=s.structured_outputs_backend),
