@@ -122,7 +122,7 @@ def _show(record: TargetPublic) -> str:
     if record.documents:
         lines.append(f"{'documents':<12}{record.documents.count} ({record.documents.bytes} bytes)")
     lines += [f"{'built':<12}{', '.join(record.built)}",
-              f"{'thresholds':<12}" + ", ".join(f"{k}={v:.4g}" for k, v in sorted(record.thresholds.items()))]
+              f"{'thresholds':<12}" + (", ".join(f"{k}={v:.4g}" for k, v in sorted(record.thresholds.items())) or "-")]
     return "\n".join(lines)
 
 
