@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -42,6 +42,7 @@ from server.request_options import choice_seed, sampling_options, truncate
 from server.unsupported import check_request
 
 R = TypeVar("R", bound=BaseModel)
+B = TypeVar("B", ChatCompletionRequest, CompletionRequest)
 
 
 @dataclass
@@ -77,6 +78,10 @@ class _Choice:
     stop_reason: int | str | None = None
 
 
+# one engine request per choice (n of them per prompt), with what the response needs of it
+Jobs = list[tuple[_Choice, EngineRequest]]
+
+
 class CompletionService:
     def __init__(self, engine: Engine, metrics: Metrics, guard: RequestGuard | None = None) -> None:
         self.engine = engine
@@ -101,8 +106,8 @@ class CompletionService:
 
     async def _engine_requests(self, request_id: str, prompts: list[Prompt],
                                body: ChatCompletionRequest | CompletionRequest,
-                               requested: int | None) -> list[tuple[_Choice, EngineRequest]]:
-        out: list[tuple[_Choice, EngineRequest]] = []
+                               requested: int | None) -> Jobs:
+        out: Jobs = []
         limit = self.engine.info.max_model_len
         param = "messages" if isinstance(body, ChatCompletionRequest) else "prompt"
         for p_index, prompt in enumerate(prompts):
@@ -142,7 +147,7 @@ class CompletionService:
         return req.sampling.model_copy(update={"structured": spec.model_copy(update={"choices": kept})})
 
     # ---- running ---------------------------------------------------------------------------------------------------
-    async def _merged(self, jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[tuple[_Choice, EngineOutput]]:
+    async def _merged(self, jobs: Jobs) -> AsyncIterator[tuple[_Choice, EngineOutput]]:
         if len(jobs) == 1:  # the common case: no tasks, no queue
             choice, req = jobs[0]
             async for out in self.engine.generate(req):
@@ -181,7 +186,7 @@ class CompletionService:
         return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                      total_tokens=prompt_tokens + completion_tokens)
 
-    async def _steps(self, jobs: list[tuple[_Choice, EngineRequest]]
+    async def _steps(self, jobs: Jobs
                      ) -> AsyncIterator[tuple[_Choice, EngineOutput, str | None]]:
         """(choice, engine step, finish reason or None), with the choice's counters and logprobs kept current."""
         start = time.perf_counter()
@@ -210,7 +215,7 @@ class CompletionService:
         choice.net_fired = self.guard.net_engaged(choice.net, choice.token_ids, choice.prompt.token_ids)
         self.metrics.count_interventions({t: ["net"] for t in choice.net_fired})
 
-    async def _collect(self, jobs: list[tuple[_Choice, EngineRequest]]) -> list[_Choice]:
+    async def _collect(self, jobs: Jobs) -> list[_Choice]:
         async for choice, out, _ in self._steps(jobs):
             choice.text.append(out.text)
         choices = [c for c, _ in jobs]
@@ -218,7 +223,7 @@ class CompletionService:
         return choices
 
     @staticmethod
-    def fired_header(jobs: list[tuple[_Choice, EngineRequest]]) -> dict[str, str]:
+    def fired_header(jobs: Jobs) -> dict[str, str]:
         """``x-unlearning-targets: <target id>:<method>+<method>,...`` when any target fired, else no header;
         ``net`` is the output net, which filtered a continuation of that target's terms."""
         fired: dict[str, set[str]] = {}
@@ -232,7 +237,7 @@ class CompletionService:
         return {"x-unlearning-targets": ",".join(f"{t}:{'+'.join(sorted(m))}" for t, m in sorted(fired.items()))}
 
     @staticmethod
-    def _response_id(jobs: list[tuple[_Choice, EngineRequest]]) -> str:
+    def _response_id(jobs: Jobs) -> str:
         """Engine request ids are '<response id>-<choice index>'."""
         return jobs[0][1].request_id.rsplit("-", 1)[0]
 
@@ -259,18 +264,23 @@ class CompletionService:
 
     # ---- chat ------------------------------------------------------------------------------------------------------
     async def chat(self, body: ChatCompletionRequest) -> Answer[ChatCompletion] | Stream:
-        """``/v1/chat/completions``: every 4xx is raised before a stream starts."""
+        """``/v1/chat/completions``."""
+        return await self._answer(body, "chatcmpl", lambda: [chat_prompt(self.engine, body)], self._chat_stream,
+                                  self._chat_response)
+
+    async def _answer(self, body: B, prefix: str, prompts: Callable[[], list[Prompt]],
+                      stream: Callable[[B, Jobs], AsyncIterator[str]],
+                      collect: Callable[[B, Jobs], Awaitable[R]]) -> Answer[R] | Stream:
+        """Validate, render, guard; then stream or collect. Every 4xx is raised before a stream starts."""
         self.check_model(body.model)
         check_request(body)
-        jobs = await self._engine_requests(random_id("chatcmpl"), [chat_prompt(self.engine, body)], body,
-                                           body.requested_max_tokens())
+        jobs = await self._engine_requests(random_id(prefix), prompts(), body, body.requested_max_tokens())
         if body.stream:
-            return Stream(self._chat_stream(body, jobs), self.fired_header(jobs))
-        response = await self._chat_response(body, jobs)
-        return Answer(response, self.fired_header(jobs))
+            return Stream(stream(body, jobs), self.fired_header(jobs))
+        return Answer(await collect(body, jobs), self.fired_header(jobs))
 
     async def _chat_response(self, body: ChatCompletionRequest,
-                             jobs: list[tuple[_Choice, EngineRequest]]) -> ChatCompletion:
+                             jobs: Jobs) -> ChatCompletion:
         choices = await self._collect(jobs)
         first = choices[0]
         return ChatCompletion(
@@ -285,7 +295,7 @@ class CompletionService:
             prompt_token_ids=first.prompt.token_ids if body.return_token_ids else None)
 
     async def _chat_stream(self, body: ChatCompletionRequest,
-                          jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[str]:
+                          jobs: Jobs) -> AsyncIterator[str]:
         rid, created = self._response_id(jobs), now()
 
         def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None,
@@ -318,18 +328,12 @@ class CompletionService:
 
     # ---- text completions ------------------------------------------------------------------------------------------
     async def complete(self, body: CompletionRequest) -> Answer[Completion] | Stream:
-        """``/v1/completions``: every 4xx is raised before a stream starts."""
-        self.check_model(body.model)
-        check_request(body)
-        jobs = await self._engine_requests(random_id("cmpl"), completion_prompts(self.engine, body), body,
-                                           body.requested_max_tokens())
-        if body.stream:
-            return Stream(self._complete_stream(body, jobs), self.fired_header(jobs))
-        response = await self._completion_response(body, jobs)
-        return Answer(response, self.fired_header(jobs))
+        """``/v1/completions``."""
+        return await self._answer(body, "cmpl", lambda: completion_prompts(self.engine, body), self._complete_stream,
+                                  self._completion_response)
 
     async def _completion_response(self, body: CompletionRequest,
-                                   jobs: list[tuple[_Choice, EngineRequest]]) -> Completion:
+                                   jobs: Jobs) -> Completion:
         choices = await self._collect(jobs)
         return Completion(
             id=self._response_id(jobs), created=now(), model=body.model,
@@ -344,7 +348,7 @@ class CompletionService:
             usage=self._usage(choices))
 
     async def _complete_stream(self, body: CompletionRequest,
-                              jobs: list[tuple[_Choice, EngineRequest]]) -> AsyncIterator[str]:
+                              jobs: Jobs) -> AsyncIterator[str]:
         rid, created = self._response_id(jobs), now()
         sent: dict[int, int] = {}  # choice index -> characters sent (logprobs' text_offset)
         echoed: set[int] = set()
@@ -374,7 +378,7 @@ class CompletionService:
         async for line in self._sse_events(jobs, body, step, lambda usage: chunk([], usage)):
             yield line
 
-    async def _sse_events(self, jobs: list[tuple[_Choice, EngineRequest]], body: SamplingFields,
+    async def _sse_events(self, jobs: Jobs, body: SamplingFields,
                           step: Callable[[_Choice, EngineOutput, str | None, Usage | None], str],
                           usage: Callable[[Usage], str]) -> AsyncIterator[str]:
         """The SSE lines after the preamble: one per engine step, the usage chunk if asked, then [DONE].
