@@ -21,7 +21,7 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,8 @@ class RemoteEngine(Engine):
             await asyncio.sleep(HEALTH_EVERY_S)
             await asyncio.gather(*(self._check(u) for u in self.upstreams))
 
-    def _pick(self) -> Upstream:
-        healthy = [u for u in self.upstreams if u.healthy]
+    def _pick(self, tried: Container[str] = ()) -> Upstream:
+        healthy = [u for u in self.upstreams if u.healthy and u.url not in tried]
         if not healthy:
             raise ServiceUnavailableError("no upstream vLLM server is available")
         return min(healthy, key=lambda u: u.outstanding)
@@ -211,14 +211,28 @@ class RemoteEngine(Engine):
         super().validate_request(request)
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
-        assert self._client is not None
         self.validate_request(request)
-        upstream = self._pick()
+        body = self._body(request)
+        tried: set[str] = set()
+        while True:
+            upstream = self._pick(tried)
+            try:
+                async for out in self._generate_on(upstream, request, body):
+                    yield out
+                return
+            except _NotReached:
+                # refused before it started (an upstream that died since its last check): nothing ran, so another
+                # one may serve it, and the one that refused is out until the watcher sees it answer again
+                tried.add(upstream.url)
+
+    async def _generate_on(self, upstream: Upstream, request: EngineRequest,
+                           body: dict[str, Any]) -> AsyncIterator[EngineOutput]:
+        assert self._client is not None
         upstream.outstanding += 1
         self._running += 1
         n_prompt, n_out = request.num_prompt_tokens, 0
         try:
-            async with self._client.stream("POST", upstream.url + "/v1/completions", json=self._body(request),
+            async with self._client.stream("POST", upstream.url + "/v1/completions", json=body,
                                            headers={"X-Request-Id": request.request_id}) as response:
                 if response.status_code >= 400:
                     text = (await response.aread()).decode(errors="replace")
@@ -235,12 +249,19 @@ class RemoteEngine(Engine):
                         out = _output(choice, n_prompt, n_out, request.prompt_token_ids or request.embeds_token_ids)
                         n_out = out.num_output_tokens
                         yield out
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            upstream.healthy, upstream.loaded = False, set()  # the watcher brings it back
+            raise _NotReached from exc
         except httpx.HTTPError as exc:
             upstream.healthy, upstream.loaded = False, set()  # the watcher brings it back
             raise ServiceUnavailableError(f"upstream {upstream.url} went away mid-request: {exc!r}") from exc
         finally:
             upstream.outstanding -= 1
             self._running -= 1
+
+
+class _NotReached(Exception):
+    """The upstream refused the connection: the request never started there."""
 
 
 def _message(text: str) -> str:
