@@ -180,7 +180,11 @@ def test_an_upstream_killed_mid_stream_fails_loudly_and_the_other_takes_over(
                 assert time.monotonic() - killed_at < 2.0
         assert httpx.get(remote.base_url + "/ready").status_code == 200  # the other upstream still serves
     finally:
-        upstreams[busy].start()  # back for later tests; the watcher re-admits it
+        upstreams[busy].start()  # back for later tests, once the watcher has re-admitted it
+        deadline = time.monotonic() + 30
+        while not engine.upstreams[busy].healthy:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the restarted upstream was never re-admitted"
+            time.sleep(0.1)
 
 
 def test_a_restarted_gateway_loads_its_adapters_on_the_upstreams_again(
@@ -192,7 +196,10 @@ def test_a_restarted_gateway_loads_its_adapters_on_the_upstreams_again(
         "engine": settings.engine.model_copy(update={"upstreams": [u.base_url for u in upstreams]})})
     first = LiveServer(settings).start()
     try:
-        record = register(first, {"name": "Harry Potter", "description": DESCRIPTION, "methods": ["o3"]})
+        # its own forget questions, so its adapter is not the one the module's other gateway trained for "Harry
+        # Potter" (adapters are named by content, and that gateway keeps its adapters loaded on every upstream)
+        record = register(first, {"name": "Harry Potter", "description": DESCRIPTION, "methods": ["o3"],
+                                  "forget_examples": [FORGET, "Which school does Harry Potter go to?"]})
         ask(_client(first), first.model, FORGET)  # the first flagged request loads the adapter on every upstream
 
         assert first.gateway.admin is not None  # the admin API shows no digests: read the replica's record
