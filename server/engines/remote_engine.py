@@ -4,8 +4,8 @@ The gateway keeps the API, the registry and detection, and loads of the model on
 embedding matrix. Each request goes to one upstream's ``/v1/completions`` as token ids (or, for ECO, as
 ``prompt_embeds``: a base64 ``torch.save`` tensor, which ``--enable-prompt-embeds`` accepts); O3's adapter levels
 are loaded on every upstream through ``/v1/load_lora_adapter`` and named as the request's model; GUARD's rules
-travel in ``vllm_xargs`` to the gateway's logits processor, which each upstream runs
-(``--logits-processors guards.logits.vllm_adapter:GatewayLogitsProcessor``). Token ids come back with
+travel in ``vllm_xargs`` to the gateway's logits processor, which each upstream loads from the package's
+``vllm.logits_processors`` entry point. Token ids come back with
 ``return_token_ids`` and logprobs as ``token_id:N`` strings, so nothing is re-tokenized.
 
 Upstreams are balanced by least outstanding requests and health-checked every second; one that fails a request or a
@@ -44,6 +44,10 @@ class Upstream:
     healthy: bool = False
     outstanding: int = 0
     loaded: set[str] = field(default_factory=set)  # adapter level names loaded there
+
+    def take_out(self) -> None:
+        """Out of the rotation until the watcher sees it answer again; it will have lost its adapters by then."""
+        self.healthy, self.loaded = False, set()
 
 
 class RemoteEngine(Engine):
@@ -91,7 +95,7 @@ class RemoteEngine(Engine):
         except (httpx.HTTPError, ValueError, KeyError):
             if upstream.healthy:
                 logger.warning("upstream %s is down; taken out", upstream.url)
-            upstream.healthy, upstream.loaded = False, set()
+            upstream.take_out()
             return
         upstream.loaded &= served  # a restarted upstream has lost its adapters
         missing = {n: p for levels in self._loras.values() for n, p in self._level_paths(levels).items()
@@ -250,10 +254,10 @@ class RemoteEngine(Engine):
                         n_out = out.num_output_tokens
                         yield out
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            upstream.healthy, upstream.loaded = False, set()  # the watcher brings it back
+            upstream.take_out()
             raise _NotReached from exc
         except httpx.HTTPError as exc:
-            upstream.healthy, upstream.loaded = False, set()  # the watcher brings it back
+            upstream.take_out()
             raise ServiceUnavailableError(f"upstream {upstream.url} went away mid-request: {exc!r}") from exc
         finally:
             upstream.outstanding -= 1

@@ -69,8 +69,6 @@ class VLLMEngine(Engine):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from guards.logits.vllm_adapter import GatewayLogitsProcessor
-
         s = self.settings
         args = AsyncEngineArgs(
             model=str(self.model_path),
@@ -86,7 +84,7 @@ class VLLMEngine(Engine):
             max_lora_rank=s.max_lora_rank,
             max_loras=s.max_loras,
             max_cpu_loras=s.max_cpu_loras,
-            logits_processors=[] if processor_plugin_installed() else [GatewayLogitsProcessor],
+            logits_processors=[] if processor_plugin_installed() else [PROCESSOR],
             disable_log_stats=True,
             logprobs_mode=s.logprobs_mode,
             structured_outputs_config=StructuredOutputsConfig(backend=s.structured_outputs_backend),
