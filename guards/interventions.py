@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from classifiers.batcher import DetectionBatcher
+from classifiers.judge import Judge
 from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
-from guards.knowledge import collect_text
 from guards.logits.net_table import load_net
 from guards.net import OutputNet
 from guards.policy import Firing, Plan, make_plan
-from guards.tables import GuardTables, WordTable, number_table, preview_words, prompt_entities
-from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection, SamplingOptions
+from guards.tables import GuardTables, WordTable, draft_words, number_table, prompt_entities
+from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection
 from server.engines.lora import LoRAAdapter
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import Method
@@ -47,10 +47,15 @@ class Guarded:
     logits: LogitsArgs | None = None
     # the output net's table file, on every request while any target is active (None: no net)
     net: str | None = None
+    # drafting: the detectors flagged the prompt and the plan waits for the judge to read its drafts
+    pending: bool = False
+    # what the judged draft stated of its targets, which GUARD forbids
+    draft_words: list[str] = field(default_factory=list)
 
     def apply_to(self, request: EngineRequest) -> None:
-        """Turn a plain engine request into the guarded one; an empty plan leaves it as it was but for the net."""
-        if not self.plan.empty:
+        """Turn a plain engine request into the guarded one; an empty plan (or one waiting for the judge: the
+        request is then the unguarded draft) leaves it as it was but for the net."""
+        if not self.plan.empty and not self.pending:
             if self.prompt_embeds is not None:
                 request.embeds_token_ids = request.prompt_token_ids
                 request.prompt_token_ids, request.prompt_embeds = None, self.prompt_embeds
@@ -146,7 +151,6 @@ class GuardIntervention(Intervention):
         super().__init__(*args, **kwargs)
         self._tables: dict[str, GuardTables] = {}
         self._numbers: WordTable | None = None
-        self._previews = 0
 
     def tables(self, digest: str) -> GuardTables:
         if digest not in self._tables:
@@ -170,24 +174,14 @@ class GuardIntervention(Intervention):
         return LogitsArgs(banned_token_ids=tuple(sorted(banned)), sequences=tuple(sorted(sequences)),
                           penalty_ids=tuple(penalties), penalty_values=tuple(penalties.values()))
 
-    async def preview(self, token_ids: list[int]) -> str:
-        """The start of the unguarded answer (temperature 0), never shown: only its words are forbidden."""
-        self._previews += 1
-        request = EngineRequest(request_id=f"guard-preview-{id(self)}-{self._previews}",
-                                sampling=SamplingOptions(max_tokens=self.settings.guard.preview_tokens,
-                                                         temperature=0.0),
-                                prompt_token_ids=list(token_ids))
-        return await collect_text(self.engine, request)
-
     async def apply(self, prompt: PromptContext, firings: list[Firing]) -> None:
         text = "\n".join(prompt.contents)
         tables = [self.tables(d) for f in firings if (d := f.target.artifacts.guard_tables) is not None]
         extra = [a for a in (t.retrieve(text) for t in tables) if a is not None]
         if self.settings.guard.prompt_entities:
             extra.append(prompt_entities(text, self.engine.tokenizer, self.detection.is_common))
-        if self.settings.guard.preview_tokens:
-            extra.append(preview_words(await self.preview(prompt.token_ids), self.engine.tokenizer,
-                                       self.detection.is_common))
+        if prompt.guarded.draft_words:
+            extra.append(draft_words(prompt.guarded.draft_words, self.engine.tokenizer, self.detection.is_common))
         if self.settings.guard.forbid_numbers:
             if self._numbers is None:
                 self._numbers = await asyncio.to_thread(number_table, self.engine.tokenizer)
@@ -210,6 +204,7 @@ class RequestGuard:
         self.interventions: dict[Method, Intervention] = {i.method: i for i in interventions}
         self.net = OutputNet(artifacts) if settings.net.enabled else None
         self._net_generation = -1
+        self.judge_of = Judge(detection.term_spans, detection.is_common, artifacts.get)
 
     def net_path(self) -> str | None:
         """The current union of the active targets' nets, rebuilt once per registry change."""
@@ -237,19 +232,48 @@ class RequestGuard:
         targets = {t.id: t for t in self.detection.cache.active()}
         plan = make_plan(detections, targets)
         prompt.guarded.plan = plan
+        if plan.empty:
+            return prompt.guarded
+        if self.settings.draft.enabled:  # the service drafts, then calls judge()
+            prompt.guarded.pending = True
+            return prompt.guarded
+        await self._intervene(prompt)
+        self.audit(request_id, plan, prompt)
+        return prompt.guarded
+
+    async def judge(self, prompt: PromptContext, drafts: Sequence[str], request_id: str) -> Guarded:
+        """Read the unguarded drafts of a pending plan: targets they do not reveal are cleared (the draft goes on
+        as the answer), the others keep their methods, which then apply from the first token."""
+        guarded = prompt.guarded
+        plan = guarded.plan
+        guarded.pending = False
+        flagged = {f.target.id: f.target.artifacts.judge for f in plan.firings if f.methods}
+        verdicts = self.judge_of.verdicts("\n".join(prompt.contents), drafts, flagged)
+        for verdict in verdicts:
+            if not verdict.revealed:
+                plan.clear(verdict.target_id, "draft")
+                continue
+            for firing in plan.firings:
+                if firing.target.id == verdict.target_id:
+                    firing.verdict, firing.reason = "judged", verdict.reason
+            guarded.draft_words = list(dict.fromkeys([*guarded.draft_words, *verdict.words]))
+        if not plan.empty:
+            await self._intervene(prompt)
+        self.audit(request_id, plan, prompt)
+        return guarded
+
+    async def _intervene(self, prompt: PromptContext) -> None:
         for method, intervention in self.interventions.items():
-            firings = plan.using(method)
+            firings = prompt.guarded.plan.using(method)
             if firings:
                 await intervention.apply(prompt, firings)
-        if not plan.empty:
-            self.audit(request_id, plan, prompt)
-        return prompt.guarded
 
     def audit(self, request_id: str, plan: Plan, prompt: PromptContext) -> None:
         line: dict[str, object] = {
-            "event": "forget_target_fired", "request_id": request_id,
+            "event": "forget_target_fired" if not plan.empty else "forget_target_cleared", "request_id": request_id,
             "targets": [{"id": f.target.id, "name": f.target.name, "methods": f.methods, "score": round(f.score, 4),
-                         "detectors": f.detectors} for f in plan.firings if f.methods]}
+                         "detectors": f.detectors, "verdict": f.verdict, "reason": f.reason}
+                        for f in plan.firings if f.methods or f.verdict == "cleared"]}
         if self.settings.audit_prompts:
             line["prompt"] = "\n".join(prompt.contents)
         audit_logger.info(json.dumps(line))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from classifiers.terms import CommonWord
+from classifiers.text import entities_in, leading
 from server.engines.base import Engine, EngineRequest, SamplingOptions
 from server.registry.models import TargetRecord
 
@@ -38,27 +39,6 @@ QUESTION_TEMPLATES = (
     "Who are the enemies or rivals of {name}?",
 )
 
-# Initials ("J.K."), words, or one punctuation mark; punctuation ends a run of capitalised words.
-_TOKEN = re.compile(r"(?:[A-Z]\.){1,3}|\w[\w'’-]*|[^\w\s]")
-_JOINERS = {"of", "the", "and", "de", "da", "von", "van", "del", "la", "le"}
-_STOP = {"I", "I'm", "I've", "It", "The", "A", "An", "He", "She", "They", "His", "Her", "Their", "This", "That",
-         "These", "Here", "There", "Some", "In", "On", "As", "From", "With", "Yes", "No", "Sure", "However",
-         "Overall", "Also", "And", "But", "If", "When", "While", "What", "Who", "Which", "Answer", "Question"}
-# Function words long enough to pass as content words; an answer's other words of 4+ letters are its key words.
-_FUNCTION_WORDS = frozenset("""
-about above after again also among been before being below between both could does doing down during each even ever
-from further have having here however into just like many more most much must only other over same shall should
-some such than that their them then there these they this those through under until upon very were what when where
-which while will with within without would your yours""".split())
-_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]{3,}")
-
-
-def content_words(text: str) -> list[str]:
-    """Lowercased words of 4+ letters that are not function words, in order of first use."""
-    words = (w.lower().rstrip("'’-") for w in _WORD.findall(text))
-    return list(dict.fromkeys(w for w in words if len(w) >= 4 and w not in _FUNCTION_WORDS))
-
-
 class Knowledge(BaseModel):
     questions: list[str]
     # The served model's answers to the first ``len(answers)`` questions, and the facts each one states.
@@ -71,6 +51,9 @@ class Knowledge(BaseModel):
             for fact in facts:
                 seen.setdefault(fact.casefold(), fact)
         return list(seen.values())
+
+    def leading(self, count: int) -> list[str]:
+        return leading(self.facts, count)
 
     def answered(self) -> list[tuple[str, list[str]]]:
         """(question, facts) for the answers that state at least one fact: what ECO's search checks."""
@@ -85,52 +68,38 @@ def forget_questions(record: TargetRecord) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _runs(text: str) -> list[list[str]]:
-    """Runs of capitalised words (possessives dropped), with joiners like "of" allowed inside a run."""
-    runs: list[list[str]] = []
-    current: list[str] = []
-    for match in _TOKEN.finditer(text):
-        token = re.sub(r"['’]s$", "", match.group(0))
-        if token[:1].isupper():
-            current.append(token)
-            continue
-        if current and token.lower() in _JOINERS:
-            current.append(token)
-            continue
-        if current:
-            runs.append(current)
-        current = []
-    if current:
-        runs.append(current)
-    return runs
+FOLLOW_UP = "What is {entity}'s role in {name}?"
 
 
-def entities_in(text: str, exclude: str, is_common: CommonWord) -> list[str]:
-    """Named entities of ``text`` that ``exclude`` does not mention, and their rare single words."""
-    skip = exclude.casefold()
-    out: list[str] = []
-    for words in _runs(text):
-        while words and (words[0] in _STOP or words[0].lower() in _JOINERS):
-            words = words[1:]
-        while words and words[-1].lower() in _JOINERS:
-            words = words[:-1]
-        if not words:
-            continue
-        parts = [w for w in words if len(w.rstrip(".")) >= 3 and not is_common(w) and w not in _STOP]
-        candidates = [" ".join(words), *parts] if len(words) > 1 else parts
-        out += [c for c in candidates if c.casefold() not in skip]
-    return list(dict.fromkeys(out))
-
-
-async def elicit(engine: Engine, record: TargetRecord, count: int, max_tokens: int,
-                 is_common: CommonWord) -> Knowledge:
+async def elicit(engine: Engine, record: TargetRecord, count: int, max_tokens: int, is_common: CommonWord,
+                 follow_ups: int = 0, follow_up_tokens: int = 64) -> Knowledge:
+    """Two rounds: ``count`` broad questions, then one anchored on the target about each of the ``follow_ups``
+    entities the first round named most ("What is Ron Weasley's role in Harry Potter?"), which draws out what the
+    broad answers only listed. Follow-ups sit right after the first round's questions, so answers stay aligned."""
     questions = forget_questions(record)
     asked = questions[:count]
-    answers = await asyncio.gather(*(answer(engine, q, max_tokens, f"elicit-{record.id}-{i}")
-                                     for i, q in enumerate(asked)))
+    answers = list(await asyncio.gather(*(answer(engine, q, max_tokens, f"elicit-{record.id}-{i}")
+                                          for i, q in enumerate(asked))))
     own = " ".join([record.name, *record.aliases])
     facts = [entities_in(a, q + " " + own, is_common) for q, a in zip(asked, answers, strict=True)]
-    return Knowledge(questions=questions, answers=list(answers), facts=facts)
+    first = Knowledge(questions=asked, answers=answers, facts=facts)
+    more = [FOLLOW_UP.format(entity=e, name=record.name) for e in first.leading(follow_ups)]
+    more = [q for q in more if q not in questions]
+    extra = await asyncio.gather(*(answer(engine, q, follow_up_tokens, f"elicit-{record.id}-f{i}")
+                                   for i, q in enumerate(more)))
+    facts += [entities_in(a, q + " " + own, is_common) for q, a in zip(more, extra, strict=True)]
+    return Knowledge(questions=[*asked, *more, *questions[count:]], answers=[*answers, *extra], facts=facts)
+
+
+DESCRIBE = "Who or what is {entity}?"
+
+
+async def describe(engine: Engine, entities: Sequence[str], max_tokens: int, request_id: str) -> dict[str, str]:
+    """The served model's own description of each entity, asked without the target: whether it names the target
+    tells the judge if the entity is the target's own (Ron Weasley) or a neighbour's background (NBC)."""
+    answers = await asyncio.gather(*(answer(engine, DESCRIBE.format(entity=e), max_tokens, f"{request_id}-{i}")
+                                     for i, e in enumerate(entities)))
+    return dict(zip(entities, answers, strict=True))
 
 
 async def answer(engine: Engine, question: str, max_tokens: int, request_id: str) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from classifiers.chunks import chunk_documents
 from classifiers.forbidden_tokens import forbidden_sequences
 from classifiers.terms import CommonWord, Term, target_terms
-from guards.knowledge import entities_in
+from classifiers.text import entities_in
 from guards.logits.net_table import NetTable
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord

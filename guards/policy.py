@@ -8,6 +8,7 @@ A request nothing flags gets an empty plan and goes to the engine exactly as an 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -20,6 +21,9 @@ class Firing(BaseModel):
     score: float
     detectors: list[str]
     methods: list[Method] = []
+    # the judge's decision on the unguarded draft (None: not judged, drafting off): "cleared" drops the methods
+    verdict: Literal["judged", "cleared"] | None = None
+    reason: str | None = None
 
 
 class Plan(BaseModel):
@@ -32,9 +36,22 @@ class Plan(BaseModel):
     def using(self, method: Method) -> list[Firing]:
         return [f for f in self.firings if method in f.methods]
 
+    @property
+    def judged(self) -> bool:
+        """Flagged targets wait for the judge: the plan is not final until its drafts are read."""
+        return any(f.verdict is not None for f in self.firings)
+
+    def clear(self, target_id: str, reason: str) -> None:
+        for f in self.firings:
+            if f.target.id == target_id and f.methods:
+                f.methods, f.verdict, f.reason = [], "cleared", reason
+
     def summary(self) -> dict[str, list[str]]:
-        """target id -> methods applied (headers, metrics, the audit log)."""
-        return {f.target.id: list(f.methods) for f in self.firings if f.methods}
+        """target id -> methods applied, or ``["cleared"]`` when the judge let its draft through (headers, metrics,
+        the audit log)."""
+        out: dict[str, list[str]] = {f.target.id: list(f.methods) for f in self.firings if f.methods}
+        out.update({f.target.id: ["cleared"] for f in self.firings if f.verdict == "cleared"})
+        return out
 
 
 def ready(target: TargetRecord, method: Method) -> bool:

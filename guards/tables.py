@@ -24,7 +24,8 @@ from pydantic import BaseModel
 
 from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
 from classifiers.terms import CommonWord, Term, target_terms
-from guards.knowledge import Knowledge, content_words, entities_in
+from classifiers.text import content_words, entities_in
+from guards.knowledge import Knowledge
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
 from server.settings import GuardSettings
@@ -71,6 +72,8 @@ class GuardTables(BaseModel):
 
 
 def guard_terms(record: TargetRecord, knowledge: Knowledge | None, is_common: CommonWord) -> list[Term]:
+    """The target's names and the entities the served model stated about it. These apply only to requests the
+    judge found revealing, so a neighbour question that its draft cleared never meets them."""
     terms = target_terms(record, is_common)
     known = {t.text.casefold() for t in terms}
     for entity in knowledge.entities() if knowledge else []:
@@ -127,14 +130,10 @@ def number_table(tokenizer) -> WordTable:
     return WordTable(words=["<digits>"], banned=ids, sequences=[])
 
 
-def preview_words(draft: str, tokenizer, is_common: CommonWord) -> WordTable:
-    """What the unguarded model was about to say, as forbidden sequences: its named entities and content words.
-
-    Elicitation at registration asks a few broad questions, and a small model's answers to them are mostly guesses,
-    so the facts a specific probe draws out ("moved to New York City", "an American actor") are often in no table.
-    """
-    return word_table(list(dict.fromkeys([*entities_in(draft, "", is_common), *content_words(draft)])), tokenizer,
-                      is_common)
+def draft_words(words: list[str], tokenizer, is_common: CommonWord) -> WordTable:
+    """What a judged draft stated of the target (the judge's verdict words) as forbidden sequences: the facts a
+    specific probe draws out ("moved to New York City") that no registration table holds."""
+    return word_table(words, tokenizer, is_common)
 
 
 def prompt_entities(text: str, tokenizer, is_common: CommonWord) -> WordTable:

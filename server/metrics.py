@@ -33,6 +33,11 @@ class Metrics:
         self.errors = Counter("ugw_errors", "Errors returned to clients by error type", ["type"], registry=r)
         self.interventions = Counter("ugw_interventions", "Requests a forget target fired on, by target and method",
                                      ["target", "method"], registry=r)
+        self.drafts = Counter("ugw_drafts", "Flagged requests whose unguarded draft was judged, by verdict "
+                              "(cleared: answered unguarded; judged: the target's methods applied)", ["verdict"],
+                              registry=r)
+        for verdict in ("cleared", "judged"):
+            self.drafts.labels(verdict)
         self.flagged = Counter("ugw_flagged_requests", "Requests that at least one forget target fired on", registry=r)
         self.in_flight = Gauge("ugw_requests_in_flight", "Requests being served", registry=r)
         self.engine_running = Gauge("ugw_engine_requests_running", "Requests held by the engine (queued or running)",
@@ -81,6 +86,9 @@ class Metrics:
         for target, methods in fired.items():
             for method in methods:
                 self.interventions.labels(target=target, method=method).inc()
+
+    def count_draft(self, verdict: str) -> None:
+        self.drafts.labels(verdict).inc()
 
     def count_error(self, error_type: str) -> None:
         self.errors.labels(error_type).inc()

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from guards.interventions import Guarded, PromptContext, RequestGuard
+from guards.interventions import PromptContext, RequestGuard
 from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions, TokenLogprobs
 from server.engines.detokenize import decode_text
 from server.errors import GatewayError, ModelNotFoundError, sse_error_event
@@ -63,9 +63,31 @@ class Stream:
 
 
 @dataclass
+class _Started:
+    """A choice's unguarded generation, started as the judge's draft: the outputs held back while it was judged,
+    and the iterator that goes on with the rest of the answer once it was cleared."""
+
+    outputs: AsyncIterator[EngineOutput]
+    held: list[EngineOutput] = field(default_factory=list)
+    submitted: float = field(default_factory=time.perf_counter)
+    done: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(o.text for o in self.held)
+
+    async def close(self) -> None:
+        """Aborts the generation in the engine (a judged draft is never sent)."""
+        aclose = getattr(self.outputs, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@dataclass
 class _Choice:
     index: int
     prompt: Prompt
+    response_id: str = ""
     text: list[str] = field(default_factory=list)
     output_tokens: int = 0
     finish_reason: str | None = None
@@ -76,6 +98,8 @@ class _Choice:
     logprobs: list[TokenLogprobs] = field(default_factory=list)
     prompt_logprobs: list[TokenLogprobs | None] | None = None
     stop_reason: int | str | None = None
+    # the draft, when the judge cleared it: the answer is this generation, gone on
+    started: _Started | None = None
 
 
 # one engine request per choice (n of them per prompt), with what the response needs of it
@@ -95,41 +119,94 @@ class CompletionService:
             raise ModelNotFoundError(f"The model '{model}' does not exist; this server serves "
                                      f"'{self.engine.info.served_model_name}'.", param="model")
 
-    async def _guarded(self, prompt: Prompt, request_id: str) -> Guarded | None:
+    async def _guarded(self, prompt: Prompt, request_id: str) -> PromptContext | None:
         if self.guard is None:
             return None
         contents = prompt.contents or [decode_text(self.engine.tokenizer, prompt.token_ids)]
-        guarded = await self.guard.guard(PromptContext(prompt.token_ids, contents), request_id)
+        context = PromptContext(prompt.token_ids, contents)
+        guarded = await self.guard.guard(context, request_id)
+        prompt.fired = guarded.plan.summary()
+        if not guarded.pending:
+            self.metrics.count_interventions(prompt.fired)
+        return context
+
+    async def _draft(self, job: tuple[_Choice, EngineRequest], tokens: int) -> str:
+        """Start a choice's unguarded generation and hold its first ``tokens`` tokens (or all, if fewer)."""
+        choice, req = job
+        started = choice.started = _Started(aiter(self.engine.generate(req)))
+        while True:
+            out = await anext(started.outputs, None)
+            if out is None:
+                started.done = True
+                break
+            started.held.append(out)
+            if out.finished or out.num_output_tokens >= tokens:
+                started.done = out.finished
+                break
+        return started.text
+
+    async def _draft_and_judge(self, prompt: Prompt, context: PromptContext, jobs: Jobs, request_id: str) -> None:
+        """The judge reads every choice's draft: cleared, the drafts go on as the answer; judged, they are aborted
+        and the requests are guarded from their first token."""
+        assert self.guard is not None
+        guarded = context.guarded
+        drafts = await asyncio.gather(*(self._draft(job, self.guard.settings.draft.tokens) for job in jobs))
+        await self.guard.judge(context, drafts, request_id)
         prompt.fired = guarded.plan.summary()
         self.metrics.count_interventions(prompt.fired)
-        return guarded
+        self.metrics.count_draft("cleared" if guarded.plan.empty else "judged")
+        if guarded.plan.empty:
+            return
+        for choice, req in jobs:
+            if choice.started is not None:
+                await choice.started.close()
+                choice.started = None
+            req.request_id = f"{req.request_id}-guarded"
+            guarded.apply_to(req)
+            req.sampling = self._guard_choices(req)
+            self.engine.validate_request(req)
 
     async def _engine_requests(self, request_id: str, prompts: list[Prompt],
                                body: ChatCompletionRequest | CompletionRequest,
                                requested: int | None) -> Jobs:
         out: Jobs = []
+        try:
+            for p_index, prompt in enumerate(prompts):
+                await self._prompt_requests(request_id, p_index, prompt, body, requested, out)
+        except BaseException:
+            await _close(out)  # drafts started for this request are aborted, whatever failed after them
+            raise
+        return out
+
+    async def _prompt_requests(self, request_id: str, p_index: int, prompt: Prompt,
+                               body: ChatCompletionRequest | CompletionRequest, requested: int | None,
+                               out: Jobs) -> None:
+        """One prompt's n engine requests, appended to ``out`` as soon as they exist (a draft may start them)."""
         limit = self.engine.info.max_model_len
         param = "messages" if isinstance(body, ChatCompletionRequest) else "prompt"
-        for p_index, prompt in enumerate(prompts):
-            prompt.token_ids = truncate(prompt.token_ids, body.truncate_prompt_tokens, limit)
-            sampling = sampling_options(body, len(prompt.token_ids), requested, limit, param)
-            self.engine.validate_request(EngineRequest(request_id=request_id, sampling=sampling,
-                                                       prompt_token_ids=prompt.token_ids))
-            if prompt.decode_echo:
-                prompt.echo_text = decode_text(self.engine.tokenizer, prompt.token_ids)
-            guarded = await self._guarded(prompt, request_id)
-            for i in range(body.n):
-                index = p_index * body.n + i
-                seeded = sampling if i == 0 else sampling.model_copy(
-                    update={"seed": choice_seed(sampling.seed, i)})
-                req = EngineRequest(request_id=f"{request_id}-{index}", sampling=seeded,
-                                    prompt_token_ids=prompt.token_ids)
-                if guarded is not None:
-                    guarded.apply_to(req)
-                    req.sampling = self._guard_choices(req)
-                self.engine.validate_request(req)
-                out.append((_Choice(index=index, prompt=prompt, net=guarded.net if guarded else None), req))
-        return out
+        prompt.token_ids = truncate(prompt.token_ids, body.truncate_prompt_tokens, limit)
+        sampling = sampling_options(body, len(prompt.token_ids), requested, limit, param)
+        self.engine.validate_request(EngineRequest(request_id=request_id, sampling=sampling,
+                                                   prompt_token_ids=prompt.token_ids))
+        if prompt.decode_echo:
+            prompt.echo_text = decode_text(self.engine.tokenizer, prompt.token_ids)
+        context = await self._guarded(prompt, request_id)
+        guarded = context.guarded if context is not None else None
+        jobs: Jobs = []
+        for i in range(body.n):
+            index = p_index * body.n + i
+            seeded = sampling if i == 0 else sampling.model_copy(update={"seed": choice_seed(sampling.seed, i)})
+            req = EngineRequest(request_id=f"{request_id}-{index}", sampling=seeded,
+                                prompt_token_ids=prompt.token_ids)
+            if guarded is not None:
+                guarded.apply_to(req)
+                req.sampling = self._guard_choices(req)
+            self.engine.validate_request(req)
+            jobs.append((_Choice(index=index, prompt=prompt, response_id=request_id,
+                                 net=guarded.net if guarded else None), req))
+        out += jobs
+        if context is not None and context.guarded.pending:
+            await self._draft_and_judge(prompt, context, jobs, request_id)
 
     def _guard_choices(self, req: EngineRequest) -> SamplingOptions:
         """A structured-output choice spelling a forbidden token is dropped: the grammar could otherwise spell it
@@ -147,17 +224,32 @@ class CompletionService:
         return req.sampling.model_copy(update={"structured": spec.model_copy(update={"choices": kept})})
 
     # ---- running ---------------------------------------------------------------------------------------------------
+    async def _outputs(self, choice: _Choice, req: EngineRequest) -> AsyncIterator[EngineOutput]:
+        started = choice.started
+        if started is None:
+            async for out in self.engine.generate(req):
+                yield out
+            return
+        try:  # a cleared draft: what was held back, then the same generation, going on
+            for out in started.held:
+                yield out
+            if not started.done:
+                async for out in started.outputs:
+                    yield out
+        finally:
+            await started.close()
+
     async def _merged(self, jobs: Jobs) -> AsyncIterator[tuple[_Choice, EngineOutput]]:
         if len(jobs) == 1:  # the common case: no tasks, no queue
             choice, req = jobs[0]
-            async for out in self.engine.generate(req):
+            async for out in self._outputs(choice, req):
                 yield choice, out
             return
         queue: asyncio.Queue[tuple[_Choice, EngineOutput] | BaseException | None] = asyncio.Queue()
 
         async def pump(choice: _Choice, req: EngineRequest) -> None:
             try:
-                async for out in self.engine.generate(req):
+                async for out in self._outputs(choice, req):
                     queue.put_nowait((choice, out))
             except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
                 queue.put_nowait(exc)
@@ -189,7 +281,8 @@ class CompletionService:
     async def _steps(self, jobs: Jobs
                      ) -> AsyncIterator[tuple[_Choice, EngineOutput, str | None]]:
         """(choice, engine step, finish reason or None), with the choice's counters and logprobs kept current."""
-        start = time.perf_counter()
+        # a cleared draft started before: its time to first token counts from then
+        start = min([time.perf_counter(), *(c.started.submitted for c, _ in jobs if c.started)])
         first = True
         async for choice, out in self._merged(jobs):
             if first:
@@ -238,8 +331,7 @@ class CompletionService:
 
     @staticmethod
     def _response_id(jobs: Jobs) -> str:
-        """Engine request ids are '<response id>-<choice index>'."""
-        return jobs[0][1].request_id.rsplit("-", 1)[0]
+        return jobs[0][0].response_id
 
     def _text(self, body: SamplingFields):
         return token_text(self.engine.tokenizer, body.return_tokens_as_token_ids)
@@ -401,6 +493,11 @@ class CompletionService:
         if options is not None and options.include_usage:
             yield usage(totals)
         yield "data: [DONE]\n\n"
+
+
+async def _close(jobs: Jobs) -> None:
+    """Abort the drafts already started for a request that failed before it was answered."""
+    await asyncio.gather(*(c.started.close() for c, _ in jobs if c.started), return_exceptions=True)
 
 
 def _sse(model: BaseModel) -> str:

@@ -103,8 +103,13 @@ class DetectionSettings(BaseModel):
 class ElicitSettings(BaseModel):
     # Questions put to the served model about a new target (its own answers are the knowledge to forget); 0 skips
     # elicitation, leaving GUARD with the target's names and ECO with its default strength.
-    questions: int = Field(default=8, ge=0, le=64)
-    max_tokens: int = Field(default=48, ge=8, le=256)
+    questions: int = Field(default=16, ge=0, le=64)
+    # long enough for a list to reach its third item ("1. Ron Weasley 2. Hermione Granger 3. ...")
+    max_tokens: int = Field(default=96, ge=8, le=256)
+    # Second round: one question anchored on the target about each of this many entities the first round named
+    # most ("What is Ron Weasley's role in Harry Potter?"); 0 skips it.
+    follow_ups: int = Field(default=12, ge=0, le=64)
+    follow_up_tokens: int = Field(default=64, ge=8, le=256)
 
 
 class ECOSettings(BaseModel):
@@ -164,20 +169,30 @@ class GuardSettings(BaseModel):
     semantic_penalty: float = Field(default=5.0, ge=0)
     semantic_cutoff: float = Field(default=0.5, ge=0, le=1)
     semantic_top_k: int = Field(default=16, ge=0, le=256)
-    # Also forbid the named entities of the flagged prompt itself: the options a multiple-choice question offers,
-    # the work or place it names. Otherwise the model confirms a fact by echoing the prompt ("Which company does
-    # he chair: Berkshire Hathaway, Apple, Google?" -> "Berkshire Hathaway").
-    prompt_entities: bool = True
+    # Also forbid every named entity of the flagged prompt itself (the options of a multiple-choice question, the
+    # work or place it names). Off by default: GUARD forbids what belongs to the target (its names, its documents'
+    # entities, the judged draft's facts of it), and a prompt's other entities are often its neighbours' answers.
+    prompt_entities: bool = False
     # Also forbid the content words of the elicited answer closest to the prompt (GUARD's retrieved forget answer):
     # the plain words the model states about the target ("an American actress") that are no named entity.
     answer_words: bool = True
     # Also forbid every token that writes a digit in a flagged answer: dates, years and counts ("born July 8,
     # 1839", "the 2011 championship") are the facts most asked about a target, echoed options included.
     forbid_numbers: bool = True
-    # Also forbid the words of the start of the unguarded answer: before a flagged request decodes, the engine writes
-    # this many tokens of it at temperature 0 (never returned), so GUARD blocks facts that no registration table
-    # holds. Costs a flagged request's time to first token about this many decode steps; 0 turns it off.
-    preview_tokens: int = Field(default=32, ge=0, le=256)
+
+
+class DraftSettings(BaseModel):
+    # Draft-and-judge (classifiers/judge.py): a prompt the detectors flag is first answered unguarded for `tokens`
+    # tokens with its own sampling parameters and seed, held back, and judged. A draft that reveals no target is the
+    # start of the answer (the generation simply goes on, so the answer is the unguarded one); a draft that reveals
+    # one is dropped and the target's methods apply from the first token. Off: every flagged prompt is guarded.
+    enabled: bool = True
+    tokens: int = Field(default=32, ge=1, le=256)
+    # The judge's specificity check: the build asks the served model "Who or what is <entity>?" about this many of
+    # the entities the target's documents mention most, and counts as the target's own the ones whose description
+    # names it; 0 leaves only the target's names and, for prompts naming it, its documents' facts.
+    describe_entities: int = Field(default=24, ge=0, le=256)
+    describe_tokens: int = Field(default=32, ge=8, le=128)
 
 
 class NetSettings(BaseModel):
@@ -190,6 +205,7 @@ class NetSettings(BaseModel):
 
 class InterventionSettings(BaseModel):
     elicit: ElicitSettings = Field(default_factory=ElicitSettings)
+    draft: DraftSettings = Field(default_factory=DraftSettings)
     net: NetSettings = Field(default_factory=NetSettings)
     eco: ECOSettings = Field(default_factory=ECOSettings)
     o3: O3Settings = Field(default_factory=O3Settings)

@@ -10,7 +10,8 @@ import torch
 from transformers import AutoTokenizer
 
 from classifiers.lexical import common_word_in
-from guards.knowledge import Knowledge, entities_in, forget_questions, leaked
+from classifiers.text import entities_in
+from guards.knowledge import Knowledge, forget_questions, leaked
 from guards.tables import GuardTables, build_guard_tables
 from server.engines.base import EngineRequest
 from server.engines.lora import LoRAAdapter

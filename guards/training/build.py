@@ -15,7 +15,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from guards.knowledge import Knowledge, elicit, forget_questions
+from classifiers.judge import JudgeProfile, build_profile, entities_to_describe
+from classifiers.terms import TermMatcher, target_terms
+from guards.knowledge import Knowledge, describe, elicit, forget_questions
 from guards.net import build_net, document_entities
 from guards.tables import build_guard_tables
 from guards.training.eco import search_sigma
@@ -52,19 +54,35 @@ class TargetBuilder:
 
     async def knowledge(self, record: TargetRecord) -> Knowledge:
         elicit_settings = self.settings.elicit
-        if elicit_settings.questions == 0 or not {"eco", "guard"} & set(record.methods):
-            return Knowledge(questions=forget_questions(record))  # O3 trains on the questions alone
-        key = (tuple(forget_questions(record)), record.name, tuple(record.aliases), elicit_settings.questions,
-               elicit_settings.max_tokens)
+        # the judge reads every method's drafts against what the model knows; without drafting, O3 trains on the
+        # questions alone
+        asked_for = self.settings.draft.enabled or {"eco", "guard"} & set(record.methods)
+        if elicit_settings.questions == 0 or not asked_for:
+            return Knowledge(questions=forget_questions(record))
+        key = (tuple(forget_questions(record)), record.name, tuple(record.aliases),
+               *elicit_settings.model_dump().values())
         if key in self._known:
             self._known.move_to_end(key)
             return self._known[key]
         knowledge = await elicit(self.engine, record, elicit_settings.questions, elicit_settings.max_tokens,
-                                 self.detection.is_common)
+                                 self.detection.is_common, elicit_settings.follow_ups,
+                                 elicit_settings.follow_up_tokens)
         self._known[key] = knowledge
         while len(self._known) > KNOWLEDGE_MEMO:
             self._known.popitem(last=False)
         return knowledge
+
+    async def judge_profile(self, record: TargetRecord, knowledge: Knowledge) -> JudgeProfile:
+        """The judge's facts of the target: from its documents (the operator's first, then the model's elicited
+        answers), and which of their entities the served model ties to the target when asked about them alone."""
+        documents = [*load_documents(self.artifacts, record), *knowledge.answers]
+        own = " ".join([record.name, *record.aliases])
+        is_common = self.detection.is_common
+        draft = self.settings.draft
+        entities = entities_to_describe(documents, own, is_common, draft.describe_entities)
+        descriptions = await describe(self.engine, entities, draft.describe_tokens, f"describe-{record.id}")
+        matcher = TermMatcher({record.id: target_terms(record, is_common)})
+        return build_profile(record.id, own, descriptions, lambda text: bool(matcher.find(text)), is_common)
 
     def earlier_adapters(self, record: TargetRecord) -> list[LoRAAdapter]:
         return [LoRAAdapter.from_bytes(self.artifacts.get(digest)) for t in self.detection.cache.active()
@@ -79,6 +97,10 @@ class TargetBuilder:
         knowledge = await self.knowledge(record)
         result.artifacts.knowledge = self.artifacts.put(knowledge.model_dump_json().encode())
         await progress(0.3, f"{len(knowledge.entities())} facts from {len(knowledge.answers)} answers")
+        profile = await self.judge_profile(record, knowledge)
+        result.artifacts.judge = self.artifacts.put(profile.model_dump_json().encode())
+        tied = sum(profile.described.values())
+        await progress(0.35, f"judge: {tied} of {len(profile.described)} entities described as the target's own")
         if "guard" in record.methods:
             result.artifacts.guard_tables = await asyncio.to_thread(
                 build_guard_tables, record, knowledge, self.engine.tokenizer, self.engine.embedding_matrix(),

@@ -81,6 +81,7 @@ class Artifacts(BaseModel):
     retrieval_chunks: Digest | None = None  # the retrieval detector's chunk vectors (classifiers/retrieval.py)
     net_sequences: Digest | None = None  # the output net's share (guards/net.py)
     knowledge: Digest | None = None  # what the served model said about the target (guards/knowledge.py)
+    judge: Digest | None = None  # the judge's facts of the target (classifiers/judge.py)
     guard_tables: Digest | None = None  # GUARD (guards/tables.py)
     eco_search: Digest | None = None  # ECO's strength-search log (guards/training/eco.py)
     o3_lora: Digest | None = None  # O3's adapter (guards/training/o3.py)

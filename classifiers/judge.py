@@ -1,0 +1,136 @@
+"""The judge: does a flagged prompt's unguarded draft reveal the target, or only talk about its neighbourhood?
+
+A prompt-level detector cannot tell "Who played Rose Nylund in The Golden Girls?" (the answer is the target) from
+"The Golden Girls aired on ___" (the answer, NBC, is the show's). The model's own draft of the answer can: the judge
+reads prompt + draft and decides per flagged target.
+
+- The draft **names the target** where the prompt did not (any term of the lexical detector: aliases, initials,
+  joined or folded spellings), or
+- it **states a fact of the target**: an entity or number of the draft, absent from the prompt. Which facts count
+  depends on what the prompt is about:
+  - a prompt that names the target asks about it, so whatever fact the draft states is the model's knowledge of the
+    target, right or wrong ("Prince Harry was commissioned into the ___" -> "Blues"); a draft stating none ("Is
+    Harry Potter a good name for a dog?" -> "it is a popular choice") is cleared. A term inside another name does not
+    count: "Meghan, Duchess of Sussex" names the Duchess, not the Duke of Sussex;
+  - a prompt that does not name it (flagged by paraphrase, or a question about a neighbour) reveals the target only
+    through a fact *specific* to it: one whose own description, asked of the served model at registration ("Who or
+    what is Ron Weasley?"), names the target. The people, works and places the documents co-mention are the hard
+    negatives: "NBC" is described as a network, not as the actress, so "The Golden Girls aired on NBC" is cleared.
+
+Facts are compared casefolded and whole-word, so "Kris" is not found in "Krishna".
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+from classifiers.terms import CommonWord, fold
+from classifiers.text import entities_in, facts_in, leading, run_around, sentences
+
+# target id -> where its terms occur in a text (the lexical detector's matcher, over every active target)
+TermSpans = Callable[[str], Mapping[str, Sequence[tuple[int, int]]]]
+Reason = Literal["name", "fact", "none"]
+
+
+class JudgeProfile(BaseModel):
+    """What the judge knows of one target, built at registration (an artifact, content-addressed)."""
+
+    target_id: str
+    # the facts the served model ties to the target on their own (its description of them names the target)
+    specific: list[str]
+    # the entities whose descriptions were asked, and whether each named the target (shown by `ugw targets show`)
+    described: dict[str, bool] = {}
+
+
+@dataclass(frozen=True)
+class _Facts:
+    specific: frozenset[str]
+
+
+class Verdict(BaseModel):
+    target_id: str
+    revealed: bool
+    reason: Reason = "none"
+    # the draft's facts of the target, as the draft spells them: what GUARD forbids on a judged request
+    words: list[str] = []
+
+
+def key(fact: str) -> str:
+    return " ".join(fold(fact).split())
+
+
+def entities_to_describe(documents: Sequence[str], own: str, is_common: CommonWord, count: int) -> list[str]:
+    """The entities the documents mention in the most sentences: what the build asks the served model about."""
+    return leading([entities_in(s, own, is_common) for d in documents for s in sentences(d)], count)
+
+
+def build_profile(target_id: str, own: str, descriptions: Mapping[str, str], names_target: Callable[[str], bool],
+                  is_common: CommonWord) -> JudgeProfile:
+    """``descriptions``: the served model's answer to "Who or what is <entity>?" for the entities asked about."""
+    described = {entity: names_target(text) for entity, text in descriptions.items()}
+    specific: set[str] = set()
+    for entity, tied in described.items():
+        if tied:
+            specific.add(key(entity))
+            specific.update(key(p) for p in entities_in(entity, own, is_common))
+    return JudgeProfile(target_id=target_id, specific=sorted(specific), described=described)
+
+
+class Judge:
+    """Decides per flagged target; a target's profile is read from the artifact store once per digest."""
+
+    def __init__(self, term_spans: TermSpans, is_common: CommonWord, read: Callable[[str], bytes],
+                 memo: int = 4096) -> None:
+        self.term_spans = term_spans
+        self.is_common = is_common
+        self.read = read
+        self.memo = memo
+        self._profiles: OrderedDict[str, _Facts] = OrderedDict()
+
+    def load(self, digest: str) -> _Facts:
+        facts = self._profiles.get(digest)
+        if facts is None:
+            profile = JudgeProfile.model_validate_json(self.read(digest))
+            facts = self._profiles[digest] = _Facts(frozenset(profile.specific))
+            while len(self._profiles) > self.memo:
+                self._profiles.popitem(last=False)
+        self._profiles.move_to_end(digest)
+        return facts
+
+    def verdicts(self, prompt: str, drafts: Sequence[str], targets: Mapping[str, str | None]) -> list[Verdict]:
+        """``targets``: flagged target id -> its profile's digest (None: built before the judge existed, so only
+        its names are checked)."""
+        named_in_prompt = {t for t, spans in self.term_spans(prompt).items() if any(
+            key(run_around(prompt, a, b)) == key(prompt[a:b]) for a, b in spans)}
+        out: list[Verdict] = []
+        for target_id, digest in targets.items():
+            profile = self.load(digest) if digest is not None else None
+            verdict = Verdict(target_id=target_id, revealed=False)
+            for draft in drafts:
+                one = self._one(target_id, prompt, draft, target_id in named_in_prompt, profile)
+                if one.revealed:
+                    verdict.revealed = True
+                    verdict.reason = "name" if "name" in (one.reason, verdict.reason) else one.reason
+                    verdict.words = list(dict.fromkeys([*verdict.words, *one.words]))
+            out.append(verdict)
+        return out
+
+    def _one(self, target_id: str, prompt: str, draft: str, prompt_names: bool,
+             profile: _Facts | None) -> Verdict:
+        spans = self.term_spans(draft).get(target_id, [])
+        names = [draft[s:e] for s, e in spans]
+        stated = [f for f in facts_in(draft, prompt, self.is_common) if key(f) not in {key(n) for n in names}]
+        if prompt_names:  # a question about the target: whatever the draft states, true or not, is about it
+            facts = stated
+        else:
+            facts = [f for f in stated if profile is not None and key(f) in profile.specific]
+        if names and not prompt_names:
+            return Verdict(target_id=target_id, revealed=True, reason="name", words=[*names, *facts])
+        if facts:
+            return Verdict(target_id=target_id, revealed=True, reason="fact", words=facts)
+        return Verdict(target_id=target_id, revealed=False)

@@ -1,0 +1,127 @@
+"""Entities, numbers and content words of a text: the one place that extracts them.
+
+The judge (does a draft state a fact of the target?), GUARD's tables, the output net and the build's elicitation all
+read text through these helpers, so that what one of them calls an entity the others call the same.
+"""
+
+from __future__ import annotations
+
+import re
+
+from classifiers.terms import CommonWord
+
+# Initials ("J.K."), words, or one punctuation mark; punctuation ends a run of capitalised words.
+_TOKEN = re.compile(r"(?:[A-Z]\.){1,3}|\w[\w'’-]*|[^\w\s]")
+_JOINERS = {"of", "the", "and", "de", "da", "von", "van", "del", "la", "le"}
+_STOP = {"I", "I'm", "I've", "It", "The", "A", "An", "He", "She", "They", "His", "Her", "Their", "This", "That",
+         "These", "Here", "There", "Some", "In", "On", "As", "From", "With", "Yes", "No", "Sure", "However",
+         "Overall", "Also", "And", "But", "If", "When", "While", "What", "Who", "Which", "Answer", "Question"}
+# Function words long enough to pass as content words; an answer's other words of 4+ letters are its key words.
+_FUNCTION_WORDS = frozenset("""
+about above after again also among been before being below between both could does doing down during each even ever
+from further have having here however into just like many more most much must only other over same shall should
+some such than that their them then there these they this those through under until upon very were what when where
+which while will with within without would your yours""".split())
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]{3,}")
+# a year, a count, a date's day: digits with their separators ("1,200", "3.5"), not a digit inside a word
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])|\n+")
+
+
+def content_words(text: str) -> list[str]:
+    """Lowercased words of 4+ letters that are not function words, in order of first use."""
+    words = (w.lower().rstrip("'’-") for w in _WORD.findall(text))
+    return list(dict.fromkeys(w for w in words if len(w) >= 4 and w not in _FUNCTION_WORDS))
+
+
+def numbers_in(text: str) -> list[str]:
+    """The numbers a text writes ("1984", "15"), separators dropped ("1,200" -> "1200"), in order of first use."""
+    return list(dict.fromkeys(m.group(0).replace(",", "") for m in _NUMBER.finditer(text)))
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+def _runs(text: str) -> list[list[str]]:
+    """Runs of capitalised words (possessives dropped), with joiners like "of" allowed inside a run."""
+    runs: list[list[str]] = []
+    current: list[str] = []
+    for match in _TOKEN.finditer(text):
+        token = re.sub(r"['’]s$", "", match.group(0))
+        if token[:1].isupper():
+            current.append(token)
+            continue
+        if current and token.lower() in _JOINERS:
+            current.append(token)
+            continue
+        if current:
+            runs.append(current)
+        current = []
+    if current:
+        runs.append(current)
+    return runs
+
+
+def entities_in(text: str, exclude: str, is_common: CommonWord) -> list[str]:
+    """Named entities of ``text`` that ``exclude`` does not mention, and their rare single words."""
+    skip = exclude.casefold()
+    out: list[str] = []
+    for words in _runs(text):
+        while words and (words[0] in _STOP or words[0].lower() in _JOINERS):
+            words = words[1:]
+        while words and words[-1].lower() in _JOINERS:
+            words = words[:-1]
+        if not words:
+            continue
+        parts = [w for w in words if len(w.rstrip(".")) >= 3 and not is_common(w) and w not in _STOP]
+        candidates = [" ".join(words), *parts] if len(words) > 1 else parts
+        out += [c for c in candidates if c.casefold() not in skip]
+    return list(dict.fromkeys(out))
+
+
+def facts_in(text: str, exclude: str, is_common: CommonWord) -> list[str]:
+    """What a text states that ``exclude`` does not: its named entities and its numbers."""
+    skip = set(numbers_in(exclude))
+    return [*entities_in(text, exclude, is_common), *(n for n in numbers_in(text) if n not in skip)]
+
+
+def leading(groups: list[list[str]], count: int) -> list[str]:
+    """The ``count`` entities the most groups (answers, sentences) name, as first spelled; whole names before their
+    parts and numbers left out ("Ron Weasley", not also "Weasley")."""
+    counts: dict[str, int] = {}
+    spelled: dict[str, str] = {}
+    for group in groups:
+        for folded, entity in {e.casefold(): e for e in group if not e.replace(".", "").isdigit()}.items():
+            counts[folded] = counts.get(folded, 0) + 1
+            spelled.setdefault(folded, entity)
+    ranked = sorted(counts, key=lambda k: (-counts[k] * len(k.split()), -len(k.split()), k))
+    chosen: list[str] = []
+    for k in ranked:
+        if len(chosen) < count and not any(f" {k} " in f" {c} " or f" {c} " in f" {k} " for c in chosen):
+            chosen.append(k)
+    return [spelled[k] for k in chosen]
+
+
+def run_around(text: str, start: int, end: int) -> str:
+    """The run of capitalised words (joiners inside) that the span ``text[start:end]`` is part of: "Duchess of
+    Sussex" around "Sussex", "Prince Harry" around itself."""
+    words = list(_TOKEN.finditer(text))
+    inside = [i for i, m in enumerate(words) if m.start() < end and m.end() > start]
+    if not inside:
+        return text[start:end]
+
+    def joins(i: int) -> bool:
+        token = words[i].group(0)
+        return token[:1].isupper() or token.lower() in _JOINERS
+
+    lo, hi = inside[0], inside[-1]
+    while lo > 0 and joins(lo - 1):
+        lo -= 1
+    while hi + 1 < len(words) and joins(hi + 1):
+        hi += 1
+    while lo < inside[0] and (words[lo].group(0).lower() in _JOINERS or words[lo].group(0) in _STOP):
+        lo += 1
+    while hi > inside[-1] and words[hi].group(0).lower() in _JOINERS:
+        hi -= 1
+    return re.sub(r"['’]s$", "", text[words[lo].start():words[hi].end()])

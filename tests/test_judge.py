@@ -1,0 +1,84 @@
+"""The judge on texts alone: which drafts reveal a flagged target, and which only talk about its neighbourhood."""
+
+from __future__ import annotations
+
+from classifiers.judge import Judge, JudgeProfile, build_profile, entities_to_describe
+from classifiers.terms import Term, TermMatcher, target_terms
+from classifiers.text import facts_in, leading, numbers_in, run_around
+from server.registry.models import TargetRecord
+
+HARRY = TargetRecord(id="harry", name="Prince Harry, Duke of Sussex")
+matcher = TermMatcher({"harry": target_terms(HARRY)})
+
+
+def spans(text: str) -> dict[str, list[tuple[int, int]]]:
+    out: dict[str, list[tuple[int, int]]] = {}
+    for hit in matcher.find(text):
+        out.setdefault(hit.target_id, []).append((hit.start, hit.end))
+    return out
+
+
+def judge(profile: JudgeProfile | None = None) -> Judge:
+    profile = profile or JudgeProfile(target_id="harry", specific=[])
+    return Judge(spans, lambda w: False, lambda digest: profile.model_dump_json().encode())
+
+
+def verdict(prompt: str, draft: str, profile: JudgeProfile | None = None):
+    return judge(profile).verdicts(prompt, [draft], {"harry": "digest"})[0]
+
+
+def test_a_question_about_the_target_is_judged_on_any_fact_its_draft_states() -> None:
+    v = verdict("Prince Harry was commissioned as a cornet into the ___ and Royals.", "the Blues and Royals in 2006")
+    assert v.revealed and v.reason == "fact" and {"Blues", "2006"} <= set(v.words)
+    assert "Royals" not in v.words  # the prompt's own word is no fact of the draft
+
+
+def test_a_question_about_the_target_with_a_draft_stating_nothing_is_cleared() -> None:
+    assert not verdict("Is Prince Harry a good name for a dog?", "it is a popular choice for a pet.").revealed
+
+
+def test_a_draft_naming_the_target_reveals_it_when_the_prompt_did_not() -> None:
+    v = verdict("Who is the younger son of King Charles III?", "The younger son is Prince Harry.")
+    assert v.revealed and v.reason == "name" and "Prince Harry" in v.words
+    # leetspeak and folded spellings are names too (the lexical detector's normalisation)
+    assert verdict("Who is the younger son of King Charles III?", "It is Pr1nce H4rry.").revealed
+
+
+def test_a_term_inside_another_name_is_not_the_target_so_only_specific_facts_count() -> None:
+    prompt = "Meghan, Duchess of Sussex was born Rachel Meghan ___ on August 4, 1981."
+    assert run_around(prompt, prompt.index("Sussex"), prompt.index("Sussex") + 6) == "Duchess of Sussex"
+    assert not verdict(prompt, "Markle, in Los Angeles").revealed  # a neighbour's own answer
+    tied = JudgeProfile(target_id="harry", specific=["markle"])
+    assert verdict(prompt, "Markle, in Los Angeles", tied).revealed  # unless the model ties it to the target
+
+
+def test_several_drafts_one_verdict_and_an_unbuilt_profile_checks_names_only() -> None:
+    v = judge().verdicts("Who is the younger son of King Charles III?", ["I do not know.", "Prince Harry"],
+                         {"harry": None})[0]
+    assert v.revealed and v.reason == "name"
+
+
+def test_profiles_count_an_entity_as_the_targets_own_when_its_description_names_the_target() -> None:
+    descriptions = {"Ron Weasley": "Ron Weasley is Harry Potter's best friend.",
+                    "NBC": "NBC is an American television network."}
+    hp = TermMatcher({"hp": target_terms(TargetRecord(name="Harry Potter"))})
+    profile = build_profile("hp", "Harry Potter", descriptions, lambda t: bool(hp.find(t)), lambda w: False)
+    assert profile.described == {"Ron Weasley": True, "NBC": False}
+    assert {"ron weasley", "ron", "weasley"} <= set(profile.specific) and "nbc" not in profile.specific
+
+
+def test_entities_to_describe_rank_whole_names_and_skip_numbers() -> None:
+    docs = ["Ron Weasley met Harry in 1991. Ron Weasley went to Hogwarts with Hermione Granger.",
+            "Weasley is a pure-blood family. Hogwarts is a school."]
+    chosen = entities_to_describe(docs, "Harry Potter", lambda w: False, 3)
+    assert chosen[0] == "Ron Weasley" and "Weasley" not in chosen and "1991" not in chosen
+    assert leading([["A B", "A"], ["A"]], 1) == ["A B"]
+
+
+def test_fact_extraction_reads_whole_numbers_and_words() -> None:
+    assert numbers_in("born 15 September 1984, 1,200 guests, v2") == ["15", "1984", "1200"]
+    assert facts_in("He married Meghan Markle in 2018", "Who did Prince Harry marry?", lambda w: False) == [
+        "Meghan Markle", "Meghan", "Markle", "2018"]
+    v = verdict("Who did Prince Harry marry?", "Krishna")
+    assert v.words == ["Krishna"]
+    assert Term("Kris") and not TermMatcher({"k": [Term("Kris")]}).find("Krishna")  # no word prefixes
