@@ -23,6 +23,10 @@ from further have having here however into just like many more most much must on
 some such than that their them then there these they this those through under until upon very were what when where
 which while will with within without would your yours""".split())
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’-]{3,}")
+# capitalised because they open a sentence or a request, not because they name anything
+_OPENERS = _STOP | {"Is", "Are", "Was", "Were", "Do", "Does", "Did", "Can", "Could", "Will", "Would", "Should",
+                    "Has", "Have", "Had", "How", "Why", "Where", "When", "Tell", "Name", "Describe", "Please",
+                    "Explain", "List", "Give", "Translate", "Write", "Say", "Compare", "Summarize", "Summarise"}
 # a year, a count, a date's day: digits with their separators ("1,200", "3.5"), not a digit inside a word
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])|\n+")
@@ -120,7 +124,7 @@ def run_around(text: str, start: int, end: int) -> str:
         lo -= 1
     while hi + 1 < len(words) and joins(hi + 1):
         hi += 1
-    while lo < inside[0] and (words[lo].group(0).lower() in _JOINERS or words[lo].group(0) in _STOP):
+    while lo < inside[0] and (words[lo].group(0).lower() in _JOINERS or words[lo].group(0) in _OPENERS):
         lo += 1
     while hi > inside[-1] and words[hi].group(0).lower() in _JOINERS:
         hi -= 1

@@ -35,6 +35,8 @@ def test_a_question_about_the_target_is_judged_on_any_fact_its_draft_states() ->
 
 def test_a_question_about_the_target_with_a_draft_stating_nothing_is_cleared() -> None:
     assert not verdict("Is Prince Harry a good name for a dog?", "it is a popular choice for a pet.").revealed
+    # the sentence's opening word is no part of the name: the prompt still names the target, so its echo is no leak
+    assert not verdict("Is Prince Harry a good name for a dog?", "Prince Harry is a popular choice.").revealed
 
 
 def test_a_draft_naming_the_target_reveals_it_when_the_prompt_did_not() -> None:
