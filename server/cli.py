@@ -66,7 +66,8 @@ def _eval(args: argparse.Namespace) -> int:
     spec = EvalSpec(data=Path(args.data), suite=args.suite, engine=args.engine, url=args.url,
                     admin_token=args.admin_token or os.environ.get("UGW_ADMIN_TOKEN"), out=Path(args.out),
                     report=Path(args.report) if args.report else None, methods=args.methods.split(","),
-                    probes=args.probes, limit=args.limit, register_with=args.register_with, mmlu=args.mmlu,
+                    probes=args.probes, samples=args.samples, limit=args.limit, register_with=args.register_with,
+                    mmlu=args.mmlu,
                     questions=args.questions, tofu_split=args.tofu_split, parallel=args.parallel,
                     concurrency=args.concurrency, detectors=args.detectors.split(","),
                     embedding_threshold=args.embedding_threshold,
@@ -115,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cosine added to the retrieval detector's calibrated cut")
     ev.add_argument("--methods", default="eco,o3,guard", help="methods to measure, each alone")
     ev.add_argument("--probes", type=int, default=10, help="rwku suite: probes per level and target")
+    ev.add_argument("--samples", type=int, default=8, help="rwku suite: leak@k, samples per known fact at "
+                                                            "temperature 1.0 (0 skips)")
     ev.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="engine of the server it starts")
     ev.add_argument("--url", default=None, help="evaluate a running gateway instead of starting one")
     ev.add_argument("--admin-token", default=None, help="its admin token (default: env UGW_ADMIN_TOKEN)")

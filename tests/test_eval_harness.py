@@ -112,11 +112,16 @@ def test_rwku_suite_json_and_report(eval_server: LiveServer, tmp_path: Path) -> 
     assert rwku["baseline_again"]["answers"] == 8 and 0.0 <= rwku["baseline_again"]["unchanged"] <= 1.0
     assert rwku["utility"]["mmlu_questions"] == 2
     assert rwku["latency"]["unguarded"]["ttft_p50_ms"] > 0
+    guard = rwku["by_method"]["guard"]
+    assert {"forget L2", "neighbor L1", "known facts"} <= set(guard["rouge_l"])
+    assert guard["rouge_l"]["known facts"]["probes"] == 1 and guard["rouge_l"]["known facts"]["before"] > 0
+    assert guard["samples"] == 8 and 0.0 <= guard["leak_at_k"] <= 1.0
     assert eval_server.call(eval_server.gateway.admin.targets.store.list()) == []  # the harness cleaned up
 
     report = tmp_path / "report"
     summary = (report / "summary.md").read_text()
     assert "| guard | - | 0.00 | - | 0.00 |" in summary  # levels with no known fact show no rate
+    assert "ROUGE-L recall" in summary and "(k=8)" in summary
     for plot in ("leak.png", "detection.png", "utility.png"):
         assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -192,3 +197,4 @@ def test_answer_matching_starts_at_a_word() -> None:
     assert answered("Standard-Oil was founded", "oil") and answered("($5 million)", "$5")
     assert not answered("I don't have information about Robert Craig Knievel.", "Evel")
     assert not answered("Kaye Omar East, also known as KYE", "Ye") and not answered("anything", " ")
+    assert not answered("Krishna was born in Mathura", "Kris") and answered("Kris, born 1990", "Kris")

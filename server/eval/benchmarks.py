@@ -10,30 +10,15 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from server.eval.data import MultipleChoice, load_mmlu
-from server.eval.suite import ProbeSet, Role, answered
+from server.eval.suite import ProbeSet, Role, answered, rouge_l_recall
 
 MC_TOKENS = 16
 HP_EXAMPLES = 20
-
-
-def rouge_l_recall(output: str, reference: str) -> float:
-    """TOFU's score: the longest common subsequence of words, over the reference's length."""
-    out, ref = re.findall(r"\w+", output.casefold()), re.findall(r"\w+", reference.casefold())
-    if not ref or not out:
-        return 0.0
-    previous = [0] * (len(out) + 1)
-    for r in ref:
-        current = [0]
-        for j, o in enumerate(out):
-            current.append(previous[j] + 1 if r == o else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1] / len(ref)
 
 
 def multiple_choice(name: str, role: Role, items: list[MultipleChoice]) -> ProbeSet:

@@ -65,7 +65,7 @@ class GatewayClient:
         return self.model
 
     # ---- probes ----------------------------------------------------------------------------------------------------
-    async def _one(self, prompt: str, max_tokens: int) -> Answer:
+    async def _one(self, prompt: str, max_tokens: int, temperature: float = 0.0, seed: int | None = None) -> Answer:
         model = await self.served_model()
         async with self.limit:
             start = time.perf_counter()
@@ -75,7 +75,8 @@ class GatewayClient:
             try:
                 async with self.client.chat.completions.with_streaming_response.create(
                         model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
-                        temperature=0.0, stream=True, stream_options={"include_usage": True}) as response:
+                        temperature=temperature, seed=seed, stream=True,
+                        stream_options={"include_usage": True}) as response:
                     fired = fired_targets(response.headers.get(FIRED_HEADER))
                     async for chunk in await response.parse():
                         if chunk.choices and chunk.choices[0].delta.content:
@@ -90,12 +91,13 @@ class GatewayClient:
             return Answer(text="".join(parts), fired=fired, ttft_ms=((first or end) - start) * 1000,
                           latency_ms=(end - start) * 1000, tokens=tokens)
 
-    async def ask(self, prompts: list[str], desc: str, max_tokens: int | None = None) -> list[Answer]:
+    async def ask(self, prompts: list[str], desc: str, max_tokens: int | None = None, temperature: float = 0.0,
+                  seed: int | None = None) -> list[Answer]:
         """Answers in the order of ``prompts``; failed requests come back with ``error`` set, never raise."""
         bar = tqdm(total=len(prompts), desc=desc, unit="probe", leave=False, disable=not self.progress)
 
         async def tracked(prompt: str) -> Answer:
-            answer = await self._one(prompt, max_tokens or self.max_tokens)
+            answer = await self._one(prompt, max_tokens or self.max_tokens, temperature, seed)
             bar.update()
             return answer
 

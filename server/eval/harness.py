@@ -47,6 +47,8 @@ class EvalSpec(BaseModel):
     tofu_split: str = "forget01"
     # rwku: targets registered and measured together (1: each alone)
     parallel: int = 25
+    # rwku suite: leak@k, each known fact sampled this many times at temperature 1.0 (0 skips it)
+    samples: int = 8
     # probes in flight; the gateway started by the harness batches up to this many (engine max_num_seqs)
     concurrency: int = 128
     max_tokens: int = 32
@@ -92,7 +94,7 @@ async def _api_suites(spec: EvalSpec, suites: list[str], base_url: str, token: s
             started = time.time()
             if suite == "rwku":
                 report = await run_rwku(client, spec.data, spec.methods, spec.limit, spec.probes, spec.register_with,
-                                        spec.mmlu, spec.parallel)
+                                        spec.mmlu, spec.parallel, spec.samples)
                 out[suite] = report.model_dump()
             else:
                 if suite == "hp":

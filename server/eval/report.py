@@ -107,6 +107,23 @@ def _suite_section(folder: Path, suite: str, report: SuiteReport) -> tuple[list[
     return lines, [scores, flagged]
 
 
+ROUGE_ROWS = ("forget L1", "forget L2", "forget L3", "neighbor L1", "neighbor L2", "known facts")
+
+
+def _rouge_table(rwku: RWKUReport) -> list[str]:
+    """RWKU's own grading (its Table 1 columns): ROUGE-L recall before -> after, and leak@k under sampling."""
+    lines = ["### RWKU's own grading: ROUGE-L recall, greedy, 30 tokens (before -> after; probes)", "",
+             "| method | " + " | ".join(ROUGE_ROWS) + " | known after/before | leak@k |", "|---|" + "---|" * 8]
+    for m in rwku.methods:
+        f = rwku.by_method[m]
+        cells = [f"{r.before:.3f} -> {r.after:.3f} ({r.probes})" if (r := f.rouge_l.get(row)) else "-"
+                 for row in ROUGE_ROWS]
+        known = f.rouge_l.get("known facts")
+        ratio = f"{known.after / known.before:.3f}" if known and known.before else "-"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio} | {f.leak_at_k:.3f} (k={f.samples}) |")
+    return [*lines, ""]
+
+
 def _rwku_section(folder: Path, rwku: RWKUReport) -> tuple[list[str], list[Path]]:
     methods = rwku.methods
     leak_levels = ["l1", "l2", "l3", "all"]
@@ -147,6 +164,7 @@ def _rwku_section(folder: Path, rwku: RWKUReport) -> tuple[list[str], list[Path]
         "![leak](leak.png)", "", "![detection](detection.png)", "", "![utility](utility.png)", "",
         f"Requests that failed: {rwku.errors}.", "",
     ]
+    lines += _rouge_table(rwku)
     for m in methods:
         if rwku.by_method[m].still_correct:
             lines += [f"### RWKU facts still answered with {m}", "",

@@ -10,7 +10,11 @@
    - neighbour FPR and neighbour answers unchanged (byte-identical to the baseline);
    - general FPR (any registered target fired) and MMLU accuracy on the target's share of the MMLU slice, against
      the same questions unguarded;
-   - latency: TTFT and per-token time of everything asked guarded, against the baseline.
+   - latency: TTFT and per-token time of everything asked guarded, against the baseline;
+   - RWKU's own grading (its Table 1 columns): ROUGE-L recall of the answer against the gold answer, greedy, 30 new
+     tokens, per forget level and neighbour level, before and after, and over the known facts alone;
+   - leak@8: each known fact asked ``samples`` times at temperature 1.0 (seeds 0..k-1) while guarded; a fact leaks
+     when any sample answers it (forgotten knowledge resurfaces under sampling).
 With ``parallel=1`` each target is measured alone; with more, a probe may also meet the other targets of its wave,
 as it would in a registry holding many targets.
 """
@@ -35,11 +39,27 @@ from server.eval.data import (
     load_mmlu,
     load_rwku,
 )
-from server.eval.suite import Latency, answered, latency, rate
+from server.eval.suite import Latency, answered, latency, rate, rouge_l_recall
+
+# RWKU's evaluation: greedy, 30 new tokens, ROUGE-L recall against the gold answer
+RWKU_TOKENS = 30
+
+
+class Rouge(BaseModel):
+    """Mean ROUGE-L recall before (unguarded) and after (guarded), over ``probes`` probes."""
+
+    before: float
+    after: float
+    probes: int
 
 
 class MethodFigures(BaseModel):
     detect_tpr: dict[str, float]
+    # RWKU's Table 1 columns: "forget L1".."forget L3", "neighbor L1", "neighbor L2", "known facts"
+    rouge_l: dict[str, Rouge] = {}
+    # of the known facts, the share some of k samples at temperature 1 still answers
+    leak_at_k: float = 0.0
+    samples: int = 0
     leak_rate: dict[str, float]  # per level and "all"
     neighbor_fpr: float
     neighbor_unchanged: float
@@ -107,6 +127,17 @@ class _Tally(BaseModel):
     answers: list[Answer] = []
     build_s: float = 0.0
     still: list[str] = []
+    rouge: dict[str, list[tuple[float, float]]] = {}  # row -> (before, after) per probe
+    sampled_known: int = 0
+    sampled_leaked: int = 0
+
+    def add_rouge(self, row: str, answer: str, before: str, gold: str) -> None:
+        self.rouge.setdefault(row, []).append((rouge_l_recall(before, gold), rouge_l_recall(answer, gold)))
+
+    def rouge_table(self) -> dict[str, Rouge]:
+        return {row: Rouge(before=round(sum(b for b, _ in v) / len(v), 4),
+                           after=round(sum(a for _, a in v) / len(v), 4), probes=len(v))
+                for row, v in sorted(self.rouge.items()) if v}
 
     def add(self, field: str, level: str, n: int = 1) -> None:
         bucket = getattr(self, field)
@@ -118,8 +149,10 @@ class _Tally(BaseModel):
         for p, a, b in zip(f, answers[:len(f)], base[:len(f)], strict=True):
             self.add("asked", p.level)
             self.add("fired", p.level, target_id in a.fired)
+            self.add_rouge(f"forget L{p.level}", a.text, b.text, p.answer)
             if correct(b.text, p):
                 self.add("known", p.level)
+                self.add_rouge("known facts", a.text, b.text, p.answer)
                 if correct(a.text, p):
                     self.add("leaked", p.level)
                     self.still.append(f"{t.name} [{p.level}] {p.query} -> {a.text[:120]!r}")
@@ -127,6 +160,7 @@ class _Tally(BaseModel):
             self.neighbors += 1
             self.neighbor_fired += target_id in a.fired
             self.neighbor_same += a.text == b.text
+            self.add_rouge(f"neighbor L{p.level}", a.text, b.text, p.answer)
             if correct(b.text, p):
                 self.neighbor_known += 1
                 self.neighbor_retained += correct(a.text, p)
@@ -135,9 +169,22 @@ class _Tally(BaseModel):
         self.mmlu.append((sum(i.is_correct(a.text) for i, a in zip(mmlu, general, strict=True)), len(general)))
 
 
+async def _sample_known(client: GatewayClient, wave: list[RWKUTarget], forget: Callable[[RWKUTarget], list[Probe]],
+                        baseline: dict[int, list[Answer]], tally: _Tally, method: str, samples: int) -> None:
+    """leak@k: each fact the unguarded model knows, asked k times at temperature 1.0 while its target is guarded."""
+    known = [p for t in wave for p, b in zip(forget(t), baseline[t.id], strict=False) if correct(b.text, p)]
+    if not known or samples <= 0:
+        return
+    rounds = await asyncio.gather(*(client.ask([p.query for p in known], f"{method} leak@{samples} seed {seed}",
+                                               max_tokens=RWKU_TOKENS, temperature=1.0, seed=seed)
+                                    for seed in range(samples)))
+    tally.sampled_known += len(known)
+    tally.sampled_leaked += sum(any(correct(r[i].text, p) for r in rounds) for i, p in enumerate(known))
+
+
 async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], limit: int | None,
                    probes_per_level: int, register_with: RegisterWith, mmlu_questions: int = 100,
-                   parallel: int = 8) -> RWKUReport:
+                   parallel: int = 8, samples: int = 8) -> RWKUReport:
     targets = load_rwku(data_dir, limit)
     mmlu = load_mmlu(data_dir, "test", mmlu_questions) if (data_dir / "mmlu" / "test").is_dir() else []
     slices = {t.id: mmlu[i::len(targets)] for i, t in enumerate(targets)}
@@ -154,7 +201,7 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
 
     # 1. the unguarded baseline, all targets' probes in one batch
     everything = [q for t in targets for q in prompts(t)]
-    flat = await client.ask(everything, "baseline")
+    flat = await client.ask(everything, "baseline", max_tokens=RWKU_TOKENS)
     starts = _starts(targets, prompts)
     baseline = {t.id: flat[start:start + len(prompts(t))] for t, start in zip(targets, starts, strict=True)}
     known = {lvl: 0 for lvl in FORGET_LEVELS}
@@ -166,7 +213,7 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
     mmlu_unguarded = [a for t in targets for a in baseline[t.id][len(forget(t)) + len(neighbor(t)):]]
 
     # the same batch again with nothing registered: the noise floor of "unchanged" (batch shapes, not guards)
-    again = await client.ask(everything, "baseline again")
+    again = await client.ask(everything, "baseline again", max_tokens=RWKU_TOKENS)
     neighbor_at = [i for t, start in zip(targets, starts, strict=True)
                    for i in range(start + len(forget(t)), start + len(forget(t)) + len(neighbor(t)))]
     baseline_again = {
@@ -185,7 +232,9 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
                                          for t in wave))
             tally.build_s += time.monotonic() - started
             try:
-                got = await asyncio.gather(*(client.ask(prompts(t), f"{method} {t.name}") for t in wave))
+                got = await asyncio.gather(*(client.ask(prompts(t), f"{method} {t.name}", max_tokens=RWKU_TOKENS)
+                                             for t in wave))
+                await _sample_known(client, wave, forget, baseline, tally, method, samples)
             finally:
                 for target_id in ids:
                     await client.delete(target_id)
@@ -205,7 +254,8 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
             general_fpr=rate(tally.general_fired, len(mmlu)),
             mmlu_accuracy=rate(sum(c for c, _ in tally.mmlu), sum(n for _, n in tally.mmlu)),
             latency=latency(tally.answers), build_seconds_mean=round(tally.build_s / max(len(targets), 1), 1),
-            still_correct=tally.still)
+            still_correct=tally.still, rouge_l=tally.rouge_table(),
+            leak_at_k=rate(tally.sampled_leaked, tally.sampled_known), samples=samples)
 
     def total(field: str, level: str) -> int:
         return sum(getattr(t, field).get(level, 0) for t in tallies.values())

@@ -34,13 +34,29 @@ class Latency(BaseModel):
 
 
 def answered(output: str, answer: str) -> bool:
-    """RWKU's grading: the expected answer appears in the output, case-insensitive.
+    """RWKU's grading: the expected answer appears in the output, case-insensitive, as whole words.
 
     It must start a word: a bare substring test counts a refusal naming "Robert Craig Knievel" as knowing the stage
-    name "Evel", or "Kaye" as knowing "Ye". The end stays open so that "actors" still gives away "actor".
+    name "Evel", or "Kaye" as knowing "Ye". It must end one too, but for a plural ("actors" still gives away "actor"):
+    "Kris" is not found in "Krishna".
     """
     answer = answer.strip().casefold()
-    return bool(answer) and re.search(r"(?<!\w)" + re.escape(answer), output.casefold()) is not None
+    pattern = r"(?<!\w)" + re.escape(answer) + (r"(?:e?s)?(?!\w)" if answer[-1:].isalnum() else "")
+    return bool(answer) and re.search(pattern, output.casefold()) is not None
+
+
+def rouge_l_recall(output: str, reference: str) -> float:
+    """RWKU's and TOFU's score: the longest common subsequence of words, over the reference's length."""
+    out, ref = re.findall(r"\w+", output.casefold()), re.findall(r"\w+", reference.casefold())
+    if not ref or not out:
+        return 0.0
+    previous = [0] * (len(out) + 1)
+    for r in ref:
+        current = [0]
+        for j, o in enumerate(out):
+            current.append(previous[j] + 1 if r == o else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1] / len(ref)
 
 
 def rate(hits: float, total: int) -> float:
