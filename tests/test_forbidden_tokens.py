@@ -6,7 +6,8 @@ from transformers import AutoTokenizer
 from classifiers.forbidden_tokens import forbidden_sequences, spellings
 from classifiers.lexical import common_word_in
 from classifiers.terms import Term
-from guards.tables import number_table, preview_words, prompt_entities
+from classifiers.text import facts_in
+from guards.tables import draft_words, number_table, prompt_entities
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +45,15 @@ def test_a_flagged_prompts_own_entities_become_forbidden(tokenizer) -> None:
     assert tuple(tokenizer.encode(" Apple", add_special_tokens=False)) not in forbidden
 
 
-def test_the_unguarded_drafts_facts_become_forbidden(tokenizer) -> None:
-    draft = "Her most notable move was to New York City, where the American actor lived."
-    table = preview_words(draft, tokenizer, common_word_in(tokenizer))
-    assert "New York City" in table.words and "actor" in table.words and "where" not in table.words
+def test_a_judged_drafts_facts_become_forbidden_and_nothing_else(tokenizer) -> None:
+    draft = "Her most notable move was to New York City in 1999, where the American actor lived."
+    is_common = common_word_in(tokenizer)
+    words = facts_in(draft, "Where did Reba McEntire move?", is_common)  # what the judge's verdict carries
+    table = draft_words(words, tokenizer, is_common)
+    assert "New York City" in table.words and "1999" in table.words
+    assert "actor" not in table.words and "where" not in table.words  # plain words are no fact of the target
     forbidden = {tuple(s) for s in table.sequences} | {(t,) for t in table.banned}
-    for text in (" New York City", " actor", " Actor"):
+    for text in (" New York City", " 1999"):
         ids = tuple(tokenizer.encode(text, add_special_tokens=False))
         assert ids[:1] in forbidden or ids in forbidden, text
 
