@@ -40,6 +40,10 @@ class SentenceEncoder:
         # the first module of a sentence-transformers model wraps the transformers encoder
         self.model = cast("PreTrainedModel", self.sentence_model[0].auto_model).eval()
         self.max_length = max_length
+        # the folder's default prompt ("query: " for e5), which sentence-transformers adds in encode(); the layer
+        # pass below adds it too, so both read the same input
+        prompts = self.sentence_model.prompts or {}
+        self.prefix: str = prompts.get(self.sentence_model.default_prompt_name or "") or ""
         self.dim = int(self.model.config.hidden_size)
         self.layers = int(self.model.config.num_hidden_layers)
         self._lock = threading.Lock()
@@ -84,7 +88,8 @@ class SentenceEncoder:
         out = []
         with self._lock:
             for i in range(0, len(texts), batch_size):
-                batch = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
+                batch = self.tokenizer([self.prefix + t for t in texts[i:i + batch_size]], padding=True,
+                                       truncation=True,
                                        max_length=self.max_length, return_tensors="pt")
                 hidden = torch.stack(self.model(**batch, output_hidden_states=True).hidden_states[1:], dim=1)
                 mask = batch["attention_mask"][:, None, :, None].to(hidden.dtype)

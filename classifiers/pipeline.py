@@ -54,7 +54,7 @@ class DetectionPipeline:
                  detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
                  encoder: SentenceEncoder | None = None, classifier_fpr: float = 0.01,
                  negatives_file: Path | None = None, ood_fpr: float = 0.01, retrieval_fpr: float = 0.01,
-                 max_chunks: int = 512, retrieval_margin: float = 0.0) -> None:
+                 max_chunks: int = 512, retrieval_margin: float = 0.0, encoder_dir: Path | None = None) -> None:
         unknown = set(detectors) - set(DETECTOR_NAMES)
         if unknown:
             raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {DETECTOR_NAMES}")
@@ -65,7 +65,7 @@ class DetectionPipeline:
         self.is_common: CommonWord = common_word_in(tokenizer) if tokenizer is not None else (lambda word: False)
         self.encoder: SentenceEncoder | None = None
         if any(d in detectors for d in ENCODER_DETECTORS):
-            self.encoder = encoder or SentenceEncoder()
+            self.encoder = encoder or SentenceEncoder(encoder_dir)
         self.classifier_fpr = classifier_fpr
         self.negatives_file = negatives_file
         self.ood_fpr = ood_fpr

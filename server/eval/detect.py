@@ -47,6 +47,8 @@ class DetectReport(BaseModel):
     embedding_threshold: float | None
     classifier_fpr: float | None = None
     retrieval_margin: float | None = None
+    encoder: str = "all-MiniLM-L6-v2"
+    # per forget level, and "cross_lingual": the L3 probes asked in another language
     detect_tpr: dict[str, float]
     neighbor_fpr: dict[str, float]
     general_fpr: float
@@ -97,7 +99,8 @@ def _latency(pipeline: DetectionPipeline, prompts: list[str], n_targets: int) ->
 def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passages",
                limit: int | None = None, latency_sizes: tuple[int, ...] = (1, 100, 1000), seed: int = 0,
                detectors: tuple[str, ...] = ("lexical",), embedding_threshold: float = 0.55,
-               classifier_fpr: float = 0.01, retrieval_margin: float = 0.0) -> DetectReport:
+               classifier_fpr: float = 0.01, retrieval_margin: float = 0.0,
+               encoder_dir: Path | None = None) -> DetectReport:
     rwku = load_rwku(data_dir, limit)
     general = load_mmlu_questions(data_dir, "test")
     creates = [TargetCreate.model_validate(t.registration(register_with)) for t in rwku]
@@ -105,7 +108,7 @@ def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passage
         artifacts = ArtifactStore(Path(tmp) / "artifacts")
         builder = DetectionPipeline(StaticTargets([]), artifacts, tokenizer, detectors, embedding_threshold,
                                     classifier_fpr=classifier_fpr, ood_fpr=classifier_fpr,
-                                    retrieval_fpr=classifier_fpr)
+                                    retrieval_fpr=classifier_fpr, encoder_dir=encoder_dir)
 
         def pipeline_for(targets: list[TargetRecord]) -> DetectionPipeline:
             return DetectionPipeline(StaticTargets(targets), artifacts, tokenizer, detectors, embedding_threshold,
@@ -124,6 +127,9 @@ def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passage
                     flagged = any(d.flagged and d.target_id == record.id for d in pipeline.detect(probe.query))
                     hits[f"forget_{level}"] = hits.get(f"forget_{level}", 0) + flagged
                     totals[f"forget_{level}"] = totals.get(f"forget_{level}", 0) + 1
+                    if probe.kind.startswith("cross lingual"):  # Spanish, French, German, ... (L3)
+                        hits["cross_lingual"] = hits.get("cross_lingual", 0) + flagged
+                        totals["cross_lingual"] = totals.get("cross_lingual", 0) + 1
                     if not flagged and len(misses[level]) < 20:
                         misses[level].append(f"[{target.name}] {probe.query}")
             for level in NEIGHBOR_LEVELS:
@@ -164,7 +170,9 @@ def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passage
         embedding_threshold=embedding_threshold if "embedding" in detectors else None,
         classifier_fpr=classifier_fpr if {"classifier", "ood", "retrieval"} & set(detectors) else None,
         retrieval_margin=retrieval_margin if "retrieval" in detectors else None,
-        detect_tpr={lvl: rate[f"forget_{lvl}"] for lvl in FORGET_LEVELS},
+        detect_tpr={**{lvl: rate[f"forget_{lvl}"] for lvl in FORGET_LEVELS},
+                    **({"cross_lingual": rate["cross_lingual"]} if "cross_lingual" in rate else {})},
+        encoder=encoder_dir.name if encoder_dir is not None else "all-MiniLM-L6-v2",
         neighbor_fpr={**{lvl: rate[f"neighbor_{lvl}"] for lvl in NEIGHBOR_LEVELS}, "all": neighbor_all,
                       "any_target": sum(hits.get(f"neighbor_any_{lv}", 0) for lv in NEIGHBOR_LEVELS) / max(
                           1, sum(totals[f"neighbor_{lv}"] for lv in NEIGHBOR_LEVELS))},

@@ -56,6 +56,7 @@ class EvalSpec(BaseModel):
     embedding_threshold: float = 0.55
     classifier_fpr: float = 0.01
     retrieval_margin: float = 0.0
+    encoder: str = "minilm"
     clear_registry: bool = False
     progress: bool = True
 
@@ -119,6 +120,7 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
     if "detect" in suites:
         from transformers import AutoTokenizer
 
+        from server.encoder_store import encoder_dir
         from server.eval.detect import run_detect
         from server.model_store import resolve_model
 
@@ -128,7 +130,8 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
                                       detectors=tuple(spec.detectors),
                                       embedding_threshold=spec.embedding_threshold,
                                       classifier_fpr=spec.classifier_fpr,
-                                      retrieval_margin=spec.retrieval_margin).model_dump()
+                                      retrieval_margin=spec.retrieval_margin,
+                                      encoder_dir=encoder_dir(spec.encoder, settings.cache_dir)).model_dump()
     api = [s for s in suites if s in API_SUITES]
     if api:
         measured = _with_server(spec, api)
@@ -157,6 +160,7 @@ def _with_server(spec: EvalSpec, suites: list[str]) -> dict[str, Any]:
     env["UGW_DETECTION__EMBEDDING_THRESHOLD"] = str(spec.embedding_threshold)
     env["UGW_DETECTION__CLASSIFIER_FPR"] = str(spec.classifier_fpr)
     env["UGW_DETECTION__RETRIEVAL_MARGIN"] = str(spec.retrieval_margin)
+    env["UGW_DETECTION__ENCODER"] = spec.encoder
     env["UGW_ENGINE__MAX_NUM_SEQS"] = str(spec.concurrency)
     server = gateway(resolve_model(settings.engine.model, settings.cache_dir), "eval-model",
                      EngineSettings(kind=spec.engine), work, label=f"eval-{spec.engine}", env=env)
