@@ -40,6 +40,9 @@ QUESTION_TEMPLATES = (
 )
 
 class Knowledge(BaseModel):
+    """The target's elicited documents: what the served model answered about it at the build (marked as the
+    model's, listed by `GET /admin/targets/{id}/elicited`, removable through `dropped_elicited`)."""
+
     questions: list[str]
     # The served model's answers to the first ``len(answers)`` questions, and the facts each one states.
     answers: list[str] = []
@@ -76,7 +79,8 @@ async def elicit(engine: Engine, record: TargetRecord, count: int, max_tokens: i
     """Two rounds: ``count`` broad questions, then one anchored on the target about each of the ``follow_ups``
     entities the first round named most ("What is Ron Weasley's role in Harry Potter?"), which draws out what the
     broad answers only listed. Follow-ups sit right after the first round's questions, so answers stay aligned."""
-    questions = forget_questions(record)
+    dropped = set(record.dropped_elicited)
+    questions = [q for q in forget_questions(record) if q not in dropped]
     asked = questions[:count]
     answers = list(await asyncio.gather(*(answer(engine, q, max_tokens, f"elicit-{record.id}-{i}")
                                           for i, q in enumerate(asked))))
@@ -84,7 +88,7 @@ async def elicit(engine: Engine, record: TargetRecord, count: int, max_tokens: i
     facts = [entities_in(a, q + " " + own, is_common) for q, a in zip(asked, answers, strict=True)]
     first = Knowledge(questions=asked, answers=answers, facts=facts)
     more = [FOLLOW_UP.format(entity=e, name=record.name) for e in first.leading(follow_ups)]
-    more = [q for q in more if q not in questions]
+    more = [q for q in more if q not in questions and q not in dropped]
     extra = await asyncio.gather(*(answer(engine, q, follow_up_tokens, f"elicit-{record.id}-f{i}")
                                    for i, q in enumerate(more)))
     facts += [entities_in(a, q + " " + own, is_common) for q, a in zip(more, extra, strict=True)]

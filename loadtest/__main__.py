@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from loadtest import bench, decode_cost, load, vllm_bench
+from loadtest import bench, decode_cost, draft_cost, load, vllm_bench
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rounds", type=int, default=4)
     d.add_argument("--data", default=None, help="shared data folder (RWKU names for the targets)")
     d.set_defaults(func=decode_cost.main)
+    dc = sub.add_parser("draft-cost", help="TTFT and latency of cleared and judged flagged requests against the "
+                                           "same prompts unguarded (draft-and-judge), one gateway, one run")
+    dc.add_argument("--out", required=True, help="JSON report path")
+    dc.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
+    dc.add_argument("--method", choices=["guard", "eco", "o3"], default="guard")
+    dc.add_argument("--rounds", type=int, default=4)
+    dc.add_argument("--concurrency", type=int, default=4)
+    dc.add_argument("--max-tokens", type=int, default=64)
+    dc.set_defaults(func=draft_cost.main)
     return parser
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from server.registry.models import JobRecord, TargetCreate, TargetList, TargetPublic, TargetUpdate
+from server.registry.models import ElicitedList, JobRecord, TargetCreate, TargetList, TargetPublic, TargetUpdate
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 _TERMINAL = ("active", "failed", "disabled")
@@ -126,6 +126,15 @@ def _show(record: TargetPublic) -> str:
     return "\n".join(lines)
 
 
+def _elicited(listed: ElicitedList) -> str:
+    lines = [f"[{i}] {d.question}\n    {' '.join(d.answer.split())}\n    facts: {', '.join(d.facts) or '-'}"
+             for i, d in enumerate(listed.data)] or ["no elicited documents (not built yet, or elicitation is off)"]
+    if listed.described:
+        own = [e for e, tied in listed.described.items() if tied]
+        lines.append("the target's own (the model's description names it): " + (", ".join(own) or "-"))
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     client = AdminClient(args.url, os.environ.get("UGW_ADMIN_TOKEN"))
     out: Any
@@ -146,6 +155,17 @@ def run(args: argparse.Namespace) -> int:
         out = TargetList.model_validate(client.request("GET", "/targets"))
     elif args.action == "show":
         out = client.target(args.id)
+    elif args.action == "elicited":
+        if args.drop:
+            listed = ElicitedList.model_validate(client.request("GET", f"/targets/{args.id}/elicited"))
+            try:
+                questions = [listed.data[i].question for i in args.drop]
+            except IndexError as exc:
+                raise CLIError(f"--drop takes the numbers `ugw targets elicited {args.id}` shows "
+                               f"(0..{len(listed.data) - 1})") from exc
+            current = client.target(args.id).dropped_elicited
+            client.request("PATCH", f"/targets/{args.id}", TargetUpdate(dropped_elicited=[*current, *questions]))
+        out = ElicitedList.model_validate(client.request("GET", f"/targets/{args.id}/elicited"))
     elif args.action in ("enable", "disable"):
         out = TargetPublic.model_validate(client.request(
             "PATCH", f"/targets/{args.id}", TargetUpdate(enabled=args.action == "enable")))
@@ -165,6 +185,8 @@ def _render(out: Any, as_json: bool) -> str:
         return _table(out.data)
     if isinstance(out, TargetPublic):
         return _show(out)
+    if isinstance(out, ElicitedList):
+        return _elicited(out)
     if "deleted" in out:
         return f"deleted {out['id']}"
     detections = out["detections"]
@@ -201,6 +223,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for action, text in (("show", "one target in full"), ("enable", "enforce it again"),
                          ("disable", "stop enforcing it, keeping everything built"), ("rm", "delete it")):
         actions.add_parser(action, help=text).add_argument("id")
+    shown = actions.add_parser("elicited", help="what the served model said about it at the build (numbered)")
+    shown.add_argument("id")
+    shown.add_argument("--drop", type=int, action="append", default=[], metavar="N",
+                       help="remove answer N (its question is not asked again; the target rebuilds)")
     detect = actions.add_parser("detect", help="which targets the detectors see in a prompt")
     detect.add_argument("prompt")
     targets.set_defaults(func=main_targets)

@@ -9,6 +9,7 @@ this module so that "unguarded" means the model with nothing registered; tests/t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from classifiers.text import facts_in
 from server.settings import InterventionSettings, NetSettings
 from tests.conftest import ENGINE_KINDS, live_settings
 from tests.live import LiveServer
-from tests.test_interventions import DESCRIPTION, FORGET, delete, register
+from tests.test_interventions import AUTH, DESCRIPTION, FORGET, delete, register
 
 CLEARED = "Is Harry Potter a good name for a dog?"
 
@@ -94,4 +95,27 @@ def test_cleared_drafts_go_on_as_the_unguarded_answer_and_judged_ones_never_come
         assert 'ugw_drafts_total{verdict="judged"} 2.0' in metrics
         assert f'ugw_interventions_total{{method="cleared",target="{record["id"]}"}} 6.0' in metrics
     finally:
+        delete(judged, record["id"])
+
+
+@pytest.mark.slow
+def test_elicited_documents_are_listed_and_a_dropped_one_is_neither_asked_nor_used(judged: LiveServer) -> None:
+    record = register(judged, {"name": "Harry Potter", "description": DESCRIPTION, "methods": ["guard"]})
+    admin = httpx.Client(base_url=judged.base_url + "/admin", headers=AUTH, timeout=30)
+    try:
+        listed = admin.get(f"/targets/{record['id']}/elicited").json()
+        assert len(listed["data"]) > 16  # the first round and its anchored follow-ups
+        assert any("'s role in Harry Potter?" in d["question"] for d in listed["data"])
+        assert any("Ron Weasley" in d["facts"] for d in listed["data"]), listed["data"]
+        assert listed["described"]  # the judge asked about the documents' entities
+        dropped = next(d for d in listed["data"] if d["facts"])
+        patched = admin.patch(f"/targets/{record['id']}", json={"dropped_elicited": [dropped["question"]]})
+        assert patched.status_code == 200 and patched.json()["dropped_elicited"] == [dropped["question"]]
+        deadline = time.monotonic() + 600
+        while admin.get(f"/targets/{record['id']}").json()["status"] != "active" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        again = admin.get(f"/targets/{record['id']}/elicited").json()
+        assert dropped["question"] not in [d["question"] for d in again["data"]]
+    finally:
+        admin.close()
         delete(judged, record["id"])

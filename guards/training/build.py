@@ -59,7 +59,7 @@ class TargetBuilder:
         asked_for = self.settings.draft.enabled or {"eco", "guard"} & set(record.methods)
         if elicit_settings.questions == 0 or not asked_for:
             return Knowledge(questions=forget_questions(record))
-        key = (tuple(forget_questions(record)), record.name, tuple(record.aliases),
+        key = (tuple(forget_questions(record)), record.name, tuple(record.aliases), tuple(record.dropped_elicited),
                *elicit_settings.model_dump().values())
         if key in self._known:
             self._known.move_to_end(key)

@@ -43,8 +43,11 @@ class TargetBase(BaseModel):
     forget_examples: Annotated[list[Text], Field(max_length=10000)] = []
     retain_examples: Annotated[list[Text], Field(max_length=10000)] = []
     forbidden_terms: Annotated[list[ShortText], Field(max_length=1000)] = []
+    # Questions whose elicited answers the operator removed (`GET /admin/targets/{id}/elicited` lists them): the
+    # build neither asks them again nor keeps their facts.
+    dropped_elicited: Annotated[list[Text], Field(max_length=1000)] = []
 
-    @field_validator("aliases", "forget_examples", "retain_examples", "forbidden_terms")
+    @field_validator("aliases", "forget_examples", "retain_examples", "forbidden_terms", "dropped_elicited")
     @classmethod
     def _dedupe(cls, value: list[str]) -> list[str]:
         return _clean(value)
@@ -152,6 +155,7 @@ class TargetUpdate(BaseModel):
     forget_examples: Annotated[list[Text], Field(max_length=10000)] | None = None
     retain_examples: Annotated[list[Text], Field(max_length=10000)] | None = None
     forbidden_terms: Annotated[list[ShortText], Field(max_length=1000)] | None = None
+    dropped_elicited: Annotated[list[Text], Field(max_length=1000)] | None = None
     # Replaces the target's documents (``[]`` removes them); the build runs again on the new set.
     documents: Documents | None = None
 
@@ -164,7 +168,7 @@ class TargetUpdate(BaseModel):
         """Edits to what a target *is* need its artifacts rebuilt; enabling or disabling does not."""
         return any(getattr(self, f) is not None for f in
                    ("name", "aliases", "description", "methods", "forget_examples", "retain_examples",
-                    "forbidden_terms", "documents"))
+                    "forbidden_terms", "documents", "dropped_elicited"))
 
 
 def new_id(prefix: str) -> str:
@@ -236,6 +240,21 @@ class TargetPublic(TargetBase):
             if record.documents else None
         return cls(**fields, documents=documents, thresholds=record.thresholds.set(),
                    built=record.artifacts.built())
+
+
+class ElicitedDocument(BaseModel):
+    """One answer the served model gave about the target at its build, and the facts (entities) it stated."""
+
+    question: str
+    answer: str
+    facts: list[str]
+
+
+class ElicitedList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ElicitedDocument]
+    # entities of the target's documents the judge asked the model about: True when its description named the target
+    described: dict[str, bool] = {}
 
 
 class TargetList(BaseModel):

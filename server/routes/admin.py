@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 from classifiers.base import Detection
 from server.deps import AdminDep, require_admin
 from server.errors import ErrorResponse
-from server.registry.models import JobRecord, TargetCreate, TargetList, TargetPublic, TargetUpdate
+from server.registry.elicited import elicited
+from server.registry.models import ElicitedList, JobRecord, TargetCreate, TargetList, TargetPublic, TargetUpdate
 
 _ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
                                            404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}}
@@ -38,6 +39,14 @@ async def list_targets(admin: AdminDep) -> TargetList:
 @router.get("/targets/{target_id}", response_model=TargetPublic)
 async def get_target(target_id: str, admin: AdminDep) -> TargetPublic:
     return TargetPublic.of(await admin.targets.store.require(target_id))
+
+
+@router.get("/targets/{target_id}/elicited", response_model=ElicitedList)
+async def get_elicited(target_id: str, admin: AdminDep) -> ElicitedList:
+    """The target's elicited documents (the served model's answers at its build), for the operator to review; a
+    question PATCHed into ``dropped_elicited`` is neither asked nor used again."""
+    record = await admin.targets.store.require(target_id)
+    return elicited(record, admin.targets.artifacts)
 
 
 @router.patch("/targets/{target_id}", response_model=TargetPublic)
