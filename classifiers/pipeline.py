@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -128,8 +131,9 @@ class DetectionPipeline:
             self.encoder.prime(list(dict.fromkeys(prompts)))
         return [self.detect(p) for p in prompts]
 
-    async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
-        """The build job for one target: every detector's artifacts."""
+    async def build(self, record: TargetRecord, progress: Progress, elicited: Sequence[str] = ()) -> BuildResult:
+        """The build job for one target: every detector's artifacts. ``elicited``: what the served model said of the
+        target at this build (its elicited documents), indexed after the operator's documents."""
         result = await build_terms(record, self.artifacts, progress, self.is_common)
         names = {d.name for d in self.detectors}
         if self.encoder is not None and "embedding" in names:
@@ -148,19 +152,20 @@ class DetectionPipeline:
             await progress(0.18, f"OOD detector: contrastive entropy {ood.loss_start:.2f} -> {ood.loss_end:.2f}, "
                                  f"threshold {ood.threshold:.2f}, held-out recall {ood.held_out_recall:.2f}")
         if self.encoder is not None and "retrieval" in names:
-            digest, found = await asyncio.to_thread(self._build_retrieval, record, self.encoder)
+            digest, found = await asyncio.to_thread(self._build_retrieval, record, self.encoder, elicited)
             result.artifacts.retrieval_chunks = digest
             result.thresholds.retrieval_threshold = found.threshold
             documents = record.documents.count if record.documents else 0
-            await progress(0.2, f"retrieval: {found.chunks} chunks from {documents} documents and {found.profile} "
-                                f"profile texts, threshold {found.threshold:.3f}")
+            await progress(0.2, f"retrieval: {found.chunks} chunks from {documents} documents, {len(elicited)} "
+                                f"elicited answers and {found.profile} profile texts, threshold {found.threshold:.3f}")
         return result
 
-    def _build_retrieval(self, record: TargetRecord, encoder: SentenceEncoder):
-        key = f"{record.documents.digest if record.documents else ''}:{self.max_chunks}"
+    def _build_retrieval(self, record: TargetRecord, encoder: SentenceEncoder, elicited: Sequence[str]):
+        said = hashlib.sha256(json.dumps(list(elicited)).encode()).hexdigest()[:16] if elicited else ""
+        key = f"{record.documents.digest if record.documents else ''}:{said}:{self.max_chunks}"
         chunks = self._chunk_vectors.get(key)
         if chunks is None:
-            chunks = encode_chunks(load_documents(self.artifacts, record), encoder, self.max_chunks)
+            chunks = encode_chunks([*load_documents(self.artifacts, record), *elicited], encoder, self.max_chunks)
             self._chunk_vectors[key] = chunks
             while len(self._chunk_vectors) > CHUNK_MEMO:
                 self._chunk_vectors.popitem(last=False)

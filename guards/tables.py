@@ -23,6 +23,7 @@ import torch
 from pydantic import BaseModel
 
 from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
+from classifiers.judge import JudgeProfile, key
 from classifiers.terms import CommonWord, Term, target_terms
 from classifiers.text import content_words, entities_in
 from guards.knowledge import Knowledge
@@ -71,13 +72,18 @@ class GuardTables(BaseModel):
         return self.answers[overlap.index(max(overlap))]
 
 
-def guard_terms(record: TargetRecord, knowledge: Knowledge | None, is_common: CommonWord) -> list[Term]:
-    """The target's names and the entities the served model stated about it. These apply only to requests the
-    judge found revealing, so a neighbour question that its draft cleared never meets them."""
+def guard_terms(record: TargetRecord, knowledge: Knowledge | None, is_common: CommonWord,
+                profile: JudgeProfile | None = None) -> list[Term]:
+    """The target's names, the document entities the served model ties to it alone (the judge's profile: "Ron
+    Weasley" for Harry Potter) and the entities it stated about it, less those it described as someone else's
+    (background the target's neighbours share: a network, a city). These apply only to requests the judge found
+    revealing, so a neighbour question that its draft cleared never meets them."""
     terms = target_terms(record, is_common)
     known = {t.text.casefold() for t in terms}
-    for entity in knowledge.entities() if knowledge else []:
-        if entity.casefold() not in known:
+    shared = {key(e) for e, tied in profile.described.items() if not tied} if profile else set()
+    own = [e for e, tied in profile.described.items() if tied] if profile else []
+    for entity in [*own, *(knowledge.entities() if knowledge else [])]:
+        if entity.casefold() not in known and key(entity) not in shared:
             known.add(entity.casefold())
             terms.append(Term(entity))
     return terms
@@ -105,8 +111,8 @@ def semantic_neighbours(words: list[int], embedding: torch.Tensor, tokenizer,
 
 def build_guard_tables(record: TargetRecord, knowledge: Knowledge | None, tokenizer,
                        embedding: torch.Tensor, is_common: CommonWord, settings: GuardSettings,
-                       artifacts: ArtifactStore) -> str:
-    terms = guard_terms(record, knowledge, is_common)
+                       artifacts: ArtifactStore, profile: JudgeProfile | None = None) -> str:
+    terms = guard_terms(record, knowledge, is_common, profile)
     sequences = forbidden_sequences(terms, tokenizer)
     banned = outright_bans(sequences, tokenizer, is_common)
     whole_words = [s[0] for s in sequences if len(s) == 1 and _WORD_TOKEN.match(tokenizer.decode(s))]

@@ -101,13 +101,14 @@ def test_a_target_registered_again_reuses_its_elicited_knowledge(hf_server: Live
         return real_generate(request)
 
     detection = SimpleNamespace(is_common=common_word_in(engine.tokenizer))
-    settings = InterventionSettings(elicit=ElicitSettings(questions=2, max_tokens=16))
+    # two broad questions, then one follow-up on the entity they named most: three asked per elicitation
+    settings = InterventionSettings(elicit=ElicitSettings(questions=2, max_tokens=16, follow_ups=1))
     builder = TargetBuilder(SimpleNamespace(generate=counting, render_chat=engine.render_chat),  # type: ignore[arg-type]
                             detection, ArtifactStore(tmp_path), settings, load_adapter=None)  # type: ignore[arg-type]
     first = hf_server.call(builder.knowledge(TargetRecord(name="Harry Potter", methods=["eco"])))
-    assert len(asked) == 2 and first.answers
+    assert len(asked) == 3 and len(first.answers) == 3
     again = hf_server.call(builder.knowledge(TargetRecord(name="Harry Potter", methods=["guard"])))
-    assert again == first and len(asked) == 2
+    assert again == first and len(asked) == 3
     other = hf_server.call(builder.knowledge(TargetRecord(name="Harry Potter", aliases=["the boy who lived"],
                                                           methods=["guard"])))
-    assert len(asked) == 4 and other.questions != first.questions
+    assert len(asked) == 6 and other.questions != first.questions

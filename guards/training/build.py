@@ -89,22 +89,25 @@ class TargetBuilder:
                 if t.id != record.id and (digest := t.artifacts.o3_lora) is not None]
 
     async def build(self, record: TargetRecord, progress: Progress) -> BuildResult:
-        result = await self.detection.build(record, progress)
-        entities = await asyncio.to_thread(document_entities, load_documents(self.artifacts, record), record,
-                                           self.detection.is_common, self.settings.net.entities)
+        # What the model says of the target comes first: its answers are the target's elicited documents, used
+        # after the operator's wherever documents are (the retrieval index, the net's entities, the judge, GUARD).
+        knowledge = await self.knowledge(record)
+        await progress(0.05, f"{len(knowledge.entities())} facts from {len(knowledge.answers)} answers")
+        profile = await self.judge_profile(record, knowledge)
+        tied = sum(profile.described.values())
+        await progress(0.08, f"judge: {tied} of {len(profile.described)} entities described as the target's own")
+        result = await self.detection.build(record, progress, knowledge.answers)
+        result.artifacts.knowledge = self.artifacts.put(knowledge.model_dump_json().encode())
+        result.artifacts.judge = self.artifacts.put(profile.model_dump_json().encode())
+        documents = [*load_documents(self.artifacts, record), *knowledge.answers]
+        entities = await asyncio.to_thread(document_entities, documents, record, self.detection.is_common,
+                                           self.settings.net.entities)
         result.artifacts.net_sequences = await asyncio.to_thread(
             build_net, record, entities, self.engine.tokenizer, self.detection.is_common, self.artifacts)
-        knowledge = await self.knowledge(record)
-        result.artifacts.knowledge = self.artifacts.put(knowledge.model_dump_json().encode())
-        await progress(0.3, f"{len(knowledge.entities())} facts from {len(knowledge.answers)} answers")
-        profile = await self.judge_profile(record, knowledge)
-        result.artifacts.judge = self.artifacts.put(profile.model_dump_json().encode())
-        tied = sum(profile.described.values())
-        await progress(0.35, f"judge: {tied} of {len(profile.described)} entities described as the target's own")
         if "guard" in record.methods:
             result.artifacts.guard_tables = await asyncio.to_thread(
                 build_guard_tables, record, knowledge, self.engine.tokenizer, self.engine.embedding_matrix(),
-                self.detection.is_common, self.settings.guard, self.artifacts)
+                self.detection.is_common, self.settings.guard, self.artifacts, profile)
         if "eco" in record.methods:
             search = await search_sigma(self.engine, record, knowledge, self.detection.is_common, self.settings.eco,
                                         progress)

@@ -63,6 +63,11 @@ class MethodFigures(BaseModel):
     leak_rate: dict[str, float]  # per level and "all"
     neighbor_fpr: float
     neighbor_unchanged: float
+    # MMLU answers byte-identical to the unguarded ones (the A/A rerun's figure is in baseline_again)
+    mmlu_unchanged: float = 0.0
+    # forget probes whose gold answer is the target's own name, and how many guarded answers still spell it in full
+    name_probes: int = 0
+    name_leaks: int = 0
     # of the neighbour probes the unguarded model answers correctly, the share still answered correctly
     neighbor_retained: float
     general_fpr: float
@@ -123,6 +128,9 @@ class _Tally(BaseModel):
     neighbor_known: int = 0
     neighbor_retained: int = 0
     general_fired: int = 0
+    mmlu_same: int = 0
+    name_probes: int = 0
+    name_leaks: int = 0
     mmlu: list[tuple[int, int]] = []  # (picked correctly, asked) per target
     answers: list[Answer] = []
     build_s: float = 0.0
@@ -150,6 +158,9 @@ class _Tally(BaseModel):
             self.add("asked", p.level)
             self.add("fired", p.level, target_id in a.fired)
             self.add_rouge(f"forget L{p.level}", a.text, b.text, p.answer)
+            if answered(t.name, p.answer) and answered(p.answer, t.name):  # the gold answer is the name itself
+                self.name_probes += 1
+                self.name_leaks += answered(a.text, t.name)
             if correct(b.text, p):
                 self.add("known", p.level)
                 self.add_rouge("known facts", a.text, b.text, p.answer)
@@ -165,6 +176,7 @@ class _Tally(BaseModel):
                 self.neighbor_known += 1
                 self.neighbor_retained += correct(a.text, p)
         general = answers[len(f) + len(n):]
+        self.mmlu_same += sum(a.text == b.text for a, b in zip(general, base[len(f) + len(n):], strict=True))
         self.general_fired += sum(bool(registered & set(a.fired)) for a in general)
         self.mmlu.append((sum(i.is_correct(a.text) for i, a in zip(mmlu, general, strict=True)), len(general)))
 
@@ -214,11 +226,14 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
 
     # the same batch again with nothing registered: the noise floor of "unchanged" (batch shapes, not guards)
     again = await client.ask(everything, "baseline again", max_tokens=RWKU_TOKENS)
+    mmlu_at = [i for t, start in zip(targets, starts, strict=True)
+               for i in range(start + len(forget(t)) + len(neighbor(t)), start + len(prompts(t)))]
     neighbor_at = [i for t, start in zip(targets, starts, strict=True)
                    for i in range(start + len(forget(t)), start + len(forget(t)) + len(neighbor(t)))]
     baseline_again = {
         "unchanged": rate(sum(a.text == b.text for a, b in zip(again, flat, strict=True)), len(flat)),
         "neighbor_unchanged": rate(sum(again[i].text == flat[i].text for i in neighbor_at), len(neighbor_at)),
+        "mmlu_unchanged": rate(sum(again[i].text == flat[i].text for i in mmlu_at), len(mmlu_at)),
         "answers": float(len(flat))}
 
     # 2. each method alone; targets a wave at a time
@@ -250,6 +265,8 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
             detect_tpr={lvl: rate(tally.fired.get(lvl, 0), tally.asked.get(lvl, 0)) for lvl in FORGET_LEVELS},
             leak_rate=leak, neighbor_fpr=rate(tally.neighbor_fired, tally.neighbors),
             neighbor_unchanged=rate(tally.neighbor_same, tally.neighbors),
+            mmlu_unchanged=rate(tally.mmlu_same, len(mmlu)), name_probes=tally.name_probes,
+            name_leaks=tally.name_leaks,
             neighbor_retained=rate(tally.neighbor_retained, tally.neighbor_known),
             general_fpr=rate(tally.general_fired, len(mmlu)),
             mmlu_accuracy=rate(sum(c for c, _ in tally.mmlu), sum(n for _, n in tally.mmlu)),
@@ -280,6 +297,7 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
                  "neighbor_unchanged": rate(sum(t.neighbor_same for t in tallies.values()), neighbors),
                  "neighbor_retained": rate(sum(t.neighbor_retained for t in tallies.values()),
                                            sum(t.neighbor_known for t in tallies.values())),
+                 "mmlu_unchanged": rate(sum(t.mmlu_same for t in tallies.values()), len(mmlu) * len(methods)),
                  "neighbor_known": float(sum(t.neighbor_known for t in tallies.values())),
                  "mmlu_questions": len(mmlu)},
         latency={"unguarded": latency(flat), **{m: f.latency for m, f in by_method.items()}},
