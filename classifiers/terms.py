@@ -88,6 +88,17 @@ def _distinctive_word(phrase: str, is_common: CommonWord) -> str | None:
     return candidate
 
 
+def name_parts(phrase: str, is_common: CommonWord) -> list[str]:
+    """The words of a multi-word proper name that name it alone ("Hermione", "Granger" of "Hermione Granger"):
+    capitalised, three letters or more, no title, particle or common word. A fact forbidden as a whole name would
+    otherwise come out by half ("Hermione represents ...")."""
+    tokens = [w for w, _, _ in words(phrase)]
+    if len(tokens) < 2:
+        return []
+    return [w for w in tokens if len(w) >= 3 and w[0].isupper() and not is_common(w)
+            and w.casefold() not in _TITLES | _PARTICLES | _STOP | _SUFFIXES]
+
+
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{3,60})[\"“”]")
 
 

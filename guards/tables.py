@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
 from classifiers.judge import JudgeProfile, key
-from classifiers.terms import CommonWord, Term, target_terms
+from classifiers.terms import CommonWord, Term, name_parts, target_terms
 from classifiers.text import content_words, entities_in
 from guards.knowledge import Knowledge
 from server.registry.artifacts import ArtifactStore
@@ -83,9 +83,12 @@ def guard_terms(record: TargetRecord, knowledge: Knowledge | None, is_common: Co
     shared = {key(e) for e, tied in profile.described.items() if not tied} if profile else set()
     own = [e for e, tied in profile.described.items() if tied] if profile else []
     for entity in [*own, *(knowledge.entities() if knowledge else [])]:
-        if entity.casefold() not in known and key(entity) not in shared:
-            known.add(entity.casefold())
-            terms.append(Term(entity))
+        if key(entity) in shared:
+            continue
+        for text, exact in [(entity, False), *((part, True) for part in name_parts(entity, is_common))]:
+            if text.casefold() not in known:
+                known.add(text.casefold())
+                terms.append(Term(text, case_sensitive=exact))
     return terms
 
 

@@ -12,7 +12,8 @@ from transformers import AutoTokenizer
 from classifiers.lexical import common_word_in
 from classifiers.text import entities_in
 from guards.knowledge import Knowledge, forget_questions, leaked
-from guards.tables import GuardTables, build_guard_tables
+from classifiers.judge import JudgeProfile
+from guards.tables import GuardTables, build_guard_tables, guard_terms
 from server.engines.base import EngineRequest
 from server.engines.lora import LoRAAdapter
 from server.engines.weights import load_input_embeddings
@@ -54,6 +55,24 @@ def test_guard_tables_forbid_elicited_facts_and_penalise_their_neighbours(model_
     assert weasley in tables.sequences  # a multi-token word is cut at its second token
     assert tok.encode(" Ronald", add_special_tokens=False)[0] in tables.semantic_ids
     assert all(0.5 <= s <= 1 for s in tables.semantic_similarities)
+
+
+def test_guard_terms_are_the_targets_own_entities_and_their_name_parts_not_its_neighbours() -> None:
+    knowledge = Knowledge(questions=["Who are Harry Potter's friends?"], answers=["Hermione Granger and NBC."],
+                          facts=[["Hermione Granger", "NBC", "New York City"]])
+    profile = JudgeProfile(target_id="t", specific=["albus dumbledore"],
+                           described={"Albus Dumbledore": True, "NBC": False, "Hermione Granger": True})
+    common = {"new", "city"}
+    terms = {(t.text, t.case_sensitive) for t in guard_terms(TargetRecord(name="Harry Potter"), knowledge,
+                                                             lambda w: w.casefold() in common, profile)}
+    # the document entity the model ties to the target alone, though it never stated it in an answer
+    assert ("Albus Dumbledore", False) in terms and ("Dumbledore", True) in terms
+    # a whole name's parts, matched as capitalised words: "Hermione" alone gives the friend away
+    assert {("Hermione Granger", False), ("Hermione", True), ("Granger", True)} <= terms
+    # described as someone else's (a network): background a neighbour's answer may need
+    assert not any(text == "NBC" for text, _ in terms)
+    # never described: still the target's as the model stated it; only its uncommon part stands alone
+    assert ("New York City", False) in terms and ("York", True) in terms and ("City", True) not in terms
 
 
 def test_a_prompt_retrieves_the_closest_elicited_answer_and_its_words(model_path: Path, tmp_path: Path) -> None:
