@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from classifiers.judge import JudgeProfile
 from classifiers.lexical import common_word_in
 from classifiers.text import entities_in
 from guards.knowledge import Knowledge, forget_questions, leaked
-from classifiers.judge import JudgeProfile
 from guards.tables import GuardTables, build_guard_tables, guard_terms
 from server.engines.base import EngineRequest
 from server.engines.lora import LoRAAdapter
