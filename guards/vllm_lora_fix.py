@@ -243,7 +243,7 @@ def _fast_cpu_linear() -> None:
             return None
         return original_logits(self, y, x, lora_a_stacked, lora_b_stacked, scale, **kwargs)
 
-    _patch(Wrapper, update_metadata=update_metadata, add_lora_linear=add_lora_linear,
+    patch_attributes(Wrapper, update_metadata=update_metadata, add_lora_linear=add_lora_linear,
            add_lora_logits=add_lora_logits, _ugw_fast=True)
 
 
@@ -287,8 +287,8 @@ def _lean_lora_forwards() -> None:
                                self.lora_b_stacked, batch, 1.0, self.output_slices, wrapper._ugw_stacked)
             return out
 
-        _patch(forward, _ugw_lean=True)
-        _patch(cls, forward=forward)
+        patch_attributes(forward, _ugw_lean=True)
+        patch_attributes(cls, forward=forward)
 
 
 def leaks_into_unadapted_rows(shrink) -> bool:
@@ -315,10 +315,10 @@ def _skip_empty_embedding_lora() -> None:
             return self.base_layer.forward(x)
         return original_forward(self, x)
 
-    _patch(Layer, set_lora=set_lora, forward=forward, _ugw_patched=True)
+    patch_attributes(Layer, set_lora=set_lora, forward=forward, _ugw_patched=True)
 
 
-def _patch(owner: object, **attributes: object) -> None:
+def patch_attributes(owner: object, **attributes: object) -> None:
     """Monkeypatching is this module's purpose: one place sets vLLM's attributes, and the markers that say a class
     or module is already patched (a second ``register`` call, from another engine in the process, is a no-op)."""
     for name, value in attributes.items():
@@ -343,6 +343,6 @@ def register() -> None:
         for name, fn in (("bgmv_shrink", bgmv_shrink), ("bgmv_expand", bgmv_expand),
                          ("bgmv_expand_slice", bgmv_expand_slice)):
             if hasattr(module, name):
-                _patch(module, **{name: fn})
-    _patch(lora_ops, _ugw_patched=True)
+                patch_attributes(module, **{name: fn})
+    patch_attributes(lora_ops, _ugw_patched=True)
     logger.info("patched vLLM's CPU LoRA ops so that requests without a LoRA get none (vllm#48421)")

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from guards.vllm_lora_fix import patch_attributes
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,7 +56,5 @@ def register() -> None:
                     generator.set_state(saved[i])
                 generators[i] = generator
 
-    Runner._sample = _sample
-    Runner._bookkeeping_sync = _bookkeeping_sync
-    Runner._ugw_seed_patched = True
+    patch_attributes(Runner, _sample=_sample, _bookkeeping_sync=_bookkeeping_sync, _ugw_seed_patched=True)
     logger.info("patched vLLM's model runner to rewind CPU generators of partially prefilled seeded requests by state")
