@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel
 
 from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
-from classifiers.judge import JudgeProfile, key
+from classifiers.judge import JudgeProfile
 from classifiers.terms import CommonWord, Term, name_parts, target_terms
 from classifiers.text import content_words, entities_in
 from guards.knowledge import Knowledge
@@ -74,17 +74,18 @@ class GuardTables(BaseModel):
 
 def guard_terms(record: TargetRecord, knowledge: Knowledge | None, is_common: CommonWord,
                 profile: JudgeProfile | None = None) -> list[Term]:
-    """The target's names, the document entities the served model ties to it alone (the judge's profile: "Ron
-    Weasley" for Harry Potter) and the entities it stated about it, less those it described as someone else's
-    (background the target's neighbours share: a network, a city). These apply only to requests the judge found
-    revealing, so a neighbour question that its draft cleared never meets them."""
+    """The target's names, the document entities the served model ties to it alone (the judge's profile:
+    "Dumbledore" for Harry Potter, though no answer named him) and the entities it stated about it, each with the
+    uncommon parts of its name. These apply only to requests the judge found revealing, so a neighbour question
+    that its draft cleared never meets them.
+
+    An entity the model stated about the target stays forbidden even when its description alone did not name the
+    target: the small model describes "Ron Weasley" without "Harry Potter", so that test would free the facts a
+    judged answer must not give."""
     terms = target_terms(record, is_common)
     known = {t.text.casefold() for t in terms}
-    shared = {key(e) for e, tied in profile.described.items() if not tied} if profile else set()
     own = [e for e, tied in profile.described.items() if tied] if profile else []
     for entity in [*own, *(knowledge.entities() if knowledge else [])]:
-        if key(entity) in shared:
-            continue
         for text, exact in [(entity, False), *((part, True) for part in name_parts(entity, is_common))]:
             if text.casefold() not in known:
                 known.add(text.casefold())

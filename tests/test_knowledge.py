@@ -57,7 +57,7 @@ def test_guard_tables_forbid_elicited_facts_and_penalise_their_neighbours(model_
     assert all(0.5 <= s <= 1 for s in tables.semantic_similarities)
 
 
-def test_guard_terms_are_the_targets_own_entities_and_their_name_parts_not_its_neighbours() -> None:
+def test_guard_terms_are_the_targets_own_and_stated_entities_with_their_name_parts() -> None:
     knowledge = Knowledge(questions=["Who are Harry Potter's friends?"], answers=["Hermione Granger and NBC."],
                           facts=[["Hermione Granger", "NBC", "New York City"]])
     profile = JudgeProfile(target_id="t", specific=["albus dumbledore"],
@@ -69,8 +69,8 @@ def test_guard_terms_are_the_targets_own_entities_and_their_name_parts_not_its_n
     assert ("Albus Dumbledore", False) in terms and ("Dumbledore", True) in terms
     # a whole name's parts, matched as capitalised words: "Hermione" alone gives the friend away
     assert {("Hermione Granger", False), ("Hermione", True), ("Granger", True)} <= terms
-    # described as someone else's (a network): background a neighbour's answer may need
-    assert not any(text == "NBC" for text, _ in terms)
+    # stated about the target, though described without it: a judged answer still must not give it
+    assert ("NBC", False) in terms
     # never described: still the target's as the model stated it; only its uncommon part stands alone
     assert ("New York City", False) in terms and ("York", True) in terms and ("City", True) not in terms
 
