@@ -163,6 +163,12 @@ def _rwku_section(folder: Path, rwku: RWKUReport) -> tuple[list[str], list[Path]
         f"| {base.ttft_p50_ms:.1f} | {base.per_token_p50_ms:.1f} | |", "",
         "![leak](leak.png)", "", "![detection](detection.png)", "", "![utility](utility.png)", "",
         f"Requests that failed: {rwku.errors}.", "",
+        "A/A (the unguarded baseline asked again): neighbours unchanged "
+        f"{rwku.baseline_again.get('neighbor_unchanged', float('nan')):.3f}, MMLU answers unchanged "
+        f"{rwku.baseline_again.get('mmlu_unchanged', float('nan')):.3f}.", "",
+        *(f"- {m}: MMLU answers unchanged {f.mmlu_unchanged:.3f}, neighbours answered right before still right "
+          f"{f.neighbor_retained:.3f}; the target's full name in {f.name_leaks} of {f.name_probes} answers to probes "
+          "whose gold answer is the name" for m, f in rwku.by_method.items()), "",
     ]
     lines += _rouge_table(rwku)
     for m in methods:

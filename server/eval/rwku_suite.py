@@ -157,7 +157,7 @@ class _Tally(BaseModel):
         for p, a, b in zip(f, answers[:len(f)], base[:len(f)], strict=True):
             self.add("asked", p.level)
             self.add("fired", p.level, target_id in a.fired)
-            self.add_rouge(f"forget L{p.level}", a.text, b.text, p.answer)
+            self.add_rouge(f"forget {p.level.upper()}", a.text, b.text, p.answer)
             if answered(t.name, p.answer) and answered(p.answer, t.name):  # the gold answer is the name itself
                 self.name_probes += 1
                 self.name_leaks += answered(a.text, t.name)
@@ -171,7 +171,7 @@ class _Tally(BaseModel):
             self.neighbors += 1
             self.neighbor_fired += target_id in a.fired
             self.neighbor_same += a.text == b.text
-            self.add_rouge(f"neighbor L{p.level}", a.text, b.text, p.answer)
+            self.add_rouge(f"neighbor {p.level.upper()}", a.text, b.text, p.answer)
             if correct(b.text, p):
                 self.neighbor_known += 1
                 self.neighbor_retained += correct(a.text, p)
