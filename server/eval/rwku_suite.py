@@ -211,9 +211,21 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
     def prompts(t: RWKUTarget) -> list[str]:
         return [p.query for p in forget(t) + neighbor(t)] + [m.prompt() for m in slices[t.id]]
 
-    # 1. the unguarded baseline, all targets' probes in one batch
-    everything = [q for t in targets for q in prompts(t)]
-    flat = await client.ask(everything, "baseline", max_tokens=RWKU_TOKENS)
+    waves = [targets[at:at + max(parallel, 1)] for at in range(0, len(targets), max(parallel, 1))]
+
+    async def in_waves(label: str) -> list[Answer]:
+        """Every target's prompts, asked wave by wave as the guarded runs ask them: the batch a greedy answer is
+        decoded in can change it on its own (another batch size, other numerics), so both sides of "unchanged"
+        are asked in the same shape."""
+        out: list[Answer] = []
+        for wave in waves:
+            got = await asyncio.gather(*(client.ask(prompts(t), f"{label} {t.name}", max_tokens=RWKU_TOKENS)
+                                         for t in wave))
+            out += [a for answers in got for a in answers]
+        return out
+
+    # 1. the unguarded baseline
+    flat = await in_waves("baseline")
     starts = _starts(targets, prompts)
     baseline = {t.id: flat[start:start + len(prompts(t))] for t, start in zip(targets, starts, strict=True)}
     known = {lvl: 0 for lvl in FORGET_LEVELS}
@@ -224,8 +236,8 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
     mmlu_items = [i for t in targets for i in slices[t.id]]
     mmlu_unguarded = [a for t in targets for a in baseline[t.id][len(forget(t)) + len(neighbor(t)):]]
 
-    # the same batch again with nothing registered: the noise floor of "unchanged" (batch shapes, not guards)
-    again = await client.ask(everything, "baseline again", max_tokens=RWKU_TOKENS)
+    # the same again with nothing registered: the noise floor of "unchanged" (batch shapes, not guards)
+    again = await in_waves("baseline again")
     mmlu_at = [i for t, start in zip(targets, starts, strict=True)
                for i in range(start + len(forget(t)) + len(neighbor(t)), start + len(prompts(t)))]
     neighbor_at = [i for t, start in zip(targets, starts, strict=True)
@@ -240,8 +252,7 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
     tallies: dict[str, _Tally] = {m: _Tally() for m in methods}
     for method in methods:
         tally = tallies[method]
-        for at in range(0, len(targets), max(parallel, 1)):
-            wave = targets[at:at + max(parallel, 1)]
+        for wave in waves:
             started = time.monotonic()
             ids = await asyncio.gather(*(client.register({**t.registration(register_with), "methods": [method]})
                                          for t in wave))
