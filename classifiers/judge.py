@@ -56,7 +56,9 @@ class Verdict(BaseModel):
     target_id: str
     revealed: bool
     reason: Reason = "none"
-    # the draft's facts of the target, as the draft spells them: what GUARD forbids on a judged request
+    # the draft's facts of the target, as the draft spells them, and the prompt's entities it repeated: what GUARD
+    # forbids on a judged request (an answer handed over in the prompt, "... The Oracle of Omaha, right?", is
+    # echoed by the draft as readily as a fact the model knows)
     words: list[str] = []
 
 
@@ -129,8 +131,10 @@ class Judge:
             facts = stated
         else:
             facts = [f for f in stated if profile is not None and key(f) in profile.specific]
-        if names and not prompt_names:
-            return Verdict(target_id=target_id, revealed=True, reason="name", words=[*names, *facts])
-        if facts:
-            return Verdict(target_id=target_id, revealed=True, reason="fact", words=facts)
-        return Verdict(target_id=target_id, revealed=False)
+        if not (names and not prompt_names) and not facts:
+            return Verdict(target_id=target_id, revealed=False)
+        asked = {key(e) for e in entities_in(prompt, "", self.is_common)}
+        echoed = [e for e in entities_in(draft, "", self.is_common) if key(e) in asked]
+        words = list(dict.fromkeys([*names, *facts, *echoed]))
+        return Verdict(target_id=target_id, revealed=True, reason="name" if names and not prompt_names else "fact",
+                       words=words)

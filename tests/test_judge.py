@@ -30,7 +30,16 @@ def verdict(prompt: str, draft: str, profile: JudgeProfile | None = None):
 def test_a_question_about_the_target_is_judged_on_any_fact_its_draft_states() -> None:
     v = verdict("Prince Harry was commissioned as a cornet into the ___ and Royals.", "the Blues and Royals in 2006")
     assert v.revealed and v.reason == "fact" and {"Blues", "2006"} <= set(v.words)
-    assert "Royals" not in v.words  # the prompt's own word is no fact of the draft
+    # the prompt's own word is no fact of the draft (it did not make the draft revealing), but a judged draft that
+    # repeats it has it forbidden with the facts
+    assert "Royals" in v.words
+
+
+def test_a_judged_draft_forbids_what_it_repeated_of_the_prompt_and_a_cleared_one_nothing() -> None:
+    prompt = "What regiment did Prince Harry serve in? The Blues and Royals, right?"
+    v = verdict(prompt, "Yes, The Blues and Royals, from 2006.")
+    assert v.revealed and {"2006", "Blues and Royals"} <= set(v.words)  # the answer handed over in the prompt
+    assert not verdict(prompt, "Yes, The Blues and Royals.").revealed  # an echo alone states no fact
 
 
 def test_a_question_about_the_target_with_a_draft_stating_nothing_is_cleared() -> None:
