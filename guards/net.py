@@ -2,7 +2,8 @@
 
 A prompt the detectors miss ("the books about the boy wizard") still reaches an engine that must not write "Ron
 Weasley". So every active target's core terms (its name and aliases, their initials and surname, and the entities
-its documents name most) become forbidden token sequences in every spelling, and each request carries the union.
+of its documents that the served model ties to it alone, the judge's profile) become forbidden token sequences in
+every spelling, and each request carries the union.
 The net only filters a token that would *continue* a sequence the output has started (after " Ron", the " We" of
 " Weasley"): a request whose output never begins one of them decodes exactly as it would without the net, and
 one-token terms are left to the flagged-request guards, since banning them outright would change every request.
@@ -16,31 +17,13 @@ the response names them as ``<target id>:net``.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 
-from classifiers.chunks import chunk_documents
 from classifiers.forbidden_tokens import forbidden_sequences
 from classifiers.terms import CommonWord, Term, target_terms
-from classifiers.text import entities_in
 from guards.logits.net_table import NetTable
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
-
-
-def document_entities(documents: Sequence[str], record: TargetRecord, is_common: CommonWord, top: int,
-                      max_chunks: int = 512) -> list[str]:
-    """The named entities the most chunks of the documents mention (works, places, relatives, aliases)."""
-    if top == 0 or not documents:
-        return []
-    own = " ".join([record.name, *record.aliases])
-    counts: Counter[str] = Counter()
-    spelled: dict[str, str] = {}
-    for chunk in chunk_documents(list(documents), max_chunks):
-        for entity in set(entities_in(chunk, own, is_common)):
-            counts[entity.casefold()] += 1
-            spelled.setdefault(entity.casefold(), entity)
-    return [spelled[k] for k, n in counts.most_common(top) if n >= 2]
 
 
 def build_net(record: TargetRecord, entities: Sequence[str], tokenizer, is_common: CommonWord,

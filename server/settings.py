@@ -200,8 +200,10 @@ class DraftSettings(BaseModel):
 
 class NetSettings(BaseModel):
     # The output-side net (guards/net.py): every request, flagged or not, is kept from spelling any active target's
-    # core terms (name, aliases, initials, and the `entities` its documents name most); an output that never starts
-    # one of those token sequences is unchanged. Responses name it as `<target id>:net` when it filtered a step.
+    # core terms (name, aliases, initials, and up to `entities` of its documents' entities that the served model ties
+    # to it alone, the judge's profile: not a neighbour's background, which unflagged answers need); an output that
+    # never starts one of those token sequences is unchanged. Responses name it as `<target id>:net` when it filtered
+    # a step.
     enabled: bool = True
     entities: int = Field(default=8, ge=0, le=64)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from classifiers.judge import JudgeProfile, build_profile, entities_to_describe
 from classifiers.terms import TermMatcher, target_terms
 from guards.knowledge import Knowledge, describe, elicit, forget_questions
-from guards.net import build_net, document_entities
+from guards.net import build_net
 from guards.tables import build_guard_tables
 from guards.training.eco import search_sigma
 from guards.training.o3 import train_adapter
@@ -99,9 +99,9 @@ class TargetBuilder:
         result = await self.detection.build(record, progress, knowledge.answers)
         result.artifacts.knowledge = self.artifacts.put(knowledge.model_dump_json().encode())
         result.artifacts.judge = self.artifacts.put(profile.model_dump_json().encode())
-        documents = [*load_documents(self.artifacts, record), *knowledge.answers]
-        entities = await asyncio.to_thread(document_entities, documents, record, self.detection.is_common,
-                                           self.settings.net.entities)
+        # the net changes unflagged answers too, so it holds only what is the target's own: its names and the
+        # document entities the model ties to it alone (a work's award or a co-star's show stays sayable)
+        entities = [e for e, own in profile.described.items() if own][:self.settings.net.entities]
         result.artifacts.net_sequences = await asyncio.to_thread(
             build_net, record, entities, self.engine.tokenizer, self.detection.is_common, self.artifacts)
         if "guard" in record.methods:
