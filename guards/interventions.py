@@ -220,7 +220,8 @@ class RequestGuard:
         """Targets whose core terms the net kept ``output`` from completing (prompt + output started one)."""
         return load_net(path).engaged(output, prompt) if path is not None and output else set()
 
-    async def guard(self, prompt: PromptContext, request_id: str) -> Guarded:
+    async def guard(self, prompt: PromptContext, request_id: str, draft: bool = True) -> Guarded:
+        """``draft``: whether the request's answer alone is what it returns (no channel a draft cannot judge)."""
         if self.registry_check is not None:
             self.registry_check()
         if self.net is not None and self._net_generation != self.detection.cache.generation:
@@ -234,7 +235,7 @@ class RequestGuard:
         prompt.guarded.plan = plan
         if plan.empty:
             return prompt.guarded
-        if self.settings.draft.enabled:  # the service drafts, then calls judge()
+        if self.settings.draft.enabled and draft:  # the service drafts, then calls judge()
             prompt.guarded.pending = True
             return prompt.guarded
         await self._intervene(prompt)

@@ -119,12 +119,12 @@ class CompletionService:
             raise ModelNotFoundError(f"The model '{model}' does not exist; this server serves "
                                      f"'{self.engine.info.served_model_name}'.", param="model")
 
-    async def _guarded(self, prompt: Prompt, request_id: str) -> PromptContext | None:
+    async def _guarded(self, prompt: Prompt, request_id: str, draft: bool) -> PromptContext | None:
         if self.guard is None:
             return None
         contents = prompt.contents or [decode_text(self.engine.tokenizer, prompt.token_ids)]
         context = PromptContext(prompt.token_ids, contents)
-        guarded = await self.guard.guard(context, request_id)
+        guarded = await self.guard.guard(context, request_id, draft)
         prompt.fired = guarded.plan.summary()
         if not guarded.pending:
             self.metrics.count_interventions(prompt.fired)
@@ -190,7 +190,9 @@ class CompletionService:
                                                    prompt_token_ids=prompt.token_ids))
         if prompt.decode_echo:
             prompt.echo_text = decode_text(self.engine.tokenizer, prompt.token_ids)
-        context = await self._guarded(prompt, request_id)
+        # prompt_logprobs are the model's reading of the prompt itself, which no draft of the answer can clear: a
+        # flagged prompt that asks for them is guarded without a draft
+        context = await self._guarded(prompt, request_id, draft=sampling.prompt_logprobs is None)
         guarded = context.guarded if context is not None else None
         jobs: Jobs = []
         for i in range(body.n):
