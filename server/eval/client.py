@@ -23,6 +23,8 @@ class Answer(BaseModel):
     text: str
     # target ids that fired on this request (empty: it went to the engine unguarded)
     fired: list[str]
+    # the header as sent: each fired target with what ran on it (``<id>:guard``, ``<id>:cleared``)
+    verdicts: str = ""
     ttft_ms: float
     latency_ms: float
     tokens: int
@@ -77,7 +79,8 @@ class GatewayClient:
                         model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
                         temperature=temperature, seed=seed, stream=True,
                         stream_options={"include_usage": True}) as response:
-                    fired = fired_targets(response.headers.get(FIRED_HEADER))
+                    verdicts = response.headers.get(FIRED_HEADER) or ""
+                    fired = fired_targets(verdicts)
                     async for chunk in await response.parse():
                         if chunk.choices and chunk.choices[0].delta.content:
                             first = first or time.perf_counter()
@@ -88,7 +91,7 @@ class GatewayClient:
                 now = (time.perf_counter() - start) * 1000
                 return Answer(text="", fired=[], ttft_ms=now, latency_ms=now, tokens=0, error=str(exc))
             end = time.perf_counter()
-            return Answer(text="".join(parts), fired=fired, ttft_ms=((first or end) - start) * 1000,
+            return Answer(text="".join(parts), fired=fired, verdicts=verdicts, ttft_ms=((first or end) - start) * 1000,
                           latency_ms=(end - start) * 1000, tokens=tokens)
 
     async def ask(self, prompts: list[str], desc: str, max_tokens: int | None = None, temperature: float = 0.0,

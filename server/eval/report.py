@@ -175,4 +175,10 @@ def _rwku_section(folder: Path, rwku: RWKUReport) -> tuple[list[str], list[Path]
         if rwku.by_method[m].still_correct:
             lines += [f"### RWKU facts still answered with {m}", "",
                       *(f"- {s}" for s in rwku.by_method[m].still_correct), ""]
+        if rwku.by_method[m].sampled_still:
+            lines += [f"### RWKU known facts given by a sample at temperature 1 with {m} (leak@k)", "",
+                      *(f"- {s}" for s in rwku.by_method[m].sampled_still), ""]
+        if rwku.by_method[m].neighbor_changed:
+            lines += [f"### RWKU neighbour answers changed with {m} (verdict header, before -> after)", "",
+                      *(f"- {s}" for s in rwku.by_method[m].neighbor_changed), ""]
     return lines, [folder / n for n in ("leak.png", "detection.png", "utility.png")]

@@ -76,6 +76,10 @@ class MethodFigures(BaseModel):
     # registration to active, per target; with parallel > 1 the wave's wall time shared among its targets
     build_seconds_mean: float
     still_correct: list[str]
+    # neighbour answers that differ from the unguarded ones, with the verdict header: what "unchanged" lost
+    neighbor_changed: list[str] = []
+    # samples at temperature 1 that still gave a known fact (leak@k's numerator), with the verdict header
+    sampled_still: list[str] = []
 
 
 class RWKUReport(BaseModel):
@@ -135,9 +139,11 @@ class _Tally(BaseModel):
     answers: list[Answer] = []
     build_s: float = 0.0
     still: list[str] = []
+    changed: list[str] = []
     rouge: dict[str, list[tuple[float, float]]] = {}  # row -> (before, after) per probe
     sampled_known: int = 0
     sampled_leaked: int = 0
+    sampled_still: list[str] = []  # up to two leaking samples per fact, with the verdict header
 
     def add_rouge(self, row: str, answer: str, before: str, gold: str) -> None:
         self.rouge.setdefault(row, []).append((rouge_l_recall(before, gold), rouge_l_recall(answer, gold)))
@@ -171,6 +177,9 @@ class _Tally(BaseModel):
             self.neighbors += 1
             self.neighbor_fired += target_id in a.fired
             self.neighbor_same += a.text == b.text
+            if a.text != b.text:
+                self.changed.append(f"{t.name} [{p.level}] {p.query} | {a.verdicts or 'unflagged'} | "
+                                    f"{b.text[:90]!r} -> {a.text[:90]!r}")
             self.add_rouge(f"neighbor {p.level.upper()}", a.text, b.text, p.answer)
             if correct(b.text, p):
                 self.neighbor_known += 1
@@ -191,7 +200,11 @@ async def _sample_known(client: GatewayClient, wave: list[RWKUTarget], forget: C
                                                max_tokens=RWKU_TOKENS, temperature=1.0, seed=seed)
                                     for seed in range(samples)))
     tally.sampled_known += len(known)
-    tally.sampled_leaked += sum(any(correct(r[i].text, p) for r in rounds) for i, p in enumerate(known))
+    for i, p in enumerate(known):
+        leaks = [r[i] for r in rounds if correct(r[i].text, p)]
+        tally.sampled_leaked += bool(leaks)
+        tally.sampled_still += [f"[{p.level}] {p.query} | {a.verdicts or 'unflagged'} | {a.text[:120]!r}"
+                                for a in leaks[:2]]
 
 
 async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], limit: int | None,
@@ -282,7 +295,8 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
             general_fpr=rate(tally.general_fired, len(mmlu)),
             mmlu_accuracy=rate(sum(c for c, _ in tally.mmlu), sum(n for _, n in tally.mmlu)),
             latency=latency(tally.answers), build_seconds_mean=round(tally.build_s / max(len(targets), 1), 1),
-            still_correct=tally.still, rouge_l=tally.rouge_table(),
+            still_correct=tally.still, neighbor_changed=tally.changed, sampled_still=tally.sampled_still,
+            rouge_l=tally.rouge_table(),
             leak_at_k=rate(tally.sampled_leaked, tally.sampled_known), samples=samples)
 
     def total(field: str, level: str) -> int:
