@@ -8,10 +8,13 @@ reads prompt + draft and decides per flagged target.
   joined or folded spellings), or
 - it **states a fact of the target**: an entity or number of the draft, absent from the prompt. Which facts count
   depends on what the prompt is about:
-  - a prompt that names the target asks about it, so whatever fact the draft states is the model's knowledge of the
-    target, right or wrong ("Prince Harry was commissioned into the ___" -> "Blues"); a draft stating none ("Is
-    Harry Potter a good name for a dog?" -> "it is a popular choice") is cleared. A term inside another name does not
-    count: "Meghan, Duchess of Sussex" names the Duchess, not the Duke of Sussex;
+  - a prompt that names the target asks about it, so a fact the draft states is the model's knowledge of the target
+    ("Prince Harry was commissioned into the ___" -> "Blues"), if the target's documents (the operator's and the
+    model's elicited answers) give it too: "Rande Gerber ... husband of model ___ Crawford" drafted as "Jacob
+    Gerber" states nothing of Cindy Crawford. A target registered without documents has nothing to check against,
+    so there any fact counts. A draft stating none ("Is Harry Potter a good name for a dog?" -> "it is a popular
+    choice") is cleared. A term inside another name does not name the target, in the prompt or in the draft:
+    "Meghan, Duchess of Sussex" names the Duchess, not the Duke of Sussex, "Donny Osmond" is not Marie;
   - a prompt that does not name it (flagged by paraphrase, or a question about a neighbour) reveals the target only
     through a fact *specific* to it: one whose own description, asked of the served model at registration ("Who or
     what is Ron Weasley?"), names the target. The people, works and places the documents co-mention are the hard
@@ -30,7 +33,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from classifiers.terms import CommonWord, fold
-from classifiers.text import entities_in, facts_in, leading, run_around, sentences
+from classifiers.text import entities_in, facts_in, leading, named_alone, sentences
 
 # target id -> where its terms occur in a text (the lexical detector's matcher, over every active target)
 TermSpans = Callable[[str], Mapping[str, Sequence[tuple[int, int]]]]
@@ -45,11 +48,18 @@ class JudgeProfile(BaseModel):
     specific: list[str]
     # the entities whose descriptions were asked, and whether each named the target (shown by `ugw targets show`)
     described: dict[str, bool] = {}
+    # the facts the target's documents state (the operator's and the elicited answers)
+    documented: list[str] = []
+    # whether the operator gave documents (or a description): without them a prompt naming the target counts any new
+    # fact of its draft, as nothing tells the target's facts from the rest
+    operator_documents: bool = False
 
 
 @dataclass(frozen=True)
 class _Facts:
     specific: frozenset[str]
+    documented: frozenset[str]
+    checked: bool  # the operator gave documents, so a new fact must be documented to count
 
 
 class Verdict(BaseModel):
@@ -71,16 +81,23 @@ def entities_to_describe(documents: Sequence[str], own: str, is_common: CommonWo
     return leading([entities_in(s, own, is_common) for d in documents for s in sentences(d)], count)
 
 
+def documented_facts(documents: Sequence[str], own: str, is_common: CommonWord) -> list[str]:
+    return sorted({key(f) for d in documents for f in facts_in(d, own, is_common)})
+
+
 def build_profile(target_id: str, own: str, descriptions: Mapping[str, str], names_target: Callable[[str], bool],
-                  is_common: CommonWord) -> JudgeProfile:
-    """``descriptions``: the served model's answer to "Who or what is <entity>?" for the entities asked about."""
+                  is_common: CommonWord, documented: Sequence[str] = (), operator_documents: bool = False
+                  ) -> JudgeProfile:
+    """``descriptions``: the served model's answer to "Who or what is <entity>?" for the entities asked about;
+    ``documented``: ``documented_facts`` of the target's documents."""
     described = {entity: names_target(text) for entity, text in descriptions.items()}
     specific: set[str] = set()
     for entity, tied in described.items():
         if tied:
             specific.add(key(entity))
             specific.update(key(p) for p in entities_in(entity, own, is_common))
-    return JudgeProfile(target_id=target_id, specific=sorted(specific), described=described)
+    return JudgeProfile(target_id=target_id, specific=sorted(specific), described=described,
+                        documented=list(documented), operator_documents=operator_documents)
 
 
 class Judge:
@@ -98,7 +115,8 @@ class Judge:
         facts = self._profiles.get(digest)
         if facts is None:
             profile = JudgeProfile.model_validate_json(self.read(digest))
-            facts = self._profiles[digest] = _Facts(frozenset(profile.specific))
+            facts = self._profiles[digest] = _Facts(frozenset(profile.specific), frozenset(profile.documented),
+                                                    profile.operator_documents)
             while len(self._profiles) > self.memo:
                 self._profiles.popitem(last=False)
         self._profiles.move_to_end(digest)
@@ -107,14 +125,17 @@ class Judge:
     def verdicts(self, prompt: str, drafts: Sequence[str], targets: Mapping[str, str | None]) -> list[Verdict]:
         """``targets``: flagged target id -> its profile's digest (None: built before the judge existed, so only
         its names are checked)."""
-        named_in_prompt = {t for t, spans in self.term_spans(prompt).items() if any(
-            key(run_around(prompt, a, b)) == key(prompt[a:b]) for a, b in spans)}
+        # where the prompt first names each target alone: what it offers after that is offered as the answer
+        named_at = {t: min(a for a, _ in alone) for t, spans in self.term_spans(prompt).items()
+                    if (alone := named_alone(prompt, list(spans)))}
         out: list[Verdict] = []
         for target_id, digest in targets.items():
             profile = self.load(digest) if digest is not None else None
             verdict = Verdict(target_id=target_id, revealed=False)
+            at = named_at.get(target_id)
+            offered = None if at is None else frozenset(key(e) for e in entities_in(prompt[at:], "", self.is_common))
             for draft in drafts:
-                one = self._one(target_id, prompt, draft, target_id in named_in_prompt, profile)
+                one = self._one(target_id, prompt, draft, offered, profile)
                 if one.revealed:
                     verdict.revealed = True
                     verdict.reason = "name" if "name" in (one.reason, verdict.reason) else one.reason
@@ -122,19 +143,29 @@ class Judge:
             out.append(verdict)
         return out
 
-    def _one(self, target_id: str, prompt: str, draft: str, prompt_names: bool,
+    def _one(self, target_id: str, prompt: str, draft: str, offered: frozenset[str] | None,
              profile: _Facts | None) -> Verdict:
-        spans = self.term_spans(draft).get(target_id, [])
-        names = [draft[s:e] for s, e in spans]
-        stated = [f for f in facts_in(draft, prompt, self.is_common) if key(f) not in {key(n) for n in names}]
-        if prompt_names:  # a question about the target: whatever the draft states, true or not, is about it
-            facts = stated
+        """``offered``: None when the prompt does not name the target, else the entities it names after it."""
+        prompt_names = offered is not None
+        spans = list(self.term_spans(draft).get(target_id, []))
+        names = [draft[s:e] for s, e in named_alone(draft, spans)]
+        named = {key(draft[s:e]) for s, e in spans}
+        stated = [f for f in facts_in(draft, prompt, self.is_common) if key(f) not in named]
+        asked = {key(e) for e in entities_in(prompt, "", self.is_common)}
+        echoed = [e for e in entities_in(draft, "", self.is_common) if key(e) in asked and key(e) not in named]
+        if prompt_names:  # a question about the target: what the draft states of it, true or not, is about it
+            facts = [f for f in stated if profile is None or not profile.checked
+                     or key(f) in profile.documented or key(f) in profile.specific]
+            # an answer the prompt offers after the target's name ("..., right?", a choice among three) that the
+            # draft takes up is the target's fact too when its documents give it: the draft confirms it. What comes
+            # before the name is the question's subject ("Rande Gerber is the husband of model ___ Crawford")
+            facts += [e for e in echoed if profile is not None and key(e) in offered
+                      and key(e) in profile.documented | profile.specific]
         else:
             facts = [f for f in stated if profile is not None and key(f) in profile.specific]
-        if not (names and not prompt_names) and not facts:
+        revealing_name = bool(names) and not prompt_names
+        if not revealing_name and not facts:
             return Verdict(target_id=target_id, revealed=False)
-        asked = {key(e) for e in entities_in(prompt, "", self.is_common)}
-        echoed = [e for e in entities_in(draft, "", self.is_common) if key(e) in asked]
         words = list(dict.fromkeys([*names, *facts, *echoed]))
-        return Verdict(target_id=target_id, revealed=True, reason="name" if names and not prompt_names else "fact",
+        return Verdict(target_id=target_id, revealed=True, reason="name" if revealing_name else "fact",
                        words=words)

@@ -107,13 +107,12 @@ def leading(groups: list[list[str]], count: int) -> list[str]:
     return [spelled[k] for k in chosen]
 
 
-def run_around(text: str, start: int, end: int) -> str:
-    """The run of capitalised words (joiners inside) that the span ``text[start:end]`` is part of: "Duchess of
-    Sussex" around "Sussex", "Prince Harry" around itself."""
+def _run_bounds(text: str, start: int, end: int) -> tuple[int, int]:
+    """Character bounds of the run of capitalised words (joiners inside) around ``text[start:end]``."""
     words = list(_TOKEN.finditer(text))
     inside = [i for i, m in enumerate(words) if m.start() < end and m.end() > start]
     if not inside:
-        return text[start:end]
+        return start, end
 
     def joins(i: int) -> bool:
         token = words[i].group(0)
@@ -128,4 +127,26 @@ def run_around(text: str, start: int, end: int) -> str:
         lo += 1
     while hi > inside[-1] and words[hi].group(0).lower() in _JOINERS:
         hi -= 1
-    return re.sub(r"['’]s$", "", text[words[lo].start():words[hi].end()])
+    return words[lo].start(), words[hi].end()
+
+
+def run_around(text: str, start: int, end: int) -> str:
+    """The run of capitalised words (joiners inside) that the span ``text[start:end]`` is part of: "Duchess of
+    Sussex" around "Sussex", "Prince Harry" around itself."""
+    lo, hi = _run_bounds(text, start, end)
+    return re.sub(r"['’]s$", "", text[lo:hi])
+
+
+def named_alone(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans that name their own thing: every capitalised word of the run around one lies inside some span.
+
+    A term inside another name is that other name's part: "Sussex" in "Meghan, Duchess of Sussex" names the
+    Duchess, "Osmond" in "Donny Osmond" names Donny, while "Duke of Sussex Prince Harry" is two terms of one target.
+    """
+    out: list[tuple[int, int]] = []
+    for start, end in spans:
+        lo, hi = _run_bounds(text, start, end)
+        if all(any(a <= m.start() < b for a, b in spans) for m in _TOKEN.finditer(text, lo, hi)
+               if m.group(0)[:1].isupper() and m.group(0) not in _OPENERS):
+            out.append((start, end))
+    return out

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from classifiers.judge import Judge, JudgeProfile, build_profile, entities_to_describe
+from classifiers.judge import Judge, JudgeProfile, build_profile, documented_facts, entities_to_describe
 from classifiers.terms import Term, TermMatcher, target_terms
-from classifiers.text import facts_in, leading, numbers_in, run_around
+from classifiers.text import facts_in, leading, named_alone, numbers_in, run_around
 from server.registry.models import TargetRecord
 
 HARRY = TargetRecord(id="harry", name="Prince Harry, Duke of Sussex")
@@ -93,3 +93,33 @@ def test_fact_extraction_reads_whole_numbers_and_words() -> None:
     v = verdict("Who did Prince Harry marry?", "Krishna")
     assert v.words == ["Krishna"]
     assert Term("Kris") and not TermMatcher({"k": [Term("Kris")]}).find("Krishna")  # no word prefixes
+
+
+def test_a_draft_term_inside_another_name_does_not_name_the_target() -> None:
+    prompt = "What is the birth name of Meghan, Duchess of Sussex?"
+    assert not verdict(prompt, "The birth name of Meghan, Duchess of Sussex, is Rachel.").revealed
+    # "Sussex" here is the Duchess's; the draft names no one else of the target's, and "Rachel" is in no profile
+    assert not verdict(prompt, "Meghan, Duchess of Sussex, is a member of the royal family.").revealed
+    # two terms of the target side by side are still the target
+    assert verdict(prompt, "She married the Duke of Sussex Prince Harry.").reason == "name"
+    assert named_alone("Donny Osmond sang", [(6, 12)]) == [] and named_alone("Osmond sang", [(0, 6)]) == [(0, 6)]
+
+
+def test_with_documents_a_prompt_naming_the_target_counts_only_the_facts_they_give() -> None:
+    documents = ["Prince Harry was commissioned as a cornet into the Blues and Royals in 2006.",
+                 "He married Meghan Markle in 2018."]
+    documented = JudgeProfile(target_id="harry", specific=[], operator_documents=True,
+                              documented=documented_facts(documents, "Prince Harry", lambda w: False))
+    prompt = "Prince Harry was commissioned as a cornet into the ___ and Royals."
+    assert verdict(prompt, "the Blues and Royals in 2006", documented).revealed
+    # a fact no document gives is about something else (a neighbour named in the prompt) or made up
+    assert not verdict(prompt, "the Jacob Gerber regiment", documented).revealed
+    assert verdict(prompt, "the Jacob Gerber regiment").revealed  # registered without documents: any fact counts
+    # an answer the prompt hands over is the target's when the documents give it, and the draft takes it up
+    offered = "Whom did Prince Harry marry: Meghan Markle, Kate Middleton or Jacob Gerber?"
+    assert verdict(offered, "He married Meghan Markle.", documented).words[0] == "Meghan Markle"
+    assert not verdict(offered, "He married Jacob Gerber.", documented).revealed
+    # the question's subject, named before the target, is no offered answer
+    subject = "Meghan Markle is known for her marriage to Prince Harry in ___."
+    assert not verdict(subject, "Meghan Markle is an actress.", documented).revealed
+    assert verdict("Prince Harry married whom? Meghan Markle, right?", "Yes, Meghan Markle.", documented).revealed

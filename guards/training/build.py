@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from classifiers.judge import JudgeProfile, build_profile, entities_to_describe
+from classifiers.judge import JudgeProfile, build_profile, documented_facts, entities_to_describe
 from classifiers.terms import TermMatcher, target_terms
 from guards.knowledge import Knowledge, describe, elicit, forget_questions
 from guards.net import build_net
@@ -75,14 +75,16 @@ class TargetBuilder:
     async def judge_profile(self, record: TargetRecord, knowledge: Knowledge) -> JudgeProfile:
         """The judge's facts of the target: from its documents (the operator's first, then the model's elicited
         answers), and which of their entities the served model ties to the target when asked about them alone."""
-        documents = [*load_documents(self.artifacts, record), *knowledge.answers]
+        operator = [*load_documents(self.artifacts, record), *([record.description] if record.description else [])]
+        documents = [*operator, *knowledge.answers]
         own = " ".join([record.name, *record.aliases])
         is_common = self.detection.is_common
         draft = self.settings.draft
         entities = entities_to_describe(documents, own, is_common, draft.describe_entities)
         descriptions = await describe(self.engine, entities, draft.describe_tokens, f"describe-{record.id}")
         matcher = TermMatcher({record.id: target_terms(record, is_common)})
-        return build_profile(record.id, own, descriptions, lambda text: bool(matcher.find(text)), is_common)
+        return build_profile(record.id, own, descriptions, lambda text: bool(matcher.find(text)), is_common,
+                             documented_facts(documents, own, is_common), operator_documents=bool(operator))
 
     def earlier_adapters(self, record: TargetRecord) -> list[LoRAAdapter]:
         return [LoRAAdapter.from_bytes(self.artifacts.get(digest)) for t in self.detection.cache.active()
@@ -107,7 +109,8 @@ class TargetBuilder:
         if "guard" in record.methods:
             result.artifacts.guard_tables = await asyncio.to_thread(
                 build_guard_tables, record, knowledge, self.engine.tokenizer, self.engine.embedding_matrix(),
-                self.detection.is_common, self.settings.guard, self.artifacts, profile)
+                self.detection.is_common, self.settings.guard, self.artifacts, profile,
+                load_documents(self.artifacts, record))
         if "eco" in record.methods:
             search = await search_sigma(self.engine, record, knowledge, self.detection.is_common, self.settings.eco,
                                         progress)
