@@ -120,7 +120,9 @@ def initials(phrase: str) -> str | None:
     return "".join(w[0] for w in core)
 
 
-def target_terms(record: TargetRecord, is_common: CommonWord = lambda w: False) -> list[Term]:
+def target_terms(record: TargetRecord, is_common: CommonWord = lambda w: False, surname: bool = True) -> list[Term]:
+    """Names, aliases, the parts of comma names, forbidden terms, the description's names, initials and, unless
+    ``surname`` is off, the distinctive word of each name (the surname, or the name after a title)."""
     phrases: list[str] = []
     for phrase in [record.name, *record.aliases]:
         phrases.append(phrase)
@@ -129,7 +131,7 @@ def target_terms(record: TargetRecord, is_common: CommonWord = lambda w: False) 
     terms = [Term(p) for p in phrases] + [Term(t) for t in record.forbidden_terms]
     terms += [Term(t) for t in description_terms(record.description, record.name)]
     for phrase in phrases:
-        word = _distinctive_word(phrase, is_common)
+        word = _distinctive_word(phrase, is_common) if surname else None
         if word is not None:
             terms.append(Term(word, case_sensitive=" " not in word))
         letters = initials(phrase)

@@ -68,3 +68,28 @@ def test_number_table_bans_every_digit_token(tokenizer) -> None:
     # nothing without a digit is banned: words, punctuation and the space stay
     for text in (" July", " the", ",", " "):
         assert not set(tokenizer.encode(text, add_special_tokens=False)) & banned, text
+
+
+def test_the_net_finishes_no_name_but_leaves_words_that_start_like_one(tokenizer, tmp_path: Path) -> None:
+    """Inside a word only the finishing token is filtered ("Confucianism" stays sayable, "Confucius" does not);
+    a later word is stopped at its first token; the surname alone is no net term ("Donny Osmond")."""
+    from guards.logits.net_table import NetTable, load_net
+    from guards.net import build_net
+    from server.registry.artifacts import ArtifactStore
+    from server.registry.models import TargetRecord
+
+    artifacts = ArtifactStore(tmp_path)
+    is_common = common_word_in(tokenizer)
+    for name, named, free in [("Confucius", "Confucius", "Confucianism"),
+                              ("Marie Osmond", " Marie Osmond", " Donny Osmond")]:
+        digest = build_net(TargetRecord(name=name), [], tokenizer, is_common, artifacts)
+        net = load_net(str(artifacts.path(digest)))
+        assert NetTable.model_validate_json(artifacts.get(digest)).steps
+
+        def filtered(text: str) -> bool:
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            return any(ids[k] in net.continuations.get(tuple(ids[j:k]), ()) for k in range(1, len(ids))
+                       for j in range(max(0, k - net.longest_prefix), k))
+
+        assert filtered(named), name
+        assert not filtered(free), (name, tokenizer.tokenize(free))

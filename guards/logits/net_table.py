@@ -15,6 +15,8 @@ class NetTable(BaseModel):
     target_ids: list[str]
     # (index into target_ids, token ids)
     sequences: list[tuple[int, list[int]]]
+    # per sequence, the positions whose token the net filters once the tokens before it are written (empty: all)
+    steps: list[list[int]] = []
 
 
 class CompiledNet:
@@ -23,8 +25,8 @@ class CompiledNet:
     def __init__(self, table: NetTable) -> None:
         nexts: dict[tuple[int, ...], set[int]] = {}
         owners: dict[tuple[int, ...], set[int]] = {}
-        for owner, seq in table.sequences:
-            for k in range(1, len(seq)):
+        for i, (owner, seq) in enumerate(table.sequences):
+            for k in (table.steps[i] if table.steps else range(1, len(seq))):
                 nexts.setdefault(tuple(seq[:k]), set()).add(seq[k])
                 owners.setdefault(tuple(seq[:k]), set()).add(owner)
         self.target_ids = table.target_ids
