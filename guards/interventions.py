@@ -21,7 +21,7 @@ from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
 from guards.logits.net_table import load_net
 from guards.net import OutputNet
 from guards.policy import Firing, Plan, make_plan
-from guards.tables import GuardTables, WordTable, draft_words, number_table, prompt_entities
+from guards.tables import GuardTables, WordTable, draft_words, number_table, prompt_entities, word_table
 from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection
 from server.engines.lora import LoRAAdapter
 from server.registry.artifacts import ArtifactStore
@@ -178,6 +178,10 @@ class GuardIntervention(Intervention):
         text = "\n".join(prompt.contents)
         tables = [self.tables(d) for f in firings if (d := f.target.artifacts.guard_tables) is not None]
         extra = [a for a in (t.retrieve(text) for t in tables) if a is not None]
+        guard = self.settings.guard
+        near = [w for t in tables for w in t.passage_words(text, guard.passage_sentences, guard.passage_overlap)]
+        if near:
+            extra.append(word_table(near, self.engine.tokenizer, self.detection.is_common))
         if self.settings.guard.prompt_entities:
             extra.append(prompt_entities(text, self.engine.tokenizer, self.detection.is_common))
         if prompt.guarded.draft_words:

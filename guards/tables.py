@@ -7,7 +7,10 @@
 - per elicited answer, its content words as forbidden sequences. A request retrieves the answer whose question and
   answer share the most words with its prompt and forbids that answer's words too: the paper's "key phrases of the
   most similar forget answer", which also covers plain words the model states about the target ("an American
-  actress") that are no named entity.
+  actress") that are no named entity;
+- per sentence of the operator's documents, its entities (every capitalised word of them, common or not: "William"
+  of "Prince William"). A judged request retrieves the sentences closest to its prompt and forbids their entities:
+  the facts of the target the draft did not happen to state, which a sampled answer may.
 
 The paper matches candidates to forbidden phrases with SBERT. Here the table is keyed by the served model's own
 token embeddings, which needs no second model on the hot path and no vocabulary-sized encoding job; sub-word
@@ -25,7 +28,7 @@ from pydantic import BaseModel
 from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
 from classifiers.judge import JudgeProfile
 from classifiers.terms import CommonWord, Term, name_parts, target_terms
-from classifiers.text import content_words, entities_in
+from classifiers.text import content_words, entities_in, sentences
 from guards.knowledge import Knowledge
 from server.registry.artifacts import ArtifactStore
 from server.registry.models import TargetRecord
@@ -50,6 +53,32 @@ def word_table(words: list[str], tokenizer, is_common: CommonWord, keys: list[st
                      sequences=[s for s in sequences if len(s) > 1], keys=keys or [])
 
 
+class Passage(BaseModel):
+    """One sentence of the operator's documents: its entities, and the content words that retrieve it."""
+
+    words: list[str]
+    keys: list[str]
+
+
+def _keys(text: str) -> set[str]:
+    return {w.removesuffix("'s").removesuffix("’s") for w in content_words(text)}
+
+
+def document_passages(documents: list[str], own: str, is_common: CommonWord, limit: int = 400) -> list[Passage]:
+    """The first ``limit`` sentences that name an entity other than the target."""
+    own_keys = _keys(own)
+    out: list[Passage] = []
+    for document in documents:
+        for sentence in sentences(document):
+            entities = entities_in(sentence, own, is_common)
+            words = list(dict.fromkeys([*entities, *(p for e in entities for p in name_parts(e, lambda w: False))]))
+            if words:
+                out.append(Passage(words=words, keys=sorted(_keys(sentence) - own_keys)))
+            if len(out) >= limit:
+                return out
+    return out
+
+
 class GuardTables(BaseModel):
     target_id: str
     terms: list[str]
@@ -58,6 +87,7 @@ class GuardTables(BaseModel):
     semantic_ids: list[int] = []
     semantic_similarities: list[float] = []
     answers: list[WordTable] = []
+    passages: list[Passage] = []
 
     @classmethod
     def load(cls, artifacts: ArtifactStore, digest: str) -> GuardTables:
@@ -70,6 +100,15 @@ class GuardTables(BaseModel):
         words = set(content_words(prompt))
         overlap = [len(words.intersection(a.keys)) for a in self.answers]
         return self.answers[overlap.index(max(overlap))]
+
+    def passage_words(self, prompt: str, count: int, least: int) -> list[str]:
+        """The entities of the ``count`` document sentences sharing the most (at least ``least``) content words
+        with ``prompt``; the target's own name words retrieve nothing, as every sentence is about it."""
+        words = _keys(prompt)
+        scored = sorted(((len(words.intersection(p.keys)), i) for i, p in enumerate(self.passages)),
+                        key=lambda x: (-x[0], x[1]))
+        chosen = [self.passages[i] for overlap, i in scored[:count] if overlap >= least]
+        return list(dict.fromkeys(w for p in chosen for w in p.words))
 
 
 def guard_terms(record: TargetRecord, knowledge: Knowledge | None, is_common: CommonWord,
@@ -115,7 +154,8 @@ def semantic_neighbours(words: list[int], embedding: torch.Tensor, tokenizer,
 
 def build_guard_tables(record: TargetRecord, knowledge: Knowledge | None, tokenizer,
                        embedding: torch.Tensor, is_common: CommonWord, settings: GuardSettings,
-                       artifacts: ArtifactStore, profile: JudgeProfile | None = None) -> str:
+                       artifacts: ArtifactStore, profile: JudgeProfile | None = None,
+                       documents: list[str] | None = None) -> str:
     terms = guard_terms(record, knowledge, is_common, profile)
     sequences = forbidden_sequences(terms, tokenizer)
     banned = outright_bans(sequences, tokenizer, is_common)
@@ -126,7 +166,8 @@ def build_guard_tables(record: TargetRecord, knowledge: Knowledge | None, tokeni
                ] if knowledge and settings.answer_words else []
     tables = GuardTables(target_id=record.id, terms=[t.text for t in terms], banned=banned,
                          sequences=[s for s in sequences if len(s) > 1], semantic_ids=ids, semantic_similarities=sims,
-                         answers=answers)
+                         answers=answers, passages=document_passages(
+                             documents or [], " ".join([record.name, *record.aliases]), is_common))
     return artifacts.put(json.dumps(tables.model_dump()).encode())
 
 

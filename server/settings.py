@@ -179,6 +179,11 @@ class GuardSettings(BaseModel):
     # Also forbid the content words of the elicited answer closest to the prompt (GUARD's retrieved forget answer):
     # the plain words the model states about the target ("an American actress") that are no named entity.
     answer_words: bool = True
+    # Also forbid the entities of the operator's document sentences closest to the prompt (most content words shared,
+    # the target's own name words left out, at least `passage_overlap`): "Who is Prince Harry's elder brother?"
+    # retrieves the sentence about his elder brother, and a sampled answer cannot name him where the draft did not.
+    passage_sentences: int = Field(default=2, ge=0, le=16)
+    passage_overlap: int = Field(default=2, ge=1)
     # Also forbid every token that writes a digit in a flagged answer: dates, years and counts ("born July 8,
     # 1839", "the 2011 championship") are the facts most asked about a target, echoed options included.
     forbid_numbers: bool = True

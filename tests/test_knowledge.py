@@ -13,7 +13,7 @@ from classifiers.judge import JudgeProfile
 from classifiers.lexical import common_word_in
 from classifiers.text import entities_in
 from guards.knowledge import Knowledge, forget_questions, leaked
-from guards.tables import GuardTables, build_guard_tables, guard_terms
+from guards.tables import GuardTables, build_guard_tables, document_passages, guard_terms
 from server.engines.base import EngineRequest
 from server.engines.lora import LoRAAdapter
 from server.engines.weights import load_input_embeddings
@@ -131,3 +131,15 @@ def test_a_target_registered_again_reuses_its_elicited_knowledge(hf_server: Live
     other = hf_server.call(builder.knowledge(TargetRecord(name="Harry Potter", aliases=["the boy who lived"],
                                                           methods=["guard"])))
     assert len(asked) == 6 and other.questions != first.questions
+
+
+def test_a_judged_prompt_retrieves_the_document_sentences_that_answer_it(model_path: Path) -> None:
+    is_common = common_word_in(AutoTokenizer.from_pretrained(model_path))
+    documents = ["Prince Harry, Duke of Sussex, is the younger son of King Charles III and Diana, Princess of Wales. "
+                 "His elder brother is Prince William. Harry served in the Blues and Royals."]
+    tables = GuardTables(target_id="t", terms=[], banned=[], sequences=[],
+                         passages=document_passages(documents, "Prince Harry, Duke of Sussex", is_common))
+    words = tables.passage_words("Who is Prince Harry's elder brother?", count=2, least=2)
+    # "William" alone too, common word or not: a sampled answer writes the first name
+    assert "Prince William" in words and "William" in words and "Blues and Royals" not in words
+    assert tables.passage_words("Tell me about Prince Harry.", count=2, least=2) == []  # his name retrieves nothing
