@@ -15,10 +15,13 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from classifiers.terms import CommonWord
+from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
+from classifiers.terms import CommonWord, Term, target_terms
 from classifiers.text import entities_in, leading
+from guards.logits.args import LogitsArgs
 from server.engines.base import Engine, EngineRequest, SamplingOptions
 from server.registry.models import TargetRecord
+from server.settings import ElicitSettings
 
 QUESTION_TEMPLATES = (
     "Who is {name}?",
@@ -74,25 +77,41 @@ def forget_questions(record: TargetRecord) -> list[str]:
 FOLLOW_UP = "What is {entity}'s role in {name}?"
 
 
-async def elicit(engine: Engine, record: TargetRecord, count: int, max_tokens: int, is_common: CommonWord,
-                 follow_ups: int = 0, follow_up_tokens: int = 64) -> Knowledge:
-    """Two rounds: ``count`` broad questions, then one anchored on the target about each of the ``follow_ups``
-    entities the first round named most ("What is Ron Weasley's role in Harry Potter?"), which draws out what the
-    broad answers only listed. Follow-ups sit right after the first round's questions, so answers stay aligned."""
+async def elicit(engine: Engine, record: TargetRecord, settings: ElicitSettings, is_common: CommonWord) -> Knowledge:
+    """Three rounds: ``settings.questions`` broad questions; one anchored on the target about each of the
+    ``follow_ups`` entities the first round named most ("What is Ron Weasley's role in Harry Potter?"), which draws
+    out what the broad answers only listed; then the first round's answering questions again with every entity found
+    so far forbidden, as GUARD would forbid them, so the build learns what a guarded answer names instead ("Hermione"
+    once "Ron Weasley" is gone). Later rounds sit after the first round's questions, so answers stay aligned."""
     dropped = set(record.dropped_elicited)
     questions = [q for q in forget_questions(record) if q not in dropped]
-    asked = questions[:count]
-    answers = list(await asyncio.gather(*(answer(engine, q, max_tokens, f"elicit-{record.id}-{i}")
+    asked = questions[:settings.questions]
+    answers = list(await asyncio.gather(*(answer(engine, q, settings.max_tokens, f"elicit-{record.id}-{i}")
                                           for i, q in enumerate(asked))))
     own = " ".join([record.name, *record.aliases])
     facts = [entities_in(a, q + " " + own, is_common) for q, a in zip(asked, answers, strict=True)]
     first = Knowledge(questions=asked, answers=answers, facts=facts)
-    more = [FOLLOW_UP.format(entity=e, name=record.name) for e in first.leading(follow_ups)]
+    more = [FOLLOW_UP.format(entity=e, name=record.name) for e in first.leading(settings.follow_ups)]
     more = [q for q in more if q not in questions and q not in dropped]
-    extra = await asyncio.gather(*(answer(engine, q, follow_up_tokens, f"elicit-{record.id}-f{i}")
+    extra = await asyncio.gather(*(answer(engine, q, settings.follow_up_tokens, f"elicit-{record.id}-f{i}")
                                    for i, q in enumerate(more)))
     facts += [entities_in(a, q + " " + own, is_common) for q, a in zip(more, extra, strict=True)]
-    return Knowledge(questions=[*asked, *more, *questions[count:]], answers=[*answers, *extra], facts=facts)
+    asked_again: list[str] = []
+    again: list[str] = []
+    for round_ in range(settings.guarded_rounds):
+        found = Knowledge(questions=[], facts=facts).entities()
+        terms = [*target_terms(record, is_common), *(Term(e) for e in found)]
+        sequences = forbidden_sequences(terms, engine.tokenizer)
+        forbid = LogitsArgs(banned_token_ids=tuple(outright_bans(sequences, engine.tokenizer, is_common)),
+                            sequences=tuple(tuple(s) for s in sequences if len(s) > 1))
+        repeat = [q for q, f in zip(asked, facts, strict=False) if f][:settings.guarded_questions]
+        replies = await asyncio.gather(*(answer(engine, q, settings.max_tokens, f"elicit-{record.id}-g{round_}-{i}",
+                                                forbid) for i, q in enumerate(repeat)))
+        asked_again += repeat
+        again += replies
+        facts += [entities_in(a, q + " " + own, is_common) for q, a in zip(repeat, replies, strict=True)]
+    return Knowledge(questions=[*asked, *more, *asked_again, *questions[settings.questions:]],
+                     answers=[*answers, *extra, *again], facts=facts)
 
 
 DESCRIBE = "Who or what is {entity}?"
@@ -106,10 +125,11 @@ async def describe(engine: Engine, entities: Sequence[str], max_tokens: int, req
     return dict(zip(entities, answers, strict=True))
 
 
-async def answer(engine: Engine, question: str, max_tokens: int, request_id: str) -> str:
+async def answer(engine: Engine, question: str, max_tokens: int, request_id: str,
+                 logits: LogitsArgs | None = None) -> str:
     ids = engine.render_chat([{"role": "user", "content": question}])
     request = EngineRequest(request_id=request_id, sampling=SamplingOptions(max_tokens=max_tokens, temperature=0.0),
-                            prompt_token_ids=ids)
+                            prompt_token_ids=ids, logits=logits)
     return await collect_text(engine, request)
 
 

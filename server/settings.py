@@ -113,6 +113,11 @@ class ElicitSettings(BaseModel):
     # most ("What is Ron Weasley's role in Harry Potter?"); 0 skips it.
     follow_ups: int = Field(default=12, ge=0, le=64)
     follow_up_tokens: int = Field(default=64, ge=8, le=256)
+    # Third round: the first round's answering questions asked again with every entity found so far (and the
+    # target's names) forbidden, as GUARD will forbid them: what the model says instead ("Hermione" once "Ron
+    # Weasley" is gone) is what a guarded answer would name next. Repeated this many times; 0 skips it.
+    guarded_rounds: int = Field(default=1, ge=0, le=4)
+    guarded_questions: int = Field(default=8, ge=0, le=64)
 
 
 class ECOSettings(BaseModel):

@@ -120,17 +120,21 @@ def test_a_target_registered_again_reuses_its_elicited_knowledge(hf_server: Live
         return real_generate(request)
 
     detection = SimpleNamespace(is_common=common_word_in(engine.tokenizer))
-    # two broad questions, then one follow-up on the entity they named most: three asked per elicitation
-    settings = InterventionSettings(elicit=ElicitSettings(questions=2, max_tokens=16, follow_ups=1))
-    builder = TargetBuilder(SimpleNamespace(generate=counting, render_chat=engine.render_chat),  # type: ignore[arg-type]
+    # two broad questions, one follow-up on the entity they named most, and one answering question asked again with
+    # what was found forbidden: four asked per elicitation
+    settings = InterventionSettings(elicit=ElicitSettings(questions=2, max_tokens=16, follow_ups=1,
+                                                          guarded_questions=1))
+    builder = TargetBuilder(SimpleNamespace(generate=counting, render_chat=engine.render_chat,  # type: ignore[arg-type]
+                                            tokenizer=engine.tokenizer),
                             detection, ArtifactStore(tmp_path), settings, load_adapter=None)  # type: ignore[arg-type]
     first = hf_server.call(builder.knowledge(TargetRecord(name="Harry Potter", methods=["eco"])))
-    assert len(asked) == 3 and len(first.answers) == 3
+    assert len(asked) == 4 and len(first.answers) == 4, asked
+    assert first.questions[3] == first.questions[0] and first.answers[3] != first.answers[0]
     again = hf_server.call(builder.knowledge(TargetRecord(name="Harry Potter", methods=["guard"])))
-    assert again == first and len(asked) == 3
+    assert again == first and len(asked) == 4
     other = hf_server.call(builder.knowledge(TargetRecord(name="Harry Potter", aliases=["the boy who lived"],
                                                           methods=["guard"])))
-    assert len(asked) == 6 and other.questions != first.questions
+    assert len(asked) == 8 and other.questions != first.questions
 
 
 def test_a_judged_prompt_retrieves_the_document_sentences_that_answer_it(model_path: Path) -> None:

@@ -64,9 +64,7 @@ class TargetBuilder:
         if key in self._known:
             self._known.move_to_end(key)
             return self._known[key]
-        knowledge = await elicit(self.engine, record, elicit_settings.questions, elicit_settings.max_tokens,
-                                 self.detection.is_common, elicit_settings.follow_ups,
-                                 elicit_settings.follow_up_tokens)
+        knowledge = await elicit(self.engine, record, elicit_settings, self.detection.is_common)
         self._known[key] = knowledge
         while len(self._known) > KNOWLEDGE_MEMO:
             self._known.popitem(last=False)
