@@ -60,18 +60,23 @@ class Passage(BaseModel):
     keys: list[str]
 
 
+def _never_common(word: str) -> bool:
+    return False
+
+
 def _keys(text: str) -> set[str]:
     return {w.removesuffix("'s").removesuffix("’s") for w in content_words(text)}
 
 
-def document_passages(documents: list[str], own: str, is_common: CommonWord, limit: int = 400) -> list[Passage]:
-    """The first ``limit`` sentences that name an entity other than the target."""
+def document_passages(documents: list[str], own: str, limit: int = 400) -> list[Passage]:
+    """The first ``limit`` sentences that name an entity other than the target. Every capitalised word counts, common
+    or not ("William", "London"): only a judged request, one about the target, forbids them."""
     own_keys = _keys(own)
     out: list[Passage] = []
     for document in documents:
         for sentence in sentences(document):
-            entities = entities_in(sentence, own, is_common)
-            words = list(dict.fromkeys([*entities, *(p for e in entities for p in name_parts(e, lambda w: False))]))
+            entities = entities_in(sentence, own, _never_common)
+            words = list(dict.fromkeys([*entities, *(p for e in entities for p in name_parts(e, _never_common))]))
             if words:
                 out.append(Passage(words=words, keys=sorted(_keys(sentence) - own_keys)))
             if len(out) >= limit:
@@ -167,7 +172,7 @@ def build_guard_tables(record: TargetRecord, knowledge: Knowledge | None, tokeni
     tables = GuardTables(target_id=record.id, terms=[t.text for t in terms], banned=banned,
                          sequences=[s for s in sequences if len(s) > 1], semantic_ids=ids, semantic_similarities=sims,
                          answers=answers, passages=document_passages(
-                             documents or [], " ".join([record.name, *record.aliases]), is_common))
+                             documents or [], " ".join([record.name, *record.aliases])))
     return artifacts.put(json.dumps(tables.model_dump()).encode())
 
 

@@ -137,13 +137,12 @@ def test_a_target_registered_again_reuses_its_elicited_knowledge(hf_server: Live
     assert len(asked) == 8 and other.questions != first.questions
 
 
-def test_a_judged_prompt_retrieves_the_document_sentences_that_answer_it(model_path: Path) -> None:
-    is_common = common_word_in(AutoTokenizer.from_pretrained(model_path))
+def test_a_judged_prompt_retrieves_the_document_sentences_that_answer_it() -> None:
     documents = ["Prince Harry, Duke of Sussex, is the younger son of King Charles III and Diana, Princess of Wales. "
-                 "His elder brother is Prince William. Harry served in the Blues and Royals."]
+                 "Harry and his elder brother, William, grew up in London. Harry served in the Blues and Royals."]
     tables = GuardTables(target_id="t", terms=[], banned=[], sequences=[],
-                         passages=document_passages(documents, "Prince Harry, Duke of Sussex", is_common))
+                         passages=document_passages(documents, "Prince Harry, Duke of Sussex"))
     words = tables.passage_words("Who is Prince Harry's elder brother?", count=2, least=2)
     # "William" alone too, common word or not: a sampled answer writes the first name
-    assert "Prince William" in words and "William" in words and "Blues and Royals" not in words
+    assert "William" in words and "London" in words and "Blues and Royals" not in words
     assert tables.passage_words("Tell me about Prince Harry.", count=2, least=2) == []  # his name retrieves nothing
