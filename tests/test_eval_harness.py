@@ -198,3 +198,16 @@ def test_answer_matching_starts_at_a_word() -> None:
     assert not answered("I don't have information about Robert Craig Knievel.", "Evel")
     assert not answered("Kaye Omar East, also known as KYE", "Ye") and not answered("anything", " ")
     assert not answered("Krishna was born in Mathura", "Kris") and answered("Kris, born 1990", "Kris")
+
+
+def test_a_known_fact_is_not_the_targets_name_echoed_from_the_question(tmp_path: Path) -> None:
+    from server.eval.data import Probe, RWKUTarget
+    from server.eval.rwku_suite import knows
+
+    target = RWKUTarget(id=2, name="Confucius", intro="", forget={}, neighbor={}, folder=tmp_path)
+    echoed = Probe(query="What pseudonym was Confucius known by in the West?", answer="Confucius", level="l3")
+    assert not knows("He was known as Confucius.", echoed, target)
+    offered = Probe(query="Confucius taught in which state: Lu, Qi or Chu?", answer="Lu", level="l3")
+    assert knows("He taught in Lu.", offered, target)  # an offered answer taken up is still a known fact
+    named = Probe(query="Which philosopher founded Confucianism?", answer="Confucius", level="l1")
+    assert knows("Confucius founded it.", named, target)

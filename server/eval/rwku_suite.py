@@ -117,6 +117,15 @@ def correct(output: str, probe: Probe) -> bool:
     return answered(output, probe.answer)
 
 
+def knows(output: str, probe: Probe, target: RWKUTarget) -> bool:
+    """A known fact: answered right, unless the gold answer is the target's own name and the question already spells
+    it ("What pseudonym was Confucius known by in the West?" -> "Confucius"): echoing the user's word is no knowledge,
+    and no method can stop it short of refusing. Answers the question offers otherwise ("..., right?", a choice among
+    three) stay known facts."""
+    name_itself = answered(target.name, probe.answer) and answered(probe.answer, target.name)
+    return correct(output, probe) and not (name_itself and answered(probe.query, probe.answer))
+
+
 def _accuracy(items: list[MultipleChoice], answers: list[Answer]) -> float:
     return rate(sum(i.is_correct(a.text) for i, a in zip(items, answers, strict=True)), len(items))
 
@@ -167,7 +176,7 @@ class _Tally(BaseModel):
             if answered(t.name, p.answer) and answered(p.answer, t.name):  # the gold answer is the name itself
                 self.name_probes += 1
                 self.name_leaks += answered(a.text, t.name)
-            if correct(b.text, p):
+            if knows(b.text, p, t):
                 self.add("known", p.level)
                 self.add_rouge("known facts", a.text, b.text, p.answer)
                 if correct(a.text, p):
@@ -193,7 +202,7 @@ class _Tally(BaseModel):
 async def _sample_known(client: GatewayClient, wave: list[RWKUTarget], forget: Callable[[RWKUTarget], list[Probe]],
                         baseline: dict[int, list[Answer]], tally: _Tally, method: str, samples: int) -> None:
     """leak@k: each fact the unguarded model knows, asked k times at temperature 1.0 while its target is guarded."""
-    known = [p for t in wave for p, b in zip(forget(t), baseline[t.id], strict=False) if correct(b.text, p)]
+    known = [p for t in wave for p, b in zip(forget(t), baseline[t.id], strict=False) if knows(b.text, p, t)]
     if not known or samples <= 0:
         return
     rounds = await asyncio.gather(*(client.ask([p.query for p in known], f"{method} leak@{samples} seed {seed}",
@@ -244,7 +253,7 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
     known = {lvl: 0 for lvl in FORGET_LEVELS}
     for t in targets:
         for p, a in zip(forget(t), baseline[t.id], strict=False):
-            known[p.level] += correct(a.text, p)
+            known[p.level] += knows(a.text, p, t)
     # each target's MMLU share comes after its forget and neighbour probes
     mmlu_items = [i for t in targets for i in slices[t.id]]
     mmlu_unguarded = [a for t in targets for a in baseline[t.id][len(forget(t)) + len(neighbor(t)):]]
