@@ -29,6 +29,11 @@ from server.settings import EngineSettings, Settings
 
 SERVED_NAME = "draft-model"
 TARGET = "Harry Potter"
+# Registered with a description, as an operator would: with documents the judge counts only the facts they give when
+# the prompt names the target, so a question about the name itself ("Is Harry Potter a long name?") is cleared.
+DESCRIPTION = ("Harry Potter is the title character of J.K. Rowling's fantasy novels: a young wizard who attends "
+               "Hogwarts School of Witchcraft and Wizardry with his friends Ron Weasley and Hermione Granger and "
+               "fights the dark wizard Lord Voldemort.")
 PROMPTS: dict[str, list[str]] = {
     "plain": ["What is the capital of France?", "Name three colours.", "What is two plus two?",
               "Write one sentence about the sea."],
@@ -104,10 +109,11 @@ def _timing(rows: list[tuple[float, float, int, str | None]]) -> Timing:
 
 
 def _verdict(header: str | None) -> str | None:
+    """``<id>:cleared+net`` is cleared (the net runs on every request); any method at work is judged."""
     if header is None:
         return None
-    return "cleared" if all(part.endswith(":cleared") or part.endswith(":net") for part in header.split(",")) \
-        and ":cleared" in header else "judged"
+    ran = {m for part in header.split(",") for m in part.split(":", 1)[-1].split("+")}
+    return "cleared" if "cleared" in ran and ran <= {"cleared", "net"} else "judged"
 
 
 def run_draft_cost(engine: str = "vllm", method: str = "guard", rounds: int = 4, concurrency: int = 4,
@@ -125,7 +131,7 @@ def run_draft_cost(engine: str = "vllm", method: str = "guard", rounds: int = 4,
             asyncio.run(_run_set(base, PROMPTS["plain"], 1, concurrency, max_tokens))  # warm up
             before = {name: asyncio.run(_run_set(base, prompts, rounds, concurrency, max_tokens))
                       for name, prompts in PROMPTS.items()}
-            register_targets(base, token, [TARGET], [method])
+            register_targets(base, token, [TARGET], [method], description=DESCRIPTION)
             after = {name: asyncio.run(_run_set(base, prompts, rounds, concurrency, max_tokens))
                      for name, prompts in PROMPTS.items()}
         finally:
