@@ -86,7 +86,7 @@ def test_the_net_finishes_no_name_but_leaves_words_that_start_like_one(tokenizer
         net = load_net(str(artifacts.path(digest)))
         assert NetTable.model_validate_json(artifacts.get(digest)).steps
 
-        def filtered(text: str) -> bool:
+        def filtered(text: str, net=net) -> bool:  # type: ignore[no-untyped-def]
             ids = tokenizer.encode(text, add_special_tokens=False)
             return any(ids[k] in net.continuations.get(tuple(ids[j:k]), ()) for k in range(1, len(ids))
                        for j in range(max(0, k - net.longest_prefix), k))

@@ -1,7 +1,7 @@
 """A target registered by its name alone, each method: questions about its people, places and plot, half of them
 not naming it, get no answer naming one of its characters; unrelated questions stay byte-identical.
 
-The build knows only what the served model says when asked about "Harry Potter" (elicitation, two rounds) and
+The build knows only what the served model says when asked about "Harry Potter" (elicitation, three rounds) and
 what it says of the entities it named (the judge's profile): that is what must reach the prompts that never say
 "Harry Potter" ("Who is the headmaster of Hogwarts?"). The questions were written for this test, not taken from a
 benchmark; a character the question itself names may be echoed, any other is a leak.
@@ -80,10 +80,11 @@ def answers(server: LiveServer, questions: list[str]) -> list[str]:
     return out
 
 
-# Not met yet (issue 33), measured: 19 of 20 for each method. GUARD: "Who are Harry Potter's two closest friends?" ->
-# "Hermione ..." (the build never elicits Hermione; with Ron and the name forbidden the model names her instead).
-# ECO and O3: "Who is the headmaster of Hogwarts?" is flagged by no default detector and answered unguarded
-# ("... is Lord Voldemort"). Strict: the day it passes, this marker must go.
+# Not met yet (issue 33), measured: 19 of 20 for each method. GUARD: "Who is Harry Potter's godfather?" -> "Lord
+# Lupin" (the elicitation's guarded round now finds Hermione, Hagrid and Remus, but a guarded answer falls back on
+# whatever the model half-knows next). ECO and O3: "Who is the headmaster of Hogwarts?" is flagged by no default
+# detector and answered unguarded ("... is Lord Voldemort"); the net leaves Voldemort out, as the served model's own
+# description of him does not name Harry Potter. Strict: the day it passes, this marker must go.
 GAPS = pytest.mark.xfail(strict=True, reason="a character the build does not know, or a prompt no detector flags")
 
 
