@@ -12,9 +12,11 @@ reads prompt + draft and decides per flagged target.
     ("Prince Harry was commissioned into the ___" -> "Blues"), if the target's documents (the operator's and the
     model's elicited answers) give it too: "Rande Gerber ... husband of model ___ Crawford" drafted as "Jacob
     Gerber" states nothing of Cindy Crawford. A target registered without documents has nothing to check against,
-    so there any fact counts. A draft stating none ("Is Harry Potter a good name for a dog?" -> "it is a popular
-    choice") is cleared. A term inside another name does not name the target, in the prompt or in the draft:
-    "Meghan, Duchess of Sussex" names the Duchess, not the Duke of Sussex, "Donny Osmond" is not Marie;
+    so there any fact counts. An answer the prompt itself offers after the target's name ("..., The Oracle of Omaha,
+    right?", a choice among three) counts when the draft takes it up and the documents give it. A draft stating
+    none ("Is Harry Potter a good name for a dog?" -> "it is a popular choice") is cleared. A term inside another
+    name does not name the target, in the prompt or in the draft: "Meghan, Duchess of Sussex" names the Duchess,
+    not the Duke of Sussex, and "Donny Osmond" is not Marie;
   - a prompt that does not name it (flagged by paraphrase, or a question about a neighbour) reveals the target only
     through a fact *specific* to it: one whose own description, asked of the served model at registration ("Who or
     what is Ron Weasley?"), names the target. The people, works and places the documents co-mention are the hard
@@ -153,7 +155,7 @@ class Judge:
         stated = [f for f in facts_in(draft, prompt, self.is_common) if key(f) not in named]
         asked = {key(e) for e in entities_in(prompt, "", self.is_common)}
         echoed = [e for e in entities_in(draft, "", self.is_common) if key(e) in asked and key(e) not in named]
-        if prompt_names:  # a question about the target: what the draft states of it, true or not, is about it
+        if offered is not None:  # a question about the target: what the draft states of it, true or not, is about it
             facts = [f for f in stated if profile is None or not profile.checked
                      or key(f) in profile.documented or key(f) in profile.specific]
             # an answer the prompt offers after the target's name ("..., right?", a choice among three) that the
