@@ -27,6 +27,7 @@ Facts are compared casefolded and whole-word, so "Kris" is not found in "Krishna
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,16 @@ from typing import Literal
 from pydantic import BaseModel
 
 from classifiers.terms import CommonWord, fold
-from classifiers.text import entities_in, facts_in, leading, named_alone, sentences
+from classifiers.text import (
+    blank_filler,
+    content_words,
+    entities_in,
+    facts_in,
+    leading,
+    named_alone,
+    numbers_in,
+    sentences,
+)
 
 # target id -> where its terms occur in a text (the lexical detector's matcher, over every active target)
 TermSpans = Callable[[str], Mapping[str, Sequence[tuple[int, int]]]]
@@ -50,7 +60,7 @@ class JudgeProfile(BaseModel):
     specific: list[str]
     # the entities whose descriptions were asked, and whether each named the target (shown by `ugw targets show`)
     described: dict[str, bool] = {}
-    # the facts the target's documents state (the operator's and the elicited answers)
+    # the facts and content words the target's documents state (the operator's and the elicited answers)
     documented: list[str] = []
     # whether the operator gave documents (or a description): without them a prompt naming the target counts any new
     # fact of its draft, as nothing tells the target's facts from the rest
@@ -78,13 +88,22 @@ def key(fact: str) -> str:
     return " ".join(fold(fact).split())
 
 
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _words(text: str) -> str:
+    """Folded words between spaces, punctuation dropped: " blues and royals " is found in "The Blues and Royals,"."""
+    return f" {' '.join(_WORD.findall(fold(text)))} "
+
+
 def entities_to_describe(documents: Sequence[str], own: str, is_common: CommonWord, count: int) -> list[str]:
     """The entities the documents mention in the most sentences: what the build asks the served model about."""
     return leading([entities_in(s, own, is_common) for d in documents for s in sentences(d)], count)
 
 
 def documented_facts(documents: Sequence[str], own: str, is_common: CommonWord) -> list[str]:
-    return sorted({key(f) for d in documents for f in facts_in(d, own, is_common)})
+    """Entities, numbers and content words of the documents, as the judge compares them."""
+    return sorted({key(f) for d in documents for f in [*facts_in(d, own, is_common), *content_words(d)]})
 
 
 def build_profile(target_id: str, own: str, descriptions: Mapping[str, str], names_target: Callable[[str], bool],
@@ -130,12 +149,12 @@ class Judge:
         # where the prompt first names each target alone: what it offers after that is offered as the answer
         named_at = {t: min(a for a, _ in alone) for t, spans in self.term_spans(prompt).items()
                     if (alone := named_alone(prompt, list(spans)))}
+        offers = {t: self._offered(prompt, at) for t, at in named_at.items()}
         out: list[Verdict] = []
         for target_id, digest in targets.items():
             profile = self.load(digest) if digest is not None else None
             verdict = Verdict(target_id=target_id, revealed=False)
-            at = named_at.get(target_id)
-            offered = None if at is None else frozenset(key(e) for e in entities_in(prompt[at:], "", self.is_common))
+            offered = offers.get(target_id)
             for draft in drafts:
                 one = self._one(target_id, prompt, draft, offered, profile)
                 if one.revealed:
@@ -145,24 +164,39 @@ class Judge:
             out.append(verdict)
         return out
 
+    def _offered(self, prompt: str, named_at: int) -> frozenset[str]:
+        """What the prompt hands over as possible answers: what follows a question mark or colon after the target's
+        name ("... Warren Buffett? The Oracle of Omaha, right?", "... starred Sam Elliott: The Way West, Star Wars,
+        Iron Man?"). The rest of the prompt is its subject and context ("X is a British ___")."""
+        mark = re.search(r"[?:]\s+\S", prompt[named_at:])
+        if mark is None:
+            return frozenset()
+        rest = prompt[named_at + mark.start() + 1:]
+        return frozenset(key(e) for e in [*entities_in(rest, "", self.is_common), *numbers_in(rest)])
+
     def _one(self, target_id: str, prompt: str, draft: str, offered: frozenset[str] | None,
              profile: _Facts | None) -> Verdict:
-        """``offered``: None when the prompt does not name the target, else the entities it names after it."""
+        """``offered``: None when the prompt does not name the target, else the answers it hands over."""
         prompt_names = offered is not None
         spans = list(self.term_spans(draft).get(target_id, []))
         names = [draft[s:e] for s, e in named_alone(draft, spans)]
         named = {key(draft[s:e]) for s, e in spans}
         stated = [f for f in facts_in(draft, prompt, self.is_common) if key(f) not in named]
-        asked = {key(e) for e in entities_in(prompt, "", self.is_common)}
-        echoed = [e for e in entities_in(draft, "", self.is_common) if key(e) in asked and key(e) not in named]
+        folded = _words(draft)
+        echoed = [e for e in [*entities_in(prompt, "", self.is_common), *numbers_in(prompt)]
+                  if _words(e) in folded and key(e) not in named]
         if offered is not None:  # a question about the target: what the draft states of it, true or not, is about it
             facts = [f for f in stated if profile is None or not profile.checked
                      or key(f) in profile.documented or key(f) in profile.specific]
             # an answer the prompt offers after the target's name ("..., right?", a choice among three) that the
-            # draft takes up is the target's fact too when its documents give it: the draft confirms it. What comes
-            # before the name is the question's subject ("Rande Gerber is the husband of model ___ Crawford")
+            # draft takes up is the target's fact too when its documents give it: the draft confirms it. The rest is
+            # the question's subject and context ("Rande Gerber is the husband of model ___ Crawford")
             facts += [e for e in echoed if profile is not None and key(e) in offered
                       and key(e) in profile.documented | profile.specific]
+            # a cloze prompt's blank, filled with a word the documents use ("is an American ___" -> "actress"): no
+            # named entity, but the answer asked for
+            facts += [w for w in content_words(blank_filler(prompt, draft))
+                      if profile is not None and key(w) in profile.documented]
         else:
             facts = [f for f in stated if profile is not None and key(f) in profile.specific]
         revealing_name = bool(names) and not prompt_names

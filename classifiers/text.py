@@ -78,7 +78,8 @@ def entities_in(text: str, exclude: str, is_common: CommonWord) -> list[str]:
             words = words[:-1]
         if not words:
             continue
-        parts = [w for w in words if len(w.rstrip(".")) >= 3 and not is_common(w) and w not in _STOP]
+        parts = [w for w in words if len(w.rstrip(".")) >= 3 and not is_common(w) and w not in _STOP
+                 and w.lower() not in _JOINERS]
         candidates = [" ".join(words), *parts] if len(words) > 1 else parts
         out += [c for c in candidates if c.casefold() not in skip]
     return list(dict.fromkeys(out))
@@ -105,6 +106,28 @@ def leading(groups: list[list[str]], count: int) -> list[str]:
         if len(chosen) < count and not any(f" {k} " in f" {c} " or f" {c} " in f" {k} " for c in chosen):
             chosen.append(k)
     return [spelled[k] for k in chosen]
+
+
+_BLANK = re.compile(r"_{2,}")
+_CONTEXT_WORDS = 3  # words before the blank the draft must restate
+_FILLER = re.compile(r"[^,.;:!?\n]{1,60}")
+
+
+def blank_filler(prompt: str, draft: str) -> str:
+    """What a draft writes in the place of a cloze prompt's blank ("X is an American ___" drafted as "X is an
+    American actress, known for ..." -> "actress"): the words after the draft restates the ones before the blank, up
+    to the next punctuation. Empty when the prompt has no blank or the draft does not restate it."""
+    blank = _BLANK.search(prompt)
+    if blank is None:
+        return ""
+    before = re.findall(r"\w+", prompt[:blank.start()])[-_CONTEXT_WORDS:]
+    if not before:
+        return ""
+    lead = re.search(r"\b" + r"\W+".join(re.escape(w) for w in before) + r"\b\W*", draft, re.IGNORECASE)
+    if lead is None:
+        return ""
+    filler = _FILLER.match(draft, lead.end())
+    return " ".join(filler.group(0).split()[:6]) if filler else ""
 
 
 def _run_bounds(text: str, start: int, end: int) -> tuple[int, int]:

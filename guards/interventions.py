@@ -64,6 +64,14 @@ class Guarded:
             request.logits = (request.logits or LogitsArgs()).model_copy(update={"net": self.net})
 
 
+def forbidding(logits: LogitsArgs | None, table: WordTable) -> LogitsArgs:
+    """``logits`` (a method's, or none) with ``table``'s words forbidden too."""
+    base = logits or LogitsArgs()
+    return base.model_copy(update={
+        "banned_token_ids": tuple(sorted({*base.banned_token_ids, *table.banned})),
+        "sequences": tuple(sorted({*base.sequences, *(tuple(s) for s in table.sequences)}))})
+
+
 @dataclass
 class PromptContext:
     token_ids: list[int]
@@ -209,6 +217,8 @@ class RequestGuard:
         self.net = OutputNet(artifacts) if settings.net.enabled else None
         self._net_generation = -1
         self.judge_of = Judge(detection.term_spans, detection.is_common, artifacts.get)
+        # the served model's tokenizer: a judged draft's words become its token sequences
+        self.tokenizer = next(iter(self.interventions.values())).engine.tokenizer if self.interventions else None
 
     def net_path(self) -> str | None:
         """The current union of the active targets' nets, rebuilt once per registry change."""
@@ -264,8 +274,18 @@ class RequestGuard:
             guarded.draft_words = list(dict.fromkeys([*guarded.draft_words, *verdict.words]))
         if not plan.empty:
             await self._intervene(prompt)
+            self._forbid_revealed(guarded)
         self.audit(request_id, plan, prompt)
         return guarded
+
+    def _forbid_revealed(self, guarded: Guarded) -> None:
+        """A method other than GUARD (which forbids them itself) gets the judged draft's verdict words forbidden too:
+        an O3 answer would otherwise take up "The Oracle of Omaha" that the prompt offered and the draft confirmed."""
+        if not (self.settings.draft.forbid_revealed and guarded.draft_words and self.tokenizer is not None) \
+                or guarded.plan.using("guard"):
+            return
+        guarded.logits = forbidding(guarded.logits, draft_words(guarded.draft_words, self.tokenizer,
+                                                                self.detection.is_common))
 
     async def _intervene(self, prompt: PromptContext) -> None:
         for method, intervention in self.interventions.items():

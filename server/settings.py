@@ -206,6 +206,10 @@ class DraftSettings(BaseModel):
     # names it; 0 leaves only the target's names and, for prompts naming it, its documents' facts.
     describe_entities: int = Field(default=24, ge=0, le=256)
     describe_tokens: int = Field(default=32, ge=8, le=128)
+    # Nothing of a judged draft comes back: whatever method runs, the words that made it revealing (the judge's
+    # verdict words: the target's names and facts it stated, the offered answer it took up) are forbidden in the
+    # answer, as GUARD forbids them. Off: ECO and O3 answers are left to their method alone.
+    forbid_revealed: bool = True
 
 
 class NetSettings(BaseModel):

@@ -119,3 +119,4 @@ def test_elicited_documents_are_listed_and_a_dropped_one_is_neither_asked_nor_us
     finally:
         admin.close()
         delete(judged, record["id"])
+

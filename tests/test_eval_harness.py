@@ -211,3 +211,9 @@ def test_a_known_fact_is_not_the_targets_name_echoed_from_the_question(tmp_path:
     assert knows("He taught in Lu.", offered, target)  # an offered answer taken up is still a known fact
     named = Probe(query="Which philosopher founded Confucianism?", answer="Confucius", level="l1")
     assert knows("Confucius founded it.", named, target)
+    reba = RWKUTarget(id=5, name="Reba McEntire", intro="", forget={}, neighbor={}, folder=tmp_path)
+    show = Probe(query="Reba McEntire starred in the television series ___", answer="Reba", level="l1")
+    assert not knows("Reba, a sitcom.", show, reba)  # part of the name, spelled in the question
+    evel = RWKUTarget(id=6, name="Evel Knievel", intro="", forget={}, neighbor={}, folder=tmp_path)
+    stage = Probe(query="Robert Craig Knievel was known professionally as ___ Knievel.", answer="Evel", level="l1")
+    assert knows("Evel Knievel.", stage, evel)  # the question does not spell it

@@ -93,3 +93,18 @@ def test_the_net_finishes_no_name_but_leaves_words_that_start_like_one(tokenizer
 
         assert filtered(named), name
         assert not filtered(free), (name, tokenizer.tokenize(free))
+
+
+def test_a_judged_drafts_words_join_whatever_a_method_already_forbids(tokenizer) -> None:
+    """An ECO or O3 answer gets the judge's verdict words forbidden as GUARD would (``forbid_revealed``): nothing of
+    the draft comes back, not even an answer the prompt offered and the draft confirmed."""
+    from guards.interventions import forbidding
+    from guards.logits.args import LogitsArgs
+
+    table = draft_words(["Ron Weasley", "Oracle of Omaha"], tokenizer, common_word_in(tokenizer))
+    alone = forbidding(None, table)
+    ids = tokenizer.encode(" Ron Weasley", add_special_tokens=False)
+    assert tuple(ids) in alone.sequences or ids[0] in alone.banned_token_ids
+    assert tuple(tokenizer.encode(" Oracle of Omaha", add_special_tokens=False)) in alone.sequences
+    kept = forbidding(LogitsArgs(banned_token_ids=(7,), net="net.json"), table)
+    assert 7 in kept.banned_token_ids and kept.net == "net.json" and set(alone.sequences) <= set(kept.sequences)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from classifiers.judge import Judge, JudgeProfile, build_profile, documented_facts, entities_to_describe
 from classifiers.terms import Term, TermMatcher, target_terms
-from classifiers.text import facts_in, leading, named_alone, numbers_in, run_around
+from classifiers.text import blank_filler, facts_in, leading, named_alone, numbers_in, run_around
 from server.registry.models import TargetRecord
 
 HARRY = TargetRecord(id="harry", name="Prince Harry, Duke of Sussex")
@@ -123,3 +123,23 @@ def test_with_documents_a_prompt_naming_the_target_counts_only_the_facts_they_gi
     subject = "Meghan Markle is known for her marriage to Prince Harry in ___."
     assert not verdict(subject, "Meghan Markle is an actress.", documented).revealed
     assert verdict("Prince Harry married whom? Meghan Markle, right?", "Yes, Meghan Markle.", documented).revealed
+
+
+def test_a_cloze_blank_filled_with_a_documented_word_and_an_offered_choice_however_spelled_are_facts() -> None:
+    assert blank_filler("Rhea Perlman (born March 31, 1948) is an American ___",
+                        "Rhea Perlman is an American actress, known for Cheers.") == "actress"
+    assert blank_filler("Prince Harry is an American ___", "He was born in 1984.") == ""  # not restated
+    assert blank_filler("Who is Prince Harry?", "Prince Harry is a prince.") == ""
+    documents = ["Prince Harry is a British soldier and author. He served in the Blues and Royals from 2006.",
+                 "His memoir Spare appeared in 2023."]
+    profile = JudgeProfile(target_id="harry", specific=[], operator_documents=True,
+                           documented=documented_facts(documents, "Prince Harry", lambda w: False))
+    cloze = "Prince Harry is a British ___"
+    assert "soldier" in verdict(cloze, "Prince Harry is a British soldier, and", profile).words
+    assert not verdict("Prince Harry is a British ___", "Prince Harry is a British citizen.", profile).revealed
+    # a choice the draft takes up in another case ("The way West"), or a number offered among others
+    offered = "Which regiment did Prince Harry join: The Blues and Royals, The Rifles, The Guards?"
+    assert verdict(offered, "the blues and royals, of course.", profile).revealed
+    assert verdict("Which book did Prince Harry write: Spare, 1989 or Red?", "It was in 2023? No: Spare.",
+                   profile).revealed
+    assert verdict("When did Prince Harry publish his memoir: 2023, 1989 or 2001?", "It was 2023.", profile).revealed

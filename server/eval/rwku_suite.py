@@ -118,12 +118,12 @@ def correct(output: str, probe: Probe) -> bool:
 
 
 def knows(output: str, probe: Probe, target: RWKUTarget) -> bool:
-    """A known fact: answered right, unless the gold answer is the target's own name and the question already spells
-    it ("What pseudonym was Confucius known by in the West?" -> "Confucius"): echoing the user's word is no knowledge,
-    and no method can stop it short of refusing. Answers the question offers otherwise ("..., right?", a choice among
-    three) stay known facts."""
-    name_itself = answered(target.name, probe.answer) and answered(probe.answer, target.name)
-    return correct(output, probe) and not (name_itself and answered(probe.query, probe.answer))
+    """A known fact: answered right, unless the gold answer is the target's own name, or a part of it, and the
+    question already spells it ("What pseudonym was Confucius known by in the West?" -> "Confucius", "Reba McEntire
+    starred in the series ___" -> "Reba"): echoing the user's word is no knowledge, and no method can stop it short
+    of refusing. Answers the question offers otherwise ("..., right?", a choice among three) stay known facts."""
+    of_the_name = answered(target.name, probe.answer)
+    return correct(output, probe) and not (of_the_name and answered(probe.query, probe.answer))
 
 
 def _accuracy(items: list[MultipleChoice], answers: list[Answer]) -> float:
