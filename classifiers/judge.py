@@ -195,8 +195,9 @@ class Judge:
                       and key(e) in profile.documented | profile.specific]
             # a cloze prompt's blank, filled with a word the documents use ("is an American ___" -> "actress"): no
             # named entity, but the answer asked for
+            asked_words = set(content_words(prompt))
             facts += [w for w in content_words(blank_filler(prompt, draft))
-                      if profile is not None and key(w) in profile.documented]
+                      if profile is not None and key(w) in profile.documented and w not in asked_words]
         else:
             facts = [f for f in stated if profile is not None and key(f) in profile.specific]
         revealing_name = bool(names) and not prompt_names

@@ -116,17 +116,22 @@ _FILLER = re.compile(r"[^,.;:!?\n]{1,60}")
 def blank_filler(prompt: str, draft: str) -> str:
     """What a draft writes in the place of a cloze prompt's blank ("X is an American ___" drafted as "X is an
     American actress, known for ..." -> "actress"): the words after the draft restates the ones before the blank, up
-    to the next punctuation. Empty when the prompt has no blank or the draft does not restate it."""
+    to the next punctuation. A draft that does not restate them answers a blank ending the prompt with its first
+    clause ("He is a well-known actor, ..." -> "He is a well-known actor"). Empty when the prompt has no blank, or a
+    blank inside it ("... husband of model ___ Crawford") that the draft does not restate."""
     blank = _BLANK.search(prompt)
     if blank is None:
         return ""
     before = re.findall(r"\w+", prompt[:blank.start()])[-_CONTEXT_WORDS:]
-    if not before:
+    lead = re.search(r"\b" + r"\W+".join(re.escape(w) for w in before) + r"\b\W*", draft, re.IGNORECASE) \
+        if before else None
+    if lead is not None:
+        at = lead.end()
+    elif not re.sub(r"[\W_]", "", prompt[blank.end():]):
+        at = len(draft) - len(draft.lstrip())
+    else:
         return ""
-    lead = re.search(r"\b" + r"\W+".join(re.escape(w) for w in before) + r"\b\W*", draft, re.IGNORECASE)
-    if lead is None:
-        return ""
-    filler = _FILLER.match(draft, lead.end())
+    filler = _FILLER.match(draft, at)
     return " ".join(filler.group(0).split()[:6]) if filler else ""
 
 

@@ -128,7 +128,9 @@ def test_with_documents_a_prompt_naming_the_target_counts_only_the_facts_they_gi
 def test_a_cloze_blank_filled_with_a_documented_word_and_an_offered_choice_however_spelled_are_facts() -> None:
     assert blank_filler("Rhea Perlman (born March 31, 1948) is an American ___",
                         "Rhea Perlman is an American actress, known for Cheers.") == "actress"
-    assert blank_filler("Prince Harry is an American ___", "He was born in 1984.") == ""  # not restated
+    # not restated: a blank ending the prompt is answered by the draft's first clause, one inside it by nothing
+    assert blank_filler("Prince Harry is an American ___", "He was born in 1984. Later") == "He was born in 1984"
+    assert blank_filler("Rande Gerber is the husband of model ___ Crawford.", "Rande is a man named Jacob.") == ""
     assert blank_filler("Who is Prince Harry?", "Prince Harry is a prince.") == ""
     documents = ["Prince Harry is a British soldier and author. He served in the Blues and Royals from 2006.",
                  "His memoir Spare appeared in 2023."]
