@@ -13,6 +13,7 @@ from classifiers.terms import CommonWord
 # Initials ("J.K."), words, or one punctuation mark; punctuation ends a run of capitalised words.
 _TOKEN = re.compile(r"(?:[A-Z]\.){1,3}|\w[\w'’-]*|[^\w\s]")
 _JOINERS = {"of", "the", "and", "de", "da", "von", "van", "del", "la", "le"}
+_SUFFIXES = {"jr", "sr", "ii", "iii", "iv"}  # "Paul William Walker IV" is still Paul Walker
 _STOP = {"I", "I'm", "I've", "It", "The", "A", "An", "He", "She", "They", "His", "Her", "Their", "This", "That",
          "These", "Here", "There", "Some", "In", "On", "As", "From", "With", "Yes", "No", "Sure", "However",
          "Overall", "Also", "And", "But", "If", "When", "While", "What", "Who", "Which", "Answer", "Question"}
@@ -109,7 +110,6 @@ def leading(groups: list[list[str]], count: int) -> list[str]:
 
 
 _BLANK = re.compile(r"_{2,}")
-_CONTEXT_WORDS = 3  # words before the blank the draft must restate
 _FILLER = re.compile(r"[^,.;:!?\n]{1,60}")
 
 
@@ -122,9 +122,10 @@ def blank_filler(prompt: str, draft: str) -> str:
     blank = _BLANK.search(prompt)
     if blank is None:
         return ""
-    before = re.findall(r"\w+", prompt[:blank.start()])[-_CONTEXT_WORDS:]
-    lead = re.search(r"\b" + r"\W+".join(re.escape(w) for w in before) + r"\b\W*", draft, re.IGNORECASE) \
-        if before else None
+    # the last word of four letters or more before the blank: "American" of "is an American ___", which a draft
+    # restates as readily in "is a renowned American actor"
+    before = [w for w in re.findall(r"\w+", prompt[:blank.start()]) if len(w) >= 4][-1:]
+    lead = re.search(r"\b" + re.escape(before[0]) + r"\b\W*", draft, re.IGNORECASE) if before else None
     if lead is not None:
         at = lead.end()
     elif not re.sub(r"[\W_]", "", prompt[blank.end():]):
@@ -175,6 +176,7 @@ def named_alone(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]
     for start, end in spans:
         lo, hi = _run_bounds(text, start, end)
         if all(any(a <= m.start() < b for a, b in spans) for m in _TOKEN.finditer(text, lo, hi)
-               if m.group(0)[:1].isupper() and m.group(0) not in _OPENERS):
+               if m.group(0)[:1].isupper() and m.group(0) not in _OPENERS
+               and m.group(0).rstrip(".").lower() not in _SUFFIXES):
             out.append((start, end))
     return out

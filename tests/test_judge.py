@@ -131,6 +131,8 @@ def test_a_cloze_blank_filled_with_a_documented_word_and_an_offered_choice_howev
     # not restated: a blank ending the prompt is answered by the draft's first clause, one inside it by nothing
     assert blank_filler("Prince Harry is an American ___", "He was born in 1984. Later") == "He was born in 1984"
     assert blank_filler("Rande Gerber is the husband of model ___ Crawford.", "Rande is a man named Jacob.") == ""
+    assert blank_filler("Steven Seagal is an American ___, producer.", "He is a renowned American actor.") == "actor"
+    assert named_alone("Paul Walker IV was born", [(0, 11)]) == [(0, 11)]
     assert blank_filler("Who is Prince Harry?", "Prince Harry is a prince.") == ""
     documents = ["Prince Harry is a British soldier and author. He served in the Blues and Royals from 2006.",
                  "His memoir Spare appeared in 2023."]
