@@ -11,9 +11,10 @@ reads prompt + draft and decides per flagged target.
   - a prompt that names the target asks about it, so a fact the draft states is the model's knowledge of the target
     ("Prince Harry was commissioned into the ___" -> "Blues"), if the target's documents (the operator's and the
     model's elicited answers) give it too: "Rande Gerber ... husband of model ___ Crawford" drafted as "Jacob
-    Gerber" states nothing of Cindy Crawford. A target registered without documents has nothing to check against,
-    so there any fact counts. An answer the prompt itself offers after the target's name ("..., The Oracle of Omaha,
-    right?", a choice among three) counts when the draft takes it up and the documents give it. A draft stating
+    Gerber" states nothing of Cindy Crawford. A target registered without documents (a description alone is too
+    little) has nothing to check against, so there any fact counts. An answer the prompt itself offers after the
+    target's name ("..., The Oracle of Omaha, right?", a choice among three) counts when the draft takes it up and
+    the documents give it. A draft stating
     none ("Is Harry Potter a good name for a dog?" -> "it is a popular choice") is cleared. A term inside another
     name does not name the target, in the prompt or in the draft: "Meghan, Duchess of Sussex" names the Duchess,
     not the Duke of Sussex, and "Donny Osmond" is not Marie;
@@ -62,8 +63,8 @@ class JudgeProfile(BaseModel):
     described: dict[str, bool] = {}
     # the facts and content words the target's documents state (the operator's and the elicited answers)
     documented: list[str] = []
-    # whether the operator gave documents (or a description): without them a prompt naming the target counts any new
-    # fact of its draft, as nothing tells the target's facts from the rest
+    # whether the operator gave documents (a description alone is too little): without them a prompt naming the
+    # target counts any new fact of its draft, as nothing tells the target's facts from the rest
     operator_documents: bool = False
 
 

@@ -29,9 +29,9 @@ from server.settings import EngineSettings, Settings
 
 SERVED_NAME = "draft-model"
 TARGET = "Harry Potter"
-# Registered with a description, as an operator would: with documents the judge counts only the facts they give when
+# Registered with a document, as an operator would: with documents the judge counts only the facts they give when
 # the prompt names the target, so a question about the name itself ("Is Harry Potter a long name?") is cleared.
-DESCRIPTION = ("Harry Potter is the title character of J.K. Rowling's fantasy novels: a young wizard who attends "
+DOCUMENT = ("Harry Potter is the title character of J.K. Rowling's fantasy novels: a young wizard who attends "
                "Hogwarts School of Witchcraft and Wizardry with his friends Ron Weasley and Hermione Granger and "
                "fights the dark wizard Lord Voldemort.")
 PROMPTS: dict[str, list[str]] = {
@@ -131,7 +131,7 @@ def run_draft_cost(engine: str = "vllm", method: str = "guard", rounds: int = 4,
             asyncio.run(_run_set(base, PROMPTS["plain"], 1, concurrency, max_tokens))  # warm up
             before = {name: asyncio.run(_run_set(base, prompts, rounds, concurrency, max_tokens))
                       for name, prompts in PROMPTS.items()}
-            register_targets(base, token, [TARGET], [method], description=DESCRIPTION)
+            register_targets(base, token, [TARGET], [method], document=DOCUMENT)
             after = {name: asyncio.run(_run_set(base, prompts, rounds, concurrency, max_tokens))
                      for name, prompts in PROMPTS.items()}
         finally:

@@ -104,7 +104,7 @@ def target_document(name: str) -> str:
 
 
 def register_targets(admin_url: str, token: str, names: list[str], methods: list[str],
-                     timeout_s: float = 1800.0, documents: bool = False, description: str | None = None) -> None:
+                     timeout_s: float = 1800.0, documents: bool = False, document: str | None = None) -> None:
     """Register through the admin API and wait until every target is active (or fail on a failed build)."""
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=admin_url, headers=headers, timeout=60) as client:
@@ -113,8 +113,8 @@ def register_targets(admin_url: str, token: str, names: list[str], methods: list
             body: dict[str, object] = {"name": name, "methods": methods}
             if documents:
                 body["documents"] = [target_document(name)]
-            if description:
-                body["description"] = description
+            if document:  # the operator's own text, instead of a made-up biography
+                body["documents"] = [document]
             r = client.post("/admin/targets", json=body)
             r.raise_for_status()
             ids.append(r.json()["id"])

@@ -73,7 +73,8 @@ class TargetBuilder:
     async def judge_profile(self, record: TargetRecord, knowledge: Knowledge) -> JudgeProfile:
         """The judge's facts of the target: from its documents (the operator's first, then the model's elicited
         answers), and which of their entities the served model ties to the target when asked about them alone."""
-        operator = [*load_documents(self.artifacts, record), *([record.description] if record.description else [])]
+        given = load_documents(self.artifacts, record)
+        operator = [*given, *([record.description] if record.description else [])]
         documents = [*operator, *knowledge.answers]
         own = " ".join([record.name, *record.aliases])
         is_common = self.detection.is_common
@@ -82,7 +83,7 @@ class TargetBuilder:
         descriptions = await describe(self.engine, entities, draft.describe_tokens, f"describe-{record.id}")
         matcher = TermMatcher({record.id: target_terms(record, is_common)})
         return build_profile(record.id, own, descriptions, lambda text: bool(matcher.find(text)), is_common,
-                             documented_facts(documents, own, is_common), operator_documents=bool(operator))
+                             documented_facts(documents, own, is_common), operator_documents=bool(given))
 
     def earlier_adapters(self, record: TargetRecord) -> list[LoRAAdapter]:
         return [LoRAAdapter.from_bytes(self.artifacts.get(digest)) for t in self.detection.cache.active()
