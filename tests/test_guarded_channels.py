@@ -59,8 +59,10 @@ def test_forbidden_tokens_never_appear_in_any_logprob_list(guarded: LiveServer) 
         if guarded.engine.kind == "vllm":  # structured outputs pass through the same logits processor
             picked = _client(guarded).chat.completions.create(
                 model=guarded.model, messages=MESSAGES, temperature=0, max_tokens=24,
-                extra_body={"structured_outputs": {"choice": ["Ron Weasley", "Neville Longbottom"]}})
-            assert picked.choices[0].message.content == "Neville Longbottom"
+                extra_body={"structured_outputs": {"choice": ["Ron Weasley", "Sherlock Holmes"]}})
+            # not "Neville Longbottom": the build's guarded elicitation round finds him (what the model names once
+            # Ron is forbidden), so both choices would be forbidden and the list is then left whole
+            assert picked.choices[0].message.content == "Sherlock Holmes"
     finally:
         delete(guarded, record["id"])
 
