@@ -14,10 +14,9 @@ reads prompt + draft and decides per flagged target.
     Gerber" states nothing of Cindy Crawford. A target registered without documents (a description alone is too
     little) has nothing to check against, so there any fact counts. An answer the prompt itself offers after the
     target's name ("..., The Oracle of Omaha, right?", a choice among three) counts when the draft takes it up and
-    the documents give it. A draft stating
-    none ("Is Harry Potter a good name for a dog?" -> "it is a popular choice") is cleared. A term inside another
-    name does not name the target, in the prompt or in the draft: "Meghan, Duchess of Sussex" names the Duchess,
-    not the Duke of Sussex, and "Donny Osmond" is not Marie;
+    the documents give it. A draft stating none ("Is Harry Potter a good name for a dog?" -> "it is a popular
+    choice") is cleared. A term inside another name does not name the target, in the prompt or in the draft:
+    "Meghan, Duchess of Sussex" names the Duchess, not the Duke of Sussex, and "Donny Osmond" is not Marie;
   - a prompt that does not name it (flagged by paraphrase, or a question about a neighbour) reveals the target only
     through a fact *specific* to it: one whose own description, asked of the served model at registration ("Who or
     what is Ron Weasley?"), names the target. The people, works and places the documents co-mention are the hard

@@ -159,13 +159,6 @@ def _run_bounds(text: str, start: int, end: int) -> tuple[int, int]:
     return words[lo].start(), words[hi].end()
 
 
-def run_around(text: str, start: int, end: int) -> str:
-    """The run of capitalised words (joiners inside) that the span ``text[start:end]`` is part of: "Duchess of
-    Sussex" around "Sussex", "Prince Harry" around itself."""
-    lo, hi = _run_bounds(text, start, end)
-    return re.sub(r"['’]s$", "", text[lo:hi])
-
-
 def named_alone(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The spans that name their own thing: every capitalised word of the run around one lies inside some span.
 

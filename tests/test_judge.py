@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from classifiers.judge import Judge, JudgeProfile, build_profile, documented_facts, entities_to_describe
 from classifiers.terms import Term, TermMatcher, target_terms
-from classifiers.text import blank_filler, facts_in, leading, named_alone, numbers_in, run_around
+from classifiers.text import blank_filler, facts_in, leading, named_alone, numbers_in
 from server.registry.models import TargetRecord
 
 HARRY = TargetRecord(id="harry", name="Prince Harry, Duke of Sussex")
@@ -57,7 +57,7 @@ def test_a_draft_naming_the_target_reveals_it_when_the_prompt_did_not() -> None:
 
 def test_a_term_inside_another_name_is_not_the_target_so_only_specific_facts_count() -> None:
     prompt = "Meghan, Duchess of Sussex was born Rachel Meghan ___ on August 4, 1981."
-    assert run_around(prompt, prompt.index("Sussex"), prompt.index("Sussex") + 6) == "Duchess of Sussex"
+    assert named_alone(prompt, [(prompt.index("Sussex"), prompt.index("Sussex") + 6)]) == []  # "Duchess of Sussex"
     assert not verdict(prompt, "Markle, in Los Angeles").revealed  # a neighbour's own answer
     tied = JudgeProfile(target_id="harry", specific=["markle"])
     assert verdict(prompt, "Markle, in Los Angeles", tied).revealed  # unless the model ties it to the target
