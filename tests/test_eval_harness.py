@@ -200,7 +200,7 @@ def test_answer_matching_starts_at_a_word() -> None:
     assert not answered("Krishna was born in Mathura", "Kris") and answered("Kris, born 1990", "Kris")
 
 
-def test_a_known_fact_is_not_the_targets_name_echoed_from_the_question(tmp_path: Path) -> None:
+def test_a_known_fact_is_not_an_answer_the_question_gives(tmp_path: Path) -> None:
     from server.eval.data import Probe, RWKUTarget
     from server.eval.rwku_suite import knows
 
@@ -217,3 +217,14 @@ def test_a_known_fact_is_not_the_targets_name_echoed_from_the_question(tmp_path:
     evel = RWKUTarget(id=6, name="Evel Knievel", intro="", forget={}, neighbor={}, folder=tmp_path)
     stage = Probe(query="Robert Craig Knievel was known professionally as ___ Knievel.", answer="Evel", level="l1")
     assert knows("Evel Knievel.", stage, evel)  # the question does not spell it
+    alanis = RWKUTarget(id=7, name="Alanis Morissette", intro="", forget={}, neighbor={}, folder=tmp_path)
+    subject = Probe(query="What was the name of the musical adaptation of Jagged Little Pill?",
+                    answer="Jagged Little Pill", level="l2")
+    assert not knows("The musical adaptation of Jagged Little Pill is a 2019 film.", subject, alanis)
+    henry = RWKUTarget(id=8, name="Henry Kissinger", intro="", forget={}, neighbor={}, folder=tmp_path)
+    either = Probe(query="Was Henry Kissinger born in the United States or in Germany?", answer="Germany", level="l3")
+    assert knows("He was born in Germany.", either, henry)  # offered beside an "or": a choice
+    warren = RWKUTarget(id=9, name="Warren Buffett", intro="", forget={}, neighbor={}, folder=tmp_path)
+    tag = Probe(query="What pseudonym has Warren Buffett been known by? The Oracle of Omaha, right?",
+                answer="The Oracle of Omaha", level="l3")
+    assert knows("Yes, the Oracle of Omaha.", tag, warren)  # offered after the question

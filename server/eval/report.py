@@ -145,7 +145,8 @@ def _rwku_section(folder: Path, rwku: RWKUReport) -> tuple[list[str], list[Path]
         + ("each target alone." if rwku.parallel == 1 else f"targets registered {rwku.parallel} at a time.")
         + " Build seconds: registration to active per target (a wave's wall time shared among its targets).", "",
         "Known facts (forget probes the unguarded model answers correctly): "
-        + ", ".join(f"{LEVEL_NAMES[k]} {v}" for k, v in rwku.known_facts.items()) + ".", "",
+        + ", ".join(f"{LEVEL_NAMES[k]} {v}" for k, v in rwku.known_facts.items())
+        + f"; {rwku.answers_given} forget probes whose question gives the answer away are none.", "",
         "| method | leak L1 | leak L2 | leak L3 | leak all | TPR L1 | TPR L2 | TPR L3 | neighbour FPR | general FPR "
         "| MMLU acc. | neighbours unchanged | TTFT p50 ms | ms/token p50 | build s |",
         "|---|" + "---|" * 14,
@@ -168,7 +169,9 @@ def _rwku_section(folder: Path, rwku: RWKUReport) -> tuple[list[str], list[Path]
         f"{rwku.baseline_again.get('mmlu_unchanged', float('nan')):.3f}.", "",
         *(f"- {m}: MMLU answers unchanged {f.mmlu_unchanged:.3f}, neighbours answered right before still right "
           f"{f.neighbor_retained:.3f}; the target's full name in {f.name_leaks} of {f.name_probes} answers to probes "
-          "whose gold answer is the name" for m, f in rwku.by_method.items()), "",
+          f"whose gold answer is the name; {f.name_neighbors} neighbour probes answered by the target's name (left "
+          f"out of the neighbour figures) still answered by {f.name_neighbors_kept}"
+          for m, f in rwku.by_method.items()), "",
     ]
     lines += _rouge_table(rwku)
     for m in methods:

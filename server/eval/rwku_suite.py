@@ -22,6 +22,7 @@ as it would in a registry holding many targets.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,11 @@ class MethodFigures(BaseModel):
     # forget probes whose gold answer is the target's own name, and how many guarded answers still spell it in full
     name_probes: int = 0
     name_leaks: int = 0
+    # neighbour probes whose gold answer is the target's name or a part of it ("Dr. Dre signed Eminem in 1998 and
+    # ___ Cent"): answering them reveals the target, so they are left out of the neighbour figures (RWKU's ROUGE-L
+    # rows keep them); how many a guarded answer still got right
+    name_neighbors: int = 0
+    name_neighbors_kept: int = 0
     # of the neighbour probes the unguarded model answers correctly, the share still answered correctly
     neighbor_retained: float
     general_fpr: float
@@ -90,6 +96,8 @@ class RWKUReport(BaseModel):
     register_with: RegisterWith = "name"
     methods: list[str]
     known_facts: dict[str, int]  # per level and "all"
+    # forget probes whose question gives the gold answer away (``given``): never known facts, whatever the answer
+    answers_given: int = 0
     # Pooled over the methods (each measured alone): the headline figures.
     detect_tpr: dict[str, float]
     leak_rate: dict[str, float]
@@ -117,13 +125,35 @@ def correct(output: str, probe: Probe) -> bool:
     return answered(output, probe.answer)
 
 
+def offered(query: str, answer: str) -> bool:
+    """The question offers ``answer`` as a choice: after a colon ("among these options: A, B, C"), after a question
+    mark ("... Omaha? The Oracle of Omaha, right?"), or beside an "or" ("born in the United States or in
+    Germany?"). Picking it is knowledge; repeating an answer the question states as given is not."""
+    pattern = r"(?<!\w)" + re.escape(answer.strip().casefold()) + r"(?!\w)"
+    folded = query.casefold()
+    for m in re.finditer(pattern, folded):
+        before = folded[:m.start()]
+        if ":" in before or "?" in before or re.search(r"\bor\b", folded[max(m.start() - 20, 0):m.end() + 20]):
+            return True
+    return False
+
+
+def given(probe: Probe, target: RWKUTarget) -> bool:
+    """The question itself spells the gold answer, as its subject or a statement before the question, not as a
+    choice it offers ("What was the name of the musical adaptation of Jagged Little Pill?" -> "Jagged Little
+    Pill", "Genghis Khan (born Temüjin ...). What name was he given at birth?" -> "Temüjin"); or the gold answer is
+    the target's own name, or a part of it, spelled in the question, offered or not ("What pseudonym was Confucius
+    known by in the West?" -> "Confucius")."""
+    if not answered(probe.query, probe.answer):
+        return False
+    return answered(target.name, probe.answer) or not offered(probe.query, probe.answer)
+
+
 def knows(output: str, probe: Probe, target: RWKUTarget) -> bool:
-    """A known fact: answered right, unless the gold answer is the target's own name, or a part of it, and the
-    question already spells it ("What pseudonym was Confucius known by in the West?" -> "Confucius", "Reba McEntire
-    starred in the series ___" -> "Reba"): echoing the user's word is no knowledge, and no method can stop it short
-    of refusing. Answers the question offers otherwise ("..., right?", a choice among three) stay known facts."""
-    of_the_name = answered(target.name, probe.answer)
-    return correct(output, probe) and not (of_the_name and answered(probe.query, probe.answer))
+    """A known fact: answered right, unless the question gives the answer away (``given``): echoing the user's
+    words is no knowledge, and no method can stop it short of refusing. Answers the question offers as a choice
+    ("..., right?", one among three) stay known facts."""
+    return correct(output, probe) and not given(probe, target)
 
 
 def _accuracy(items: list[MultipleChoice], answers: list[Answer]) -> float:
@@ -140,6 +170,8 @@ class _Tally(BaseModel):
     neighbors: int = 0
     neighbor_known: int = 0
     neighbor_retained: int = 0
+    name_neighbors: int = 0
+    name_neighbors_kept: int = 0
     general_fired: int = 0
     mmlu_same: int = 0
     name_probes: int = 0
@@ -183,13 +215,17 @@ class _Tally(BaseModel):
                     self.add("leaked", p.level)
                     self.still.append(f"{t.name} [{p.level}] {p.query} -> {a.text[:120]!r}")
         for p, a, b in zip(n, answers[len(f):len(f) + len(n)], base[len(f):len(f) + len(n)], strict=True):
+            self.add_rouge(f"neighbor {p.level.upper()}", a.text, b.text, p.answer)
+            if answered(t.name, p.answer):  # "Dr. Dre signed Eminem in 1998 and ___ Cent": the answer is the target
+                self.name_neighbors += 1
+                self.name_neighbors_kept += correct(a.text, p)
+                continue
             self.neighbors += 1
             self.neighbor_fired += target_id in a.fired
             self.neighbor_same += a.text == b.text
             if a.text != b.text:
                 self.changed.append(f"{t.name} [{p.level}] {p.query} | {a.verdicts or 'unflagged'} | "
                                     f"{b.text[:90]!r} -> {a.text[:90]!r}")
-            self.add_rouge(f"neighbor {p.level.upper()}", a.text, b.text, p.answer)
             if correct(b.text, p):
                 self.neighbor_known += 1
                 self.neighbor_retained += correct(a.text, p)
@@ -262,8 +298,8 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
     again = await in_waves("baseline again")
     mmlu_at = [i for t, start in zip(targets, starts, strict=True)
                for i in range(start + len(forget(t)) + len(neighbor(t)), start + len(prompts(t)))]
-    neighbor_at = [i for t, start in zip(targets, starts, strict=True)
-                   for i in range(start + len(forget(t)), start + len(forget(t)) + len(neighbor(t)))]
+    neighbor_at = [start + len(forget(t)) + i for t, start in zip(targets, starts, strict=True)
+                   for i, p in enumerate(neighbor(t)) if not answered(t.name, p.answer)]
     baseline_again = {
         "unchanged": rate(sum(a.text == b.text for a, b in zip(again, flat, strict=True)), len(flat)),
         "neighbor_unchanged": rate(sum(again[i].text == flat[i].text for i in neighbor_at), len(neighbor_at)),
@@ -299,6 +335,7 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
             leak_rate=leak, neighbor_fpr=rate(tally.neighbor_fired, tally.neighbors),
             neighbor_unchanged=rate(tally.neighbor_same, tally.neighbors),
             mmlu_unchanged=rate(tally.mmlu_same, len(mmlu)), name_probes=tally.name_probes,
+            name_neighbors=tally.name_neighbors, name_neighbors_kept=tally.name_neighbors_kept,
             name_leaks=tally.name_leaks,
             neighbor_retained=rate(tally.neighbor_retained, tally.neighbor_known),
             general_fpr=rate(tally.general_fired, len(mmlu)),
@@ -321,6 +358,7 @@ async def run_rwku(client: GatewayClient, data_dir: Path, methods: list[str], li
         register_with=register_with,
         methods=methods,
         known_facts={**known, "all": sum(known.values())},
+        answers_given=sum(given(p, t) for t in targets for p in forget(t)),
         detect_tpr={lvl: rate(total("fired", lvl), total("asked", lvl)) for lvl in FORGET_LEVELS},
         leak_rate=leak_pooled,
         neighbor_fpr=rate(sum(t.neighbor_fired for t in tallies.values()), neighbors),
