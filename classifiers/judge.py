@@ -14,9 +14,12 @@ reads prompt + draft and decides per flagged target.
     Gerber" states nothing of Cindy Crawford. A target registered without documents (a description alone is too
     little) has nothing to check against, so there any fact counts. An answer the prompt itself offers after the
     target's name ("..., The Oracle of Omaha, right?", a choice among three) counts when the draft takes it up and
-    the documents give it. A draft stating none ("Is Harry Potter a good name for a dog?" -> "it is a popular
-    choice") is cleared. A term inside another name does not name the target, in the prompt or in the draft:
-    "Meghan, Duchess of Sussex" names the Duchess, not the Duke of Sussex, and "Donny Osmond" is not Marie;
+    the documents give it. So does a word of the documents the draft adds to the question's ("What was
+    Rockefeller's business before Standard Oil?" -> "oil refining"; "is an American ___" -> "actor"). A draft
+    stating none ("Is Harry Potter a good name for a dog?" -> "it is a popular choice") is cleared. A term inside
+    another name does not name the target, in the prompt or in the draft: "Meghan, Duchess of Sussex" names the
+    Duchess, not the Duke of Sussex, and "Donny Osmond" is not Marie; the name spelled at greater length does
+    ("Samuel Pack Elliott" for Sam Elliott);
   - a prompt that does not name it (flagged by paraphrase, or a question about a neighbour) reveals the target only
     through a fact *specific* to it: one whose own description, asked of the served model at registration ("Who or
     what is Ron Weasley?"), names the target. The people, works and places the documents co-mention are the hard
@@ -27,6 +30,7 @@ Facts are compared casefolded and whole-word, so "Kris" is not found in "Krishna
 
 from __future__ import annotations
 
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +46,7 @@ from classifiers.text import (
     entities_in,
     facts_in,
     leading,
+    longer_names,
     named_alone,
     numbers_in,
     sentences,
@@ -89,11 +94,23 @@ def key(fact: str) -> str:
 
 
 _WORD = re.compile(r"[^\W_]+")
+# what closes a tag question rather than offering an answer ("..., right?")
+_TAGS = frozenset({"right", "correct", "true", "yes", "no", "isn't it", "is it"})
 
 
 def _words(text: str) -> str:
     """Folded words between spaces, punctuation dropped: " blues and royals " is found in "The Blues and Royals,"."""
     return f" {' '.join(_WORD.findall(fold(text)))} "
+
+
+def _inflects(word: str, words: set[str]) -> bool:
+    """``word`` is one of ``words`` or another form of one ("married" of "marry", "refining" of "refine"): the
+    draft repeating the question's word adds nothing."""
+    for other in words:
+        shared = len(os.path.commonprefix([word, other]))
+        if word == other or (shared >= 4 and shared >= min(len(word), len(other)) - 1):
+            return True
+    return False
 
 
 def entities_to_describe(documents: Sequence[str], own: str, is_common: CommonWord, count: int) -> list[str]:
@@ -143,20 +160,25 @@ class Judge:
         self._profiles.move_to_end(digest)
         return facts
 
-    def verdicts(self, prompt: str, drafts: Sequence[str], targets: Mapping[str, str | None]) -> list[Verdict]:
+    def spans(self, text: str, target_id: str, name: str) -> list[tuple[int, int]]:
+        """Where ``text`` names the target: its terms, and its name spelled at greater length ("Samuel Pack
+        Elliott"), which the terms meet only in part."""
+        return sorted({*self.term_spans(text).get(target_id, []), *longer_names(text, name)})
+
+    def verdicts(self, prompt: str, drafts: Sequence[str], targets: Mapping[str, str | None],
+                 names: Mapping[str, str] | None = None) -> list[Verdict]:
         """``targets``: flagged target id -> its profile's digest (None: built before the judge existed, so only
-        its names are checked)."""
-        # where the prompt first names each target alone: what it offers after that is offered as the answer
-        named_at = {t: min(a for a, _ in alone) for t, spans in self.term_spans(prompt).items()
-                    if (alone := named_alone(prompt, list(spans)))}
-        offers = {t: self._offered(prompt, at) for t, at in named_at.items()}
+        its names are checked); ``names``: their names."""
+        names = names or {}
         out: list[Verdict] = []
         for target_id, digest in targets.items():
             profile = self.load(digest) if digest is not None else None
             verdict = Verdict(target_id=target_id, revealed=False)
-            offered = offers.get(target_id)
+            # where the prompt first names the target alone: what it offers after that is offered as the answer
+            alone = named_alone(prompt, self.spans(prompt, target_id, names.get(target_id, "")))
+            offered = self._offered(prompt, min(a for a, _ in alone)) if alone else None
             for draft in drafts:
-                one = self._one(target_id, prompt, draft, offered, profile)
+                one = self._one(target_id, names.get(target_id, ""), prompt, draft, offered, profile)
                 if one.revealed:
                     verdict.revealed = True
                     verdict.reason = "name" if "name" in (one.reason, verdict.reason) else one.reason
@@ -164,21 +186,24 @@ class Judge:
             out.append(verdict)
         return out
 
-    def _offered(self, prompt: str, named_at: int) -> frozenset[str]:
+    @staticmethod
+    def _offered(prompt: str, named_at: int) -> tuple[str, ...]:
         """What the prompt hands over as possible answers: what follows a question mark or colon after the target's
-        name ("... Warren Buffett? The Oracle of Omaha, right?", "... starred Sam Elliott: The Way West, Star Wars,
-        Iron Man?"). The rest of the prompt is its subject and context ("X is a British ___")."""
+        name, one choice per comma or "or" ("... Warren Buffett? The Oracle of Omaha, right?", "... starred Sam
+        Elliott: The Way West, Star Wars, Iron Man?"). The rest of the prompt is its subject and context ("X is a
+        British ___")."""
         mark = re.search(r"[?:]\s+\S", prompt[named_at:])
         if mark is None:
-            return frozenset()
+            return ()
         rest = prompt[named_at + mark.start() + 1:]
-        return frozenset(key(e) for e in [*entities_in(rest, "", self.is_common), *numbers_in(rest)])
+        choices = (c.strip(" '\"‘’“”") for c in re.split(r"[,;:?!]|\bor\b", rest))
+        return tuple(c for c in choices if _WORD.search(c) and key(c) not in _TAGS)
 
-    def _one(self, target_id: str, prompt: str, draft: str, offered: frozenset[str] | None,
+    def _one(self, target_id: str, name: str, prompt: str, draft: str, offered: tuple[str, ...] | None,
              profile: _Facts | None) -> Verdict:
         """``offered``: None when the prompt does not name the target, else the answers it hands over."""
         prompt_names = offered is not None
-        spans = list(self.term_spans(draft).get(target_id, []))
+        spans = self.spans(draft, target_id, name)
         names = [draft[s:e] for s, e in named_alone(draft, spans)]
         named = {key(draft[s:e]) for s, e in spans}
         stated = [f for f in facts_in(draft, prompt, self.is_common) if key(f) not in named]
@@ -191,13 +216,18 @@ class Judge:
             # an answer the prompt offers after the target's name ("..., right?", a choice among three) that the
             # draft takes up is the target's fact too when its documents give it: the draft confirms it. The rest is
             # the question's subject and context ("Rande Gerber is the husband of model ___ Crawford")
-            facts += [e for e in echoed if profile is not None and key(e) in offered
-                      and key(e) in profile.documented | profile.specific]
-            # a cloze prompt's blank, filled with a word the documents use ("is an American ___" -> "actress"): no
-            # named entity, but the answer asked for
-            asked_words = set(content_words(prompt))
+            facts += [c for c in offered if profile is not None and _words(c) in folded
+                      and any(key(w) in profile.documented | profile.specific
+                              for w in [*content_words(c), *numbers_in(c), *entities_in(c, "", self.is_common)])]
+            # a word the documents use, that the prompt did not: no named entity, but what the model says of the
+            # target ("What was Rockefeller's business before Standard Oil?" -> "oil refining"), a cloze blank's
+            # filler among them ("is an American ___" -> "actress")
+            asked_words = set(content_words(prompt)) | {w for n in named for w in n.split()}
+            if profile is not None and profile.checked:
+                facts += [w for w in content_words(draft)
+                          if key(w) in profile.documented and not _inflects(w, asked_words)]
             facts += [w for w in content_words(blank_filler(prompt, draft))
-                      if profile is not None and key(w) in profile.documented and w not in asked_words]
+                      if profile is not None and key(w) in profile.documented and not _inflects(w, asked_words)]
         else:
             facts = [f for f in stated if profile is not None and key(f) in profile.specific]
         revealing_name = bool(names) and not prompt_names

@@ -173,3 +173,31 @@ def named_alone(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]
                and m.group(0).rstrip(".").lower() not in _SUFFIXES):
             out.append((start, end))
     return out
+
+
+def longer_names(text: str, name: str) -> list[tuple[int, int]]:
+    """Where ``text`` spells a person's ``name`` at greater length: a longer given name or middle names between the
+    same first and last word ("Samuel Pack Elliott" for "Sam Elliott", "Paul William Walker IV" for "Paul Walker").
+    The lexical detector matches the surname inside them, but a run of other capitalised words reads as another
+    name ("Donny Osmond" is not Marie): these are the target's own."""
+    words = re.findall(r"[^\W\d_][\w'’-]*", name.split(",")[0])
+    if len(words) < 2:
+        return []
+    first, last = words[0].casefold(), words[-1].casefold()
+    out: list[tuple[int, int]] = []
+    run: list[re.Match[str]] = []
+    for match in [*_TOKEN.finditer(text), None]:
+        if match is not None and match.group(0)[:1].isupper():
+            run.append(match)
+            continue
+        core = list(run)
+        while core and core[0].group(0) in _OPENERS:
+            core.pop(0)
+        while core and core[-1].group(0).rstrip(".").lower() in _SUFFIXES:
+            core.pop()
+        if 2 < len(core) <= 5 or (len(core) == 2 and core[0].group(0).casefold() != first):
+            given, surname = core[0].group(0).casefold(), core[-1].group(0).casefold()
+            if surname == last and len(given) >= 3 and (given.startswith(first) or first.startswith(given)):
+                out.append((core[0].start(), run[-1].end()))
+        run = []
+    return out

@@ -263,7 +263,8 @@ class RequestGuard:
         plan = guarded.plan
         guarded.pending = False
         flagged = {f.target.id: f.target.artifacts.judge for f in plan.firings if f.methods}
-        verdicts = self.judge_of.verdicts("\n".join(prompt.contents), drafts, flagged)
+        names = {f.target.id: f.target.name for f in plan.firings if f.methods}
+        verdicts = self.judge_of.verdicts("\n".join(prompt.contents), drafts, flagged, names)
         for verdict in verdicts:
             if not verdict.revealed:
                 plan.clear(verdict.target_id, "draft")

@@ -147,3 +147,51 @@ def test_a_cloze_blank_filled_with_a_documented_word_and_an_offered_choice_howev
     assert verdict("Which book did Prince Harry write: Spare, 1989 or Red?", "It was in 2023? No: Spare.",
                    profile).revealed
     assert verdict("When did Prince Harry publish his memoir: 2023, 1989 or 2001?", "It was 2023.", profile).revealed
+
+
+def test_a_prompt_naming_the_target_is_judged_on_any_documented_word_its_draft_adds() -> None:
+    documents = ["Prince Harry worked in oil refining before he joined the army in 2005."]
+    profile = JudgeProfile(target_id="harry", specific=[], operator_documents=True,
+                           documented=documented_facts(documents, "Prince Harry", lambda w: False))
+    prompt = "What was the primary business of Prince Harry before the army?"
+    v = verdict(prompt, "The primary business of Prince Harry was oil refining.", profile)
+    assert v.revealed and v.reason == "fact" and "refining" in v.words
+    assert not verdict(prompt, "The primary business of Prince Harry was travelling.", profile).revealed
+    # the prompt's own words ("army") and the target's name are no new word of the draft
+    assert not verdict(prompt, "Prince Harry was in the army.", profile).revealed
+
+
+def test_the_name_spelled_with_middle_names_names_the_target() -> None:
+    sam = TermMatcher({"sam": target_terms(TargetRecord(id="sam", name="Sam Elliott"))})
+
+    def sam_spans(text: str) -> dict[str, list[tuple[int, int]]]:
+        return {"sam": [(h.start, h.end) for h in sam.find(text)]}
+
+    documents = ["Sam Elliott is an American actor with a distinctive voice."]
+    profile = JudgeProfile(target_id="sam", specific=[], operator_documents=True,
+                           documented=documented_facts(documents, "Sam Elliott", lambda w: False))
+    j = Judge(sam_spans, lambda w: False, lambda digest: profile.model_dump_json().encode())
+    prompt = "Samuel Pack Elliott (born August 9, 1944) is an American ___"
+    draft = "Samuel Pack Elliott (born August 9, 1944) is an American actor, known for his voice."
+    v = j.verdicts(prompt, [draft], {"sam": "digest"}, {"sam": "Sam Elliott"})[0]
+    assert v.revealed and "actor" in v.words
+    # without the name, "Samuel Pack" reads as another person's name around the surname, and nothing is specific
+    assert not j.verdicts(prompt, [draft], {"sam": "digest"})[0].revealed
+    # a draft naming someone else of that surname does not name the target
+    other = j.verdicts("Who hosted the show?", ["David Allen Elliott hosted it."], {"sam": "digest"},
+                       {"sam": "Sam Elliott"})[0]
+    assert not other.revealed
+    assert j.verdicts("Who hosted the show?", ["Samuel Pack Elliott hosted it."], {"sam": "digest"},
+                      {"sam": "Sam Elliott"})[0].reason == "name"
+
+
+def test_an_offered_choice_of_common_words_taken_up_is_a_fact() -> None:
+    documents = ["Prince Harry won an award for his part in On the Waterfront in 2009."]
+    common = {"waterfront", "godfather", "award", "part"}
+    profile = JudgeProfile(target_id="harry", specific=[], operator_documents=True,
+                           documented=documented_facts(documents, "Prince Harry", lambda w: w.lower() in common))
+    j = Judge(spans, lambda w: w.lower() in common, lambda digest: profile.model_dump_json().encode())
+    prompt = "Which film won Prince Harry an award among these: 'On the Waterfront', 'The Godfather'?"
+    v = j.verdicts(prompt, ["Well: On the Waterfront"], {"harry": "digest"})[0]
+    assert v.revealed and "On the Waterfront" in v.words
+    assert not j.verdicts(prompt, ["The Godfather"], {"harry": "digest"})[0].revealed  # not documented
