@@ -28,8 +28,9 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'’-]{3,}")
 _OPENERS = _STOP | {"Is", "Are", "Was", "Were", "Do", "Does", "Did", "Can", "Could", "Will", "Would", "Should",
                     "Has", "Have", "Had", "How", "Why", "Where", "When", "Tell", "Name", "Describe", "Please",
                     "Explain", "List", "Give", "Translate", "Write", "Say", "Compare", "Summarize", "Summarise"}
-# a year, a count, a date's day: digits with their separators ("1,200", "3.5"), not a digit inside a word
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
+# a year, a decade, a count, a date's day: digits with their separators ("1,200", "3.5", "1980s"), not a digit inside
+# a word
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:s\b)?(?![\w])")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])|\n+")
 
 

@@ -87,7 +87,7 @@ def test_entities_to_describe_rank_whole_names_and_skip_numbers() -> None:
 
 
 def test_fact_extraction_reads_whole_numbers_and_words() -> None:
-    assert numbers_in("born 15 September 1984, 1,200 guests, v2") == ["15", "1984", "1200"]
+    assert numbers_in("born 15 September 1984, 1,200 guests, v2, in the 1980s") == ["15", "1984", "1200", "1980s"]
     assert facts_in("He married Meghan Markle in 2018", "Who did Prince Harry marry?", lambda w: False) == [
         "Meghan Markle", "Meghan", "Markle", "2018"]
     v = verdict("Who did Prince Harry marry?", "Krishna")
