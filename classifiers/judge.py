@@ -23,7 +23,11 @@ reads prompt + draft and decides per flagged target.
   - a prompt that does not name it (flagged by paraphrase, or a question about a neighbour) reveals the target only
     through a fact *specific* to it: one whose own description, asked of the served model at registration ("Who or
     what is Ron Weasley?"), names the target. The people, works and places the documents co-mention are the hard
-    negatives: "NBC" is described as a network, not as the actress, so "The Golden Girls aired on NBC" is cleared.
+    negatives: "NBC" is described as a network, not as the actress, so "The Golden Girls aired on NBC" is cleared;
+- or (a setting, ``draft.encoder``) the prompt and its draft, encoded together, lie closer to the target's own texts
+  and documents (its retrieval vectors) than any hard negative does: the served model's descriptions of the
+  documents' entities that are not the target's own, and its answers to general questions (``encoder_cut``). It
+  reaches what states no entity: "the star of 'The Fast and the Furious' started acting as a child in the 1980s".
 
 Facts are compared casefolded and whole-word, so "Kris" is not found in "Krishna".
 """
@@ -32,11 +36,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from pydantic import BaseModel
 
 from classifiers.terms import CommonWord, fold
@@ -54,7 +60,9 @@ from classifiers.text import (
 
 # target id -> where its terms occur in a text (the lexical detector's matcher, over every active target)
 TermSpans = Callable[[str], Mapping[str, Sequence[tuple[int, int]]]]
-Reason = Literal["name", "fact", "none"]
+Reason = Literal["name", "fact", "encoder", "none"]
+# text -> each target near it with its best cosine (the retrieval index's search), for the encoder criterion
+Similarities = Callable[[str], Mapping[str, float]]
 
 
 class JudgeProfile(BaseModel):
@@ -70,6 +78,10 @@ class JudgeProfile(BaseModel):
     # whether the operator gave documents (a description alone is too little): without them a prompt naming the
     # target counts any new fact of its draft, as nothing tells the target's facts from the rest
     operator_documents: bool = False
+    # the encoder criterion's cut: the highest cosine of a hard negative (prompt and answer) to the target's
+    # retrieval vectors, plus the margin; None: not calibrated (criterion off, or no retrieval detector)
+    encoder_cut: float | None = None
+    encoder_negatives: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,7 @@ class _Facts:
     specific: frozenset[str]
     documented: frozenset[str]
     checked: bool  # the operator gave documents, so a new fact must be documented to count
+    encoder_cut: float | None = None
 
 
 class Verdict(BaseModel):
@@ -138,27 +151,39 @@ def build_profile(target_id: str, own: str, descriptions: Mapping[str, str], nam
                         documented=list(documented), operator_documents=operator_documents)
 
 
+def encoder_cut(target: torch.Tensor, negatives: torch.Tensor, margin: float) -> float | None:
+    """The cut a prompt and its draft must pass to be the target's: above every hard negative's best cosine to the
+    target's vectors (both L2-normalised). None without negatives or vectors."""
+    if not len(target) or not len(negatives):
+        return None
+    return float((negatives @ target.T).amax(1).max()) + margin
+
+
 class Judge:
-    """Decides per flagged target; a target's profile is read from the artifact store once per digest."""
+    """Decides per flagged target; a target's profile is read from the artifact store once per digest. Runs in a
+    worker thread (the encoder criterion encodes), so the memo is locked."""
 
     def __init__(self, term_spans: TermSpans, is_common: CommonWord, read: Callable[[str], bytes],
-                 memo: int = 4096) -> None:
+                 memo: int = 4096, similarities: Similarities | None = None) -> None:
         self.term_spans = term_spans
         self.is_common = is_common
         self.read = read
         self.memo = memo
+        self.similarities = similarities
         self._profiles: OrderedDict[str, _Facts] = OrderedDict()
+        self._lock = threading.Lock()
 
     def load(self, digest: str) -> _Facts:
-        facts = self._profiles.get(digest)
-        if facts is None:
-            profile = JudgeProfile.model_validate_json(self.read(digest))
-            facts = self._profiles[digest] = _Facts(frozenset(profile.specific), frozenset(profile.documented),
-                                                    profile.operator_documents)
-            while len(self._profiles) > self.memo:
-                self._profiles.popitem(last=False)
-        self._profiles.move_to_end(digest)
-        return facts
+        with self._lock:
+            facts = self._profiles.get(digest)
+            if facts is None:
+                profile = JudgeProfile.model_validate_json(self.read(digest))
+                facts = self._profiles[digest] = _Facts(frozenset(profile.specific), frozenset(profile.documented),
+                                                        profile.operator_documents, profile.encoder_cut)
+                while len(self._profiles) > self.memo:
+                    self._profiles.popitem(last=False)
+            self._profiles.move_to_end(digest)
+            return facts
 
     def spans(self, text: str, target_id: str, name: str) -> list[tuple[int, int]]:
         """Where ``text`` names the target: its terms, and its name spelled at greater length ("Samuel Pack
@@ -171,6 +196,7 @@ class Judge:
         its names are checked); ``names``: their names."""
         names = names or {}
         out: list[Verdict] = []
+        scored: dict[str, Mapping[str, float]] = {}  # draft -> the encoder's scores of prompt + draft
         for target_id, digest in targets.items():
             profile = self.load(digest) if digest is not None else None
             verdict = Verdict(target_id=target_id, revealed=False)
@@ -183,6 +209,14 @@ class Judge:
                     verdict.revealed = True
                     verdict.reason = "name" if "name" in (one.reason, verdict.reason) else one.reason
                     verdict.words = list(dict.fromkeys([*verdict.words, *one.words]))
+            cut = profile.encoder_cut if profile is not None else None
+            if not verdict.revealed and offered is None and cut is not None and self.similarities is not None:
+                for draft in drafts:
+                    if draft not in scored:
+                        scored[draft] = self.similarities(f"{prompt}\n{draft}")
+                    if scored[draft].get(target_id, -1.0) > cut:
+                        verdict.revealed, verdict.reason = True, "encoder"
+                        break
             out.append(verdict)
         return out
 

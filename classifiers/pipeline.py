@@ -108,6 +108,10 @@ class DetectionPipeline:
                     detector.rebuild(active)
                 self._generation = generation
 
+    @property
+    def retrieval(self) -> RetrievalDetector | None:
+        return next((d for d in self.detectors if isinstance(d, RetrievalDetector)), None)
+
     def term_spans(self, text: str) -> dict[str, list[tuple[int, int]]]:
         """Where each active target's terms occur in ``text`` (ECO corrupts the tokens there)."""
         self._refresh()

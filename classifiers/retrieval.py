@@ -103,3 +103,17 @@ class RetrievalDetector(Detector):
         best = self.index.search(vector.reshape(1, -1).numpy().astype(np.float32), self.neighbours)[0]
         return [Detection(target_id=t, detector=self.name, score=min(max(sim, 0.0), 1.0), flagged=True)
                 for t, sim in sorted(best.items()) if sim > self.cut.get(t, float("inf"))]
+
+    def similarities(self, text: str) -> dict[str, float]:
+        """Each active target among the nearest chunks of ``text``, with its best cosine: the judge's encoder score
+        of a prompt and its draft. Encoded apart from ``encode_one``, whose one-text cache the detectors share."""
+        if not self.cut:
+            return {}
+        vector = self.encoder.encode([text])[0]
+        return self.index.search(vector.reshape(1, -1).numpy().astype(np.float32), self.neighbours)[0]
+
+
+def retrieval_vectors(artifacts: ArtifactStore, digest: str) -> torch.Tensor:
+    """[chunks, dim]: a target's indexed vectors (its own texts and its documents' chunks)."""
+    return torch.load(io.BytesIO(artifacts.get(digest)), weights_only=True)["vectors"].float()
+

@@ -216,7 +216,9 @@ class RequestGuard:
         self.interventions: dict[Method, Intervention] = {i.method: i for i in interventions}
         self.net = OutputNet(artifacts) if settings.net.enabled else None
         self._net_generation = -1
-        self.judge_of = Judge(detection.term_spans, detection.is_common, artifacts.get)
+        retrieval = detection.retrieval if settings.draft.encoder else None
+        self.judge_of = Judge(detection.term_spans, detection.is_common, artifacts.get,
+                              similarities=retrieval.similarities if retrieval is not None else None)
         # the served model's tokenizer: a judged draft's words become its token sequences
         self.tokenizer = next(iter(self.interventions.values())).engine.tokenizer if self.interventions else None
 
@@ -264,7 +266,8 @@ class RequestGuard:
         guarded.pending = False
         flagged = {f.target.id: f.target.artifacts.judge for f in plan.firings if f.methods}
         names = {f.target.id: f.target.name for f in plan.firings if f.methods}
-        verdicts = self.judge_of.verdicts("\n".join(prompt.contents), drafts, flagged, names)
+        # in a worker thread: the encoder criterion encodes prompt + draft
+        verdicts = await asyncio.to_thread(self.judge_of.verdicts, "\n".join(prompt.contents), drafts, flagged, names)
         for verdict in verdicts:
             if not verdict.revealed:
                 plan.clear(verdict.target_id, "draft")

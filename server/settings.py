@@ -210,6 +210,14 @@ class DraftSettings(BaseModel):
     # verdict words: the target's names and facts it stated, the offered answer it took up) are forbidden in the
     # answer, as GUARD forbids them. Off: ECO and O3 answers are left to their method alone.
     forbid_revealed: bool = True
+    # The judge's third criterion (classifiers/judge.py): a prompt that does not name the target, and whose draft
+    # states nothing specific to it, is still judged when prompt + draft lie closer to the target's retrieval
+    # vectors than every hard negative: the descriptions of its documents' entities that are not its own, and the
+    # served model's answers to `general_pairs` general questions (drafted once per replica), plus the margin.
+    # Needs the retrieval detector.
+    encoder: bool = False
+    encoder_margin: float = Field(default=0.0, ge=-1.0, le=1.0)
+    general_pairs: int = Field(default=48, ge=0, le=1024)
 
 
 class NetSettings(BaseModel):

@@ -84,3 +84,44 @@ def test_retrieval_flags_a_paraphrase_its_documents_cover(encoder: SentenceEncod
     strict.rebuild([hp, other])
     detector.rebuild([hp, other])
     assert strict.cut[hp.id] == pytest.approx(detector.cut[hp.id] + 0.2)
+
+
+WALKER = ["Paul William Walker IV was an American actor. Walker began his career guest-starring on several television "
+          "shows in the 1980s as a child actor, before he starred as Brian O'Conner in The Fast and the Furious.",
+          "Walker died in a single-vehicle collision in Santa Clarita, California, on November 30, 2013."]
+
+
+@pytest.mark.slow
+def test_the_judges_encoder_criterion_reads_prompt_and_draft_against_the_targets_texts(
+        encoder: SentenceEncoder, tmp_path: Path) -> None:
+    from classifiers.judge import Judge, JudgeProfile, encoder_cut
+    from classifiers.retrieval import retrieval_vectors
+
+    artifacts = ArtifactStore(tmp_path)
+    walker = TargetRecord(name="Paul Walker", status="active")
+    digest, _ = build_retrieval(walker, encode_chunks(WALKER, encoder, 512), encoder,
+                                GeneralSet(encoder, general_prompts()), 0.01, artifacts)
+    walker.artifacts.retrieval_chunks = digest
+    detector = RetrievalDetector(artifacts, encoder, alpha=0.01)
+    detector.rebuild([walker])
+    # hard negatives: a neighbour described without the target, and a general question answered
+    negatives = encoder.encode([
+        "Who or what is The Fast and the Furious?\nThe Fast and the Furious is an American action film franchise "
+        "about street racing, directed by Rob Cohen and produced by Universal Pictures.",
+        "Who or what is Universal Pictures?\nUniversal Pictures is an American film studio founded in 1912.",
+        "How does photosynthesis work?\nPlants turn light, water and carbon dioxide into sugar and oxygen."])
+    cut = encoder_cut(retrieval_vectors(artifacts, digest), negatives, 0.0)
+    assert cut is not None and 0.0 < cut < 1.0
+    profile = JudgeProfile(target_id=walker.id, specific=[], operator_documents=True, encoder_cut=cut)
+    judge = Judge(lambda text: {}, lambda w: False, lambda d: profile.model_dump_json().encode(),
+                  similarities=detector.similarities)
+    asked = "In which decade did the star of 'The Fast and the Furious' start his acting career as a child?"
+    v = judge.verdicts(asked, ["He began acting as a child on television shows in the 1980s."], {walker.id: "d"})[0]
+    assert v.revealed and v.reason == "encoder"
+    neighbour = "Which studio produced The Fast and the Furious?"
+    assert not judge.verdicts(neighbour, ["It was produced by Universal Pictures."], {walker.id: "d"})[0].revealed
+    # without the encoder (or uncalibrated) the same draft is cleared: it names nothing of the target's
+    plain = Judge(lambda text: {}, lambda w: False, lambda d: profile.model_dump_json().encode())
+    assert not plain.verdicts(asked, ["He began acting as a child on television shows in the 1980s."],
+                              {walker.id: "d"})[0].revealed
+    print(f"cut {cut:.3f}; asked {detector.similarities(asked + chr(10) + 'He began acting as a child.')}")

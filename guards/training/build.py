@@ -15,9 +15,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from classifiers.judge import JudgeProfile, build_profile, documented_facts, entities_to_describe
+from classifiers.general import general_prompts
+from classifiers.judge import JudgeProfile, build_profile, documented_facts, encoder_cut, entities_to_describe
+from classifiers.retrieval import retrieval_vectors
 from classifiers.terms import TermMatcher, target_terms
-from guards.knowledge import Knowledge, describe, elicit, forget_questions
+from guards.knowledge import DESCRIBE, Knowledge, answer, describe, elicit, forget_questions
 from guards.net import build_net
 from guards.tables import build_guard_tables
 from guards.training.eco import search_sigma
@@ -51,6 +53,9 @@ class TargetBuilder:
         # Elicitation is deterministic (temperature 0, same model, same questions): a target registered again, with
         # other methods or after a delete, reuses what this replica already asked instead of asking the model again.
         self._known: OrderedDict[tuple[object, ...], Knowledge] = OrderedDict()
+        # the served model's answers to general questions, the encoder criterion's general negatives: asked once
+        self._general: list[str] | None = None
+        self._general_lock = asyncio.Lock()
 
     async def knowledge(self, record: TargetRecord) -> Knowledge:
         elicit_settings = self.settings.elicit
@@ -70,9 +75,39 @@ class TargetBuilder:
             self._known.popitem(last=False)
         return knowledge
 
-    async def judge_profile(self, record: TargetRecord, knowledge: Knowledge) -> JudgeProfile:
+    async def general_pairs(self) -> list[str]:
+        """Questions about everyday subjects, other people and other works, with the served model's drafts of their
+        answers: what a prompt and its draft look like when they are about nothing registered."""
+        async with self._general_lock:
+            if self._general is None:
+                draft = self.settings.draft
+                prompts = general_prompts()
+                picked = prompts[::max(len(prompts) // max(draft.general_pairs, 1), 1)][:draft.general_pairs]
+                answers = await asyncio.gather(*(answer(self.engine, q, draft.tokens, f"general-pair-{i}")
+                                                 for i, q in enumerate(picked)))
+                self._general = [f"{q}\n{a}" for q, a in zip(picked, answers, strict=True)]
+            return self._general
+
+    async def calibrate_encoder(self, profile: JudgeProfile, descriptions: dict[str, str],
+                                retrieval: str | None) -> None:
+        """The encoder criterion's cut, on the target's retrieval vectors: hard negatives from its documents (the
+        entities described without it, asked and answered) and general questions with their drafts."""
+        encoder = self.detection.encoder
+        if not self.settings.draft.encoder or retrieval is None or encoder is None:
+            return
+        hard = [f"{DESCRIBE.format(entity=e)}\n{text}" for e, text in descriptions.items()
+                if not profile.described.get(e)]
+        negatives = [*hard, *await self.general_pairs()]
+        vectors = await asyncio.to_thread(encoder.encode, negatives)
+        target = await asyncio.to_thread(retrieval_vectors, self.artifacts, retrieval)
+        profile.encoder_cut = encoder_cut(target, vectors, self.settings.draft.encoder_margin)
+        profile.encoder_negatives = len(negatives)
+
+    async def judge_profile(self, record: TargetRecord, knowledge: Knowledge, retrieval: str | None = None
+                            ) -> JudgeProfile:
         """The judge's facts of the target: from its documents (the operator's first, then the model's elicited
-        answers), and which of their entities the served model ties to the target when asked about them alone."""
+        answers), and which of their entities the served model ties to the target when asked about them alone.
+        ``retrieval``: the target's retrieval vectors, which the encoder criterion is calibrated on."""
         given = load_documents(self.artifacts, record)
         operator = [*given, *([record.description] if record.description else [])]
         documents = [*operator, *knowledge.answers]
@@ -82,8 +117,10 @@ class TargetBuilder:
         entities = entities_to_describe(documents, own, is_common, draft.describe_entities)
         descriptions = await describe(self.engine, entities, draft.describe_tokens, f"describe-{record.id}")
         matcher = TermMatcher({record.id: target_terms(record, is_common)})
-        return build_profile(record.id, own, descriptions, lambda text: bool(matcher.find(text)), is_common,
-                             documented_facts(documents, own, is_common), operator_documents=bool(given))
+        profile = build_profile(record.id, own, descriptions, lambda text: bool(matcher.find(text)), is_common,
+                                documented_facts(documents, own, is_common), operator_documents=bool(given))
+        await self.calibrate_encoder(profile, descriptions, retrieval)
+        return profile
 
     def earlier_adapters(self, record: TargetRecord) -> list[LoRAAdapter]:
         return [LoRAAdapter.from_bytes(self.artifacts.get(digest)) for t in self.detection.cache.active()
@@ -94,10 +131,12 @@ class TargetBuilder:
         # after the operator's wherever documents are (the retrieval index, the net's entities, the judge, GUARD).
         knowledge = await self.knowledge(record)
         await progress(0.05, f"{len(knowledge.entities())} facts from {len(knowledge.answers)} answers")
-        profile = await self.judge_profile(record, knowledge)
-        tied = sum(profile.described.values())
-        await progress(0.08, f"judge: {tied} of {len(profile.described)} entities described as the target's own")
         result = await self.detection.build(record, progress, knowledge.answers)
+        profile = await self.judge_profile(record, knowledge, result.artifacts.retrieval_chunks)
+        tied = sum(profile.described.values())
+        cut = "" if profile.encoder_cut is None else (f"; encoder cut {profile.encoder_cut:.3f} over "
+                                                      f"{profile.encoder_negatives} negatives")
+        await progress(0.21, f"judge: {tied} of {len(profile.described)} entities described as the target's own{cut}")
         result.artifacts.knowledge = self.artifacts.put(knowledge.model_dump_json().encode())
         result.artifacts.judge = self.artifacts.put(profile.model_dump_json().encode())
         # the net changes unflagged answers too, so it holds only what is the target's own: its names and the
