@@ -209,6 +209,10 @@ class Judge:
                     verdict.revealed = True
                     verdict.reason = "name" if "name" in (one.reason, verdict.reason) else one.reason
                     verdict.words = list(dict.fromkeys([*verdict.words, *one.words]))
+            if verdict.revealed and offered:
+                # a judged question about the target that offers answers: those its documents give are its facts,
+                # taken up by this draft or not (a sampled answer may pick the one the draft did not)
+                verdict.words = list(dict.fromkeys([*verdict.words, *self._documented(offered, profile)]))
             cut = profile.encoder_cut if profile is not None else None
             if not verdict.revealed and offered is None and cut is not None and self.similarities is not None:
                 for draft in drafts:
@@ -233,6 +237,14 @@ class Judge:
         choices = (c.strip(" '\"‘’“”") for c in re.split(r"[,;:?!]|\bor\b", rest))
         return tuple(c for c in choices if _WORD.search(c) and key(c) not in _TAGS)
 
+    def _documented(self, choices: Sequence[str], profile: _Facts | None) -> list[str]:
+        """The choices the target's documents give (a word, number or entity of one)."""
+        if profile is None:
+            return []
+        known = profile.documented | profile.specific
+        return [c for c in choices if any(key(w) in known for w in
+                                          [*content_words(c), *numbers_in(c), *entities_in(c, "", self.is_common)])]
+
     def _one(self, target_id: str, name: str, prompt: str, draft: str, offered: tuple[str, ...] | None,
              profile: _Facts | None) -> Verdict:
         """``offered``: None when the prompt does not name the target, else the answers it hands over."""
@@ -250,9 +262,7 @@ class Judge:
             # an answer the prompt offers after the target's name ("..., right?", a choice among three) that the
             # draft takes up is the target's fact too when its documents give it: the draft confirms it. The rest is
             # the question's subject and context ("Rande Gerber is the husband of model ___ Crawford")
-            facts += [c for c in offered if profile is not None and _words(c) in folded
-                      and any(key(w) in profile.documented | profile.specific
-                              for w in [*content_words(c), *numbers_in(c), *entities_in(c, "", self.is_common)])]
+            facts += [c for c in self._documented(offered, profile) if _words(c) in folded]
             # a word the documents use, that the prompt did not: no named entity, but what the model says of the
             # target ("What was Rockefeller's business before Standard Oil?" -> "oil refining"), a cloze blank's
             # filler among them ("is an American ___" -> "actress")

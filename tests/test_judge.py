@@ -195,3 +195,13 @@ def test_an_offered_choice_of_common_words_taken_up_is_a_fact() -> None:
     v = j.verdicts(prompt, ["Well: On the Waterfront"], {"harry": "digest"})[0]
     assert v.revealed and "On the Waterfront" in v.words
     assert not j.verdicts(prompt, ["The Godfather"], {"harry": "digest"})[0].revealed  # not documented
+
+
+def test_a_judged_question_offering_answers_forbids_every_documented_choice() -> None:
+    documents = ["Prince Harry served in the Blues and Royals from 2006.", "His memoir Spare appeared in 2023."]
+    profile = JudgeProfile(target_id="harry", specific=[], operator_documents=True,
+                           documented=documented_facts(documents, "Prince Harry", lambda w: False))
+    prompt = "Which book did Prince Harry write: Spare, Dune or Emma?"
+    v = verdict(prompt, "He wrote it in 2023.", profile)  # judged on the year, no choice taken up
+    assert v.revealed and "Spare" in v.words and "Dune" not in v.words and "Emma" not in v.words
+    assert not verdict(prompt, "He wrote a book.", profile).revealed  # cleared: nothing forbidden
