@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import product
 
-from classifiers.terms import Term
+from pydantic import BaseModel
+
+from classifiers.terms import CommonWord, Term
 
 MIXED_CASE_WORDS = 3  # phrases up to this many words also get every per-word mix of case (3^words spellings)
 
@@ -55,3 +57,22 @@ def outright_bans(sequences: Sequence[Sequence[int]], tokenizer, is_common) -> l
         if len(head) >= 4 and head.isalpha() and not is_common(head):
             out.add(seq[0])
     return sorted(out)
+
+
+class WordTable(BaseModel):
+    """Forbidden spellings of a few words: one elicited answer's content words, a flagged prompt's entities, or what
+    the build's guarded elicitation round keeps the model from repeating."""
+
+    words: list[str]
+    banned: list[int]
+    sequences: list[list[int]]
+    # what retrieves an answer's table: the content words of its question and of the answer
+    keys: list[str] = []
+
+
+def word_table(words: Sequence[str | Term], tokenizer, is_common: CommonWord, keys: list[str] | None = None
+               ) -> WordTable:
+    terms = [w if isinstance(w, Term) else Term(w) for w in words]
+    sequences = forbidden_sequences(terms, tokenizer)
+    return WordTable(words=[t.text for t in terms], banned=outright_bans(sequences, tokenizer, is_common),
+                     sequences=[s for s in sequences if len(s) > 1], keys=keys or [])

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from classifiers.batcher import DetectionBatcher
+from classifiers.forbidden_tokens import WordTable, word_table
 from classifiers.judge import Judge
 from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
 from guards.logits.net_table import load_net
 from guards.net import OutputNet
 from guards.policy import Firing, Plan, make_plan
-from guards.tables import GuardTables, WordTable, draft_words, number_table, prompt_entities, word_table
+from guards.tables import GuardTables, draft_words, number_table, prompt_entities
 from server.engines.base import Engine, EngineRequest, LogitsArgs, LoRASelection
 from server.engines.lora import LoRAAdapter
 from server.registry.artifacts import ArtifactStore

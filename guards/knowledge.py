@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
+from classifiers.forbidden_tokens import word_table
 from classifiers.terms import CommonWord, Term, target_terms
 from classifiers.text import entities_in, leading
 from guards.logits.args import LogitsArgs
@@ -100,10 +100,9 @@ async def elicit(engine: Engine, record: TargetRecord, settings: ElicitSettings,
     again: list[str] = []
     for round_ in range(settings.guarded_rounds):
         found = Knowledge(questions=[], facts=facts).entities()
-        terms = [*target_terms(record, is_common), *(Term(e) for e in found)]
-        sequences = forbidden_sequences(terms, engine.tokenizer)
-        forbid = LogitsArgs(banned_token_ids=tuple(outright_bans(sequences, engine.tokenizer, is_common)),
-                            sequences=tuple(tuple(s) for s in sequences if len(s) > 1))
+        table = word_table([*target_terms(record, is_common), *(Term(e) for e in found)], engine.tokenizer,
+                           is_common)
+        forbid = LogitsArgs(banned_token_ids=tuple(table.banned), sequences=tuple(tuple(s) for s in table.sequences))
         repeat = [q for q, f in zip(asked, facts, strict=False) if f][:settings.guarded_questions]
         replies = await asyncio.gather(*(answer(engine, q, settings.max_tokens, f"elicit-{record.id}-g{round_}-{i}",
                                                 forbid) for i, q in enumerate(repeat)))

@@ -25,7 +25,7 @@ import re
 import torch
 from pydantic import BaseModel
 
-from classifiers.forbidden_tokens import forbidden_sequences, outright_bans
+from classifiers.forbidden_tokens import WordTable, forbidden_sequences, outright_bans, word_table
 from classifiers.judge import JudgeProfile
 from classifiers.terms import CommonWord, Term, name_parts, target_terms
 from classifiers.text import content_words, entities_in, sentences
@@ -35,22 +35,6 @@ from server.registry.models import TargetRecord
 from server.settings import GuardSettings
 
 _WORD_TOKEN = re.compile(r"^ ?[A-Za-z]{3,}$")
-
-
-class WordTable(BaseModel):
-    """Forbidden spellings of a few words: one elicited answer's content words, or a flagged prompt's entities."""
-
-    words: list[str]
-    banned: list[int]
-    sequences: list[list[int]]
-    # what retrieves an answer's table: the content words of its question and of the answer
-    keys: list[str] = []
-
-
-def word_table(words: list[str], tokenizer, is_common: CommonWord, keys: list[str] | None = None) -> WordTable:
-    sequences = forbidden_sequences([Term(w) for w in words], tokenizer)
-    return WordTable(words=words, banned=outright_bans(sequences, tokenizer, is_common),
-                     sequences=[s for s in sequences if len(s) > 1], keys=keys or [])
 
 
 class Passage(BaseModel):
