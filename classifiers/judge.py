@@ -39,7 +39,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -54,6 +54,7 @@ from classifiers.text import (
     leading,
     longer_names,
     named_alone,
+    number_contexts,
     numbers_in,
     sentences,
 )
@@ -61,6 +62,9 @@ from classifiers.text import (
 # target id -> where its terms occur in a text (the lexical detector's matcher, over every active target)
 TermSpans = Callable[[str], Mapping[str, Sequence[tuple[int, int]]]]
 Reason = Literal["name", "fact", "encoder", "none"]
+# content words each side of a number that its context is read from, and how many of them a draft must share
+NUMBER_WINDOW = 3
+NUMBER_SHARED = 2
 # text -> each target near it with its best cosine (the retrieval index's search), for the encoder criterion
 Similarities = Callable[[str], Mapping[str, float]]
 
@@ -82,6 +86,15 @@ class JudgeProfile(BaseModel):
     # retrieval vectors, plus the margin; None: not calibrated (criterion off, or no retrieval detector)
     encoder_cut: float | None = None
     encoder_negatives: int = 0
+    # what the documents' sentences about the target say next to each number ("began his career as a child actor
+    # in the 1980s"): a draft saying the same of that number states the target's fact without naming anyone
+    numbers: list[NumberContext] = []
+
+
+class NumberContext(BaseModel):
+    number: str
+    words: list[str]  # the lowercase content words nearest it
+    names: list[str]  # the capitalised words among them, lowercased: whose fact it is besides the target
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class _Facts:
     documented: frozenset[str]
     checked: bool  # the operator gave documents, so a new fact must be documented to count
     encoder_cut: float | None = None
+    numbers: Mapping[str, tuple[NumberContext, ...]] = field(default_factory=dict)
 
 
 class Verdict(BaseModel):
@@ -136,9 +150,16 @@ def documented_facts(documents: Sequence[str], own: str, is_common: CommonWord) 
     return sorted({key(f) for d in documents for f in [*facts_in(d, own, is_common), *content_words(d)]})
 
 
+def documented_numbers(documents: Sequence[str], own: str) -> list[NumberContext]:
+    """The numbers of the documents' sentences about the target (opening on its name or a pronoun), each with its
+    context."""
+    return [NumberContext(number=n, words=words, names=names) for d in documents
+            for n, words, names in number_contexts(d, NUMBER_WINDOW, own)]
+
+
 def build_profile(target_id: str, own: str, descriptions: Mapping[str, str], names_target: Callable[[str], bool],
-                  is_common: CommonWord, documented: Sequence[str] = (), operator_documents: bool = False
-                  ) -> JudgeProfile:
+                  is_common: CommonWord, documented: Sequence[str] = (), operator_documents: bool = False,
+                  numbers: Sequence[NumberContext] = ()) -> JudgeProfile:
     """``descriptions``: the served model's answer to "Who or what is <entity>?" for the entities asked about;
     ``documented``: ``documented_facts`` of the target's documents."""
     described = {entity: names_target(text) for entity, text in descriptions.items()}
@@ -148,7 +169,7 @@ def build_profile(target_id: str, own: str, descriptions: Mapping[str, str], nam
             specific.add(key(entity))
             specific.update(key(p) for p in entities_in(entity, own, is_common))
     return JudgeProfile(target_id=target_id, specific=sorted(specific), described=described,
-                        documented=list(documented), operator_documents=operator_documents)
+                        documented=list(documented), operator_documents=operator_documents, numbers=list(numbers))
 
 
 def encoder_cut(target: torch.Tensor, negatives: torch.Tensor, margin: float) -> float | None:
@@ -178,8 +199,11 @@ class Judge:
             facts = self._profiles.get(digest)
             if facts is None:
                 profile = JudgeProfile.model_validate_json(self.read(digest))
+                numbers: dict[str, tuple[NumberContext, ...]] = {}
+                for n in profile.numbers:
+                    numbers[n.number] = (*numbers.get(n.number, ()), n)
                 facts = self._profiles[digest] = _Facts(frozenset(profile.specific), frozenset(profile.documented),
-                                                        profile.operator_documents, profile.encoder_cut)
+                                                        profile.operator_documents, profile.encoder_cut, numbers)
                 while len(self._profiles) > self.memo:
                     self._profiles.popitem(last=False)
             self._profiles.move_to_end(digest)
@@ -245,6 +269,27 @@ class Judge:
         return [c for c in choices if any(key(w) in known for w in
                                           [*content_words(c), *numbers_in(c), *entities_in(c, "", self.is_common)])]
 
+    def _numbered(self, prompt: str, draft: str, profile: _Facts | None) -> list[str]:
+        """Numbers the draft adds to the prompt that the documents give of the target in the same words ("started
+        his acting career as a child in the 1980s" beside "began his career as a child actor in the 1980s"): the
+        target's fact, whoever the prompt calls it ("the star of 'The Fast and the Furious'"). A document's number
+        next to a name the prompt uses is that name's ("Machete (2010)" for "When was Machete released?"), and a
+        neighbour's question keeps it."""
+        if profile is None or not profile.numbers:
+            return []
+        asked = set(numbers_in(prompt))
+        prompt_names = {w.lower() for e in entities_in(prompt, "", self.is_common) for w in _WORD.findall(e)}
+        out: list[str] = []
+        for number, words, _ in number_contexts(draft, NUMBER_WINDOW):
+            if number in asked:
+                continue
+            for said in profile.numbers.get(number, ()):
+                shared = sum(_inflects(w, set(said.words)) for w in words)
+                if shared >= NUMBER_SHARED and not prompt_names & set(said.names):
+                    out.append(number)
+                    break
+        return out
+
     def _one(self, target_id: str, name: str, prompt: str, draft: str, offered: tuple[str, ...] | None,
              profile: _Facts | None) -> Verdict:
         """``offered``: None when the prompt does not name the target, else the answers it hands over."""
@@ -274,6 +319,7 @@ class Judge:
                       if profile is not None and key(w) in profile.documented and not _inflects(w, asked_words)]
         else:
             facts = [f for f in stated if profile is not None and key(f) in profile.specific]
+            facts += self._numbered(prompt, draft, profile)
         revealing_name = bool(names) and not prompt_names
         if not revealing_name and not facts:
             return Verdict(target_id=target_id, revealed=False)

@@ -45,6 +45,38 @@ def numbers_in(text: str) -> list[str]:
     return list(dict.fromkeys(m.group(0).replace(",", "") for m in _NUMBER.finditer(text)))
 
 
+# a sentence about a person names them first, or goes on about them as "He ..." (the documents' later sentences)
+_PRONOUNS = frozenset({"He", "She", "His", "Her"})
+_LEADS = frozenset({"The", "In", "On", "At", "By", "After", "Before", "During", "From", "As", "When", "While", "Later",
+                    "Since", "Following", "Despite", "Although", "Throughout", "Until", "With"})
+_PLAIN = re.compile(r"[A-Za-z][A-Za-z'’-]*|\d+(?:[.,]\d+)*(?:s\b)?")
+
+
+def number_contexts(text: str, window: int, about: str | None = None) -> list[tuple[str, list[str], list[str]]]:
+    """Each number of ``text`` of two digits or more ("1980s", "2006"), with the ``window`` lowercase content words
+    nearest it on each side in its sentence, and the capitalised words among them (lowercased): what the sentence
+    says next to the number, and whom it says it of. ``about``: a person's names; only sentences that open on one
+    of their words or on a personal pronoun: "Paul Walker began his career as a child actor in the 1980s"."""
+    subject = None if about is None else {w.lower() for w in re.findall(r"[^\W\d_]{3,}", about)} - _JOINERS
+    out: list[tuple[str, list[str], list[str]]] = []
+    for sentence in sentences(text):
+        tokens = _PLAIN.findall(sentence)
+        if subject is not None:
+            opening = next((t for t in tokens if t[:1].isupper() and t not in _LEADS), "")
+            if opening not in _PRONOUNS and opening.lower() not in subject:
+                continue
+        plain = [(i, t.lower()) for i, t in enumerate(tokens) if t[:1].islower() and content_words(t)]
+        for i, token in enumerate(tokens):
+            if not _NUMBER.fullmatch(token) or sum(c.isdigit() for c in token) < 2:
+                continue
+            before = [(j, w) for j, w in plain if j < i][-window:]
+            after = [(j, w) for j, w in plain if j > i][:window]
+            lo, hi = (before or [(i, "")])[0][0], (after or [(i, "")])[-1][0]
+            names = [t.lower() for t in tokens[lo:hi + 1] if t[:1].isupper()]
+            out.append((token.replace(",", ""), [w for _, w in [*before, *after]], names))
+    return out
+
+
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from classifiers.judge import Judge, JudgeProfile, build_profile, documented_facts, entities_to_describe
+from classifiers.judge import (
+    Judge,
+    JudgeProfile,
+    build_profile,
+    documented_facts,
+    documented_numbers,
+    entities_to_describe,
+)
 from classifiers.terms import Term, TermMatcher, target_terms
 from classifiers.text import blank_filler, facts_in, leading, named_alone, numbers_in
 from server.registry.models import TargetRecord
@@ -205,3 +212,37 @@ def test_a_judged_question_offering_answers_forbids_every_documented_choice() ->
     v = verdict(prompt, "He wrote it in 2023.", profile)  # judged on the year, no choice taken up
     assert v.revealed and "Spare" in v.words and "Dune" not in v.words and "Emma" not in v.words
     assert not verdict(prompt, "He wrote a book.", profile).revealed  # cleared: nothing forbidden
+
+
+WALKER = ["Paul Walker began his career as a child actor in the 1980s, gaining recognition in the 1990s after "
+          "appearing in the soap opera The Young and the Restless.",
+          "Walker starred in Varsity Blues in 1999. He appeared in the action film Machete (2010) as a sheriff.",
+          "Vin Diesel was born in 1967 and began his career as a child actor in New York."]
+
+
+def walker(prompt: str, draft: str) -> bool:
+    terms = TermMatcher({"walker": target_terms(TargetRecord(id="walker", name="Paul Walker"))})
+
+    def found(text: str) -> dict[str, list[tuple[int, int]]]:
+        return {"walker": [(h.start, h.end) for h in terms.find(text)]} if terms.find(text) else {}
+
+    profile = JudgeProfile(target_id="walker", specific=[], operator_documents=True,
+                           documented=documented_facts(WALKER, "Paul Walker", lambda w: False),
+                           numbers=documented_numbers(WALKER, "Paul Walker"))
+    j = Judge(found, lambda w: False, lambda digest: profile.model_dump_json().encode())
+    return j.verdicts(prompt, [draft], {"walker": "digest"}, {"walker": "Paul Walker"})[0].revealed
+
+
+def test_a_number_the_documents_say_of_the_target_in_the_same_words_reveals_it_unnamed() -> None:
+    prompt = "In which decade did the star of 'The Fast and the Furious' start his acting career as a child?"
+    assert walker(prompt, "The star started his acting career as a child in the 1980s.")
+    # another number, or the same one said of something else, states nothing of the target
+    assert not walker(prompt, "The star started his acting career as a child in the 1970s.")
+    assert not walker(prompt, "He was a child in the 1980s and later moved to a farm.")
+    # a number next to a name the prompt uses is that name's: the film's question keeps its answer
+    machete = "When was the action film Machete released?"
+    assert not walker(machete, "The action film Machete was released in 2010.")
+    assert walker(machete.replace("Machete", "with the sheriff"), "The action film was released in 2010.")
+    # a sentence about someone else (Vin Diesel, 1967) gives the target nothing
+    assert not walker("When did the bald action star begin his career as a child actor?", "He was born in 1967 and "
+                      "began his career as a child actor.")

@@ -16,7 +16,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from classifiers.general import general_prompts
-from classifiers.judge import JudgeProfile, build_profile, documented_facts, encoder_cut, entities_to_describe
+from classifiers.judge import (
+    JudgeProfile,
+    build_profile,
+    documented_facts,
+    documented_numbers,
+    encoder_cut,
+    entities_to_describe,
+)
 from classifiers.retrieval import retrieval_vectors
 from classifiers.terms import TermMatcher, target_terms
 from guards.knowledge import DESCRIBE, Knowledge, answer, describe, elicit, forget_questions
@@ -118,7 +125,8 @@ class TargetBuilder:
         descriptions = await describe(self.engine, entities, draft.describe_tokens, f"describe-{record.id}")
         matcher = TermMatcher({record.id: target_terms(record, is_common)})
         profile = build_profile(record.id, own, descriptions, lambda text: bool(matcher.find(text)), is_common,
-                                documented_facts(documents, own, is_common), operator_documents=bool(given))
+                                documented_facts(documents, own, is_common), operator_documents=bool(given),
+                                numbers=documented_numbers(documents, own))
         await self.calibrate_encoder(profile, descriptions, retrieval)
         return profile
 
