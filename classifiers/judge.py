@@ -106,6 +106,23 @@ class _Facts:
     numbers: Mapping[str, tuple[NumberContext, ...]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """The prompt as every draft's verdict reads it, extracted once per request."""
+
+    text: str
+    entities: tuple[str, ...]
+    numbers: frozenset[str]
+    words: frozenset[str]  # content words
+    names: frozenset[str]  # the words of its entities, lowercased
+
+    @classmethod
+    def of(cls, prompt: str, is_common: CommonWord) -> _Asked:
+        entities = tuple(entities_in(prompt, "", is_common))
+        return cls(prompt, entities, frozenset(numbers_in(prompt)), frozenset(content_words(prompt)),
+                   frozenset(w.lower() for e in entities for w in _WORD.findall(e)))
+
+
 class Verdict(BaseModel):
     target_id: str
     revealed: bool
@@ -221,6 +238,7 @@ class Judge:
         names = names or {}
         out: list[Verdict] = []
         scored: dict[str, Mapping[str, float]] = {}  # draft -> the encoder's scores of prompt + draft
+        asked = _Asked.of(prompt, self.is_common)
         for target_id, digest in targets.items():
             profile = self.load(digest) if digest is not None else None
             verdict = Verdict(target_id=target_id, revealed=False)
@@ -228,7 +246,7 @@ class Judge:
             alone = named_alone(prompt, self.spans(prompt, target_id, names.get(target_id, "")))
             offered = self._offered(prompt, min(a for a, _ in alone)) if alone else None
             for draft in drafts:
-                one = self._one(target_id, names.get(target_id, ""), prompt, draft, offered, profile)
+                one = self._one(target_id, names.get(target_id, ""), asked, draft, offered, profile)
                 if one.revealed:
                     verdict.revealed = True
                     verdict.reason = "name" if "name" in (one.reason, verdict.reason) else one.reason
@@ -269,7 +287,8 @@ class Judge:
         return [c for c in choices if any(key(w) in known for w in
                                           [*content_words(c), *numbers_in(c), *entities_in(c, "", self.is_common)])]
 
-    def _numbered(self, prompt: str, draft: str, profile: _Facts | None) -> list[str]:
+    @staticmethod
+    def _numbered(asked: _Asked, draft: str, profile: _Facts | None) -> list[str]:
         """Numbers the draft adds to the prompt that the documents give of the target in the same words ("started
         his acting career as a child in the 1980s" beside "began his career as a child actor in the 1980s"): the
         target's fact, whoever the prompt calls it ("the star of 'The Fast and the Furious'"). A document's number
@@ -277,30 +296,27 @@ class Judge:
         neighbour's question keeps it."""
         if profile is None or not profile.numbers:
             return []
-        asked = set(numbers_in(prompt))
-        prompt_names = {w.lower() for e in entities_in(prompt, "", self.is_common) for w in _WORD.findall(e)}
         out: list[str] = []
         for number, words, _ in number_contexts(draft, NUMBER_WINDOW):
-            if number in asked:
+            if number in asked.numbers:
                 continue
             for said in profile.numbers.get(number, ()):
                 shared = sum(_inflects(w, set(said.words)) for w in words)
-                if shared >= NUMBER_SHARED and not prompt_names & set(said.names):
+                if shared >= NUMBER_SHARED and not asked.names & set(said.names):
                     out.append(number)
                     break
         return out
 
-    def _one(self, target_id: str, name: str, prompt: str, draft: str, offered: tuple[str, ...] | None,
+    def _one(self, target_id: str, name: str, asked: _Asked, draft: str, offered: tuple[str, ...] | None,
              profile: _Facts | None) -> Verdict:
         """``offered``: None when the prompt does not name the target, else the answers it hands over."""
         prompt_names = offered is not None
         spans = self.spans(draft, target_id, name)
         names = [draft[s:e] for s, e in named_alone(draft, spans)]
         named = {key(draft[s:e]) for s, e in spans}
-        stated = [f for f in facts_in(draft, prompt, self.is_common) if key(f) not in named]
+        stated = [f for f in facts_in(draft, asked.text, self.is_common) if key(f) not in named]
         folded = _words(draft)
-        echoed = [e for e in [*entities_in(prompt, "", self.is_common), *numbers_in(prompt)]
-                  if _words(e) in folded and key(e) not in named]
+        echoed = [e for e in [*asked.entities, *sorted(asked.numbers)] if _words(e) in folded and key(e) not in named]
         if offered is not None:  # a question about the target: what the draft states of it, true or not, is about it
             facts = [f for f in stated if profile is None or not profile.checked
                      or key(f) in profile.documented or key(f) in profile.specific]
@@ -311,15 +327,15 @@ class Judge:
             # a word the documents use, that the prompt did not: no named entity, but what the model says of the
             # target ("What was Rockefeller's business before Standard Oil?" -> "oil refining"), a cloze blank's
             # filler among them ("is an American ___" -> "actress")
-            asked_words = set(content_words(prompt)) | {w for n in named for w in n.split()}
+            asked_words = set(asked.words) | {w for n in named for w in n.split()}
             if profile is not None and profile.checked:
                 facts += [w for w in content_words(draft)
                           if key(w) in profile.documented and not _inflects(w, asked_words)]
-            facts += [w for w in content_words(blank_filler(prompt, draft))
+            facts += [w for w in content_words(blank_filler(asked.text, draft))
                       if profile is not None and key(w) in profile.documented and not _inflects(w, asked_words)]
         else:
             facts = [f for f in stated if profile is not None and key(f) in profile.specific]
-            facts += self._numbered(prompt, draft, profile)
+            facts += self._numbered(asked, draft, profile)
         revealing_name = bool(names) and not prompt_names
         if not revealing_name and not facts:
             return Verdict(target_id=target_id, revealed=False)
