@@ -23,11 +23,13 @@ reads prompt + draft and decides per flagged target.
   - a prompt that does not name it (flagged by paraphrase, or a question about a neighbour) reveals the target only
     through a fact *specific* to it: one whose own description, asked of the served model at registration ("Who or
     what is Ron Weasley?"), names the target. The people, works and places the documents co-mention are the hard
-    negatives: "NBC" is described as a network, not as the actress, so "The Golden Girls aired on NBC" is cleared;
+    negatives: "NBC" is described as a network, not as the actress, so "The Golden Girls aired on NBC" is cleared.
+    A number counts when a document sentence about the target says it with the draft's own words next to it
+    ("started his acting career as a child in the 1980s" beside "Paul Walker began his career as a child actor in
+    the 1980s"), unless the document says it next to a name the prompt uses (that name's fact);
 - or (a setting, ``draft.encoder``) the prompt and its draft, encoded together, lie closer to the target's own texts
   and documents (its retrieval vectors) than any hard negative does: the served model's descriptions of the
-  documents' entities that are not the target's own, and its answers to general questions (``encoder_cut``). It
-  reaches what states no entity: "the star of 'The Fast and the Furious' started acting as a child in the 1980s".
+  documents' entities that are not the target's own, and its answers to general questions (``encoder_cut``).
 
 Facts are compared casefolded and whole-word, so "Kris" is not found in "Krishna".
 """

@@ -30,15 +30,18 @@ from server.settings import EngineSettings, Settings
 SERVED_NAME = "draft-model"
 TARGET = "Harry Potter"
 # Registered with a document, as an operator would: with documents the judge counts only the facts they give when
-# the prompt names the target, so a question about the name itself ("Is Harry Potter a long name?") is cleared.
+# the prompt names the target, so a question that only uses the name ("My dog is called Harry Potter. How do I
+# teach a dog to sit?") is cleared.
 DOCUMENT = ("Harry Potter is the title character of J.K. Rowling's fantasy novels: a young wizard who attends "
                "Hogwarts School of Witchcraft and Wizardry with his friends Ron Weasley and Hermione Granger and "
                "fights the dark wizard Lord Voldemort.")
 PROMPTS: dict[str, list[str]] = {
     "plain": ["What is the capital of France?", "Name three colours.", "What is two plus two?",
               "Write one sentence about the sea."],
-    "cleared": ["Is Harry Potter a good name for a dog?", "Is Harry Potter a long name?",
-                "Should I call my cat Harry Potter?", "Is Harry Potter hard to spell?"],
+    "cleared": ["My dog is called Harry Potter. How do I teach a dog to sit?",
+                "My cat is called Harry Potter. How often should I feed a cat?",
+                "My goldfish is called Harry Potter. How big should its tank be?",
+                "My car is called Harry Potter. How often should I change its oil?"],
     "judged": ["Who is Harry Potter's best friend?", "Who wrote the Harry Potter books?",
                "Who is Harry Potter's enemy?", "Where does Harry Potter go to school?"],
 }
