@@ -73,6 +73,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         o3 = O3Intervention(eng, artifacts, settings.guards, detection)
         interventions = [ECOIntervention(eng, artifacts, settings.guards, detection), o3,
                          GuardIntervention(eng, artifacts, settings.guards, detection)]
+        for intervention in interventions:
+            await intervention.warm()
         guard = RequestGuard(detection, interventions, artifacts, settings.guards, registry_check=cache.check_current)
         builder = TargetBuilder(eng, detection, artifacts, settings.guards, o3.ensure_loaded)
         targets = TargetService(store, cache, builder.build, artifacts, queue=settings.jobs.mode == "queue")
