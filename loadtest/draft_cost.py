@@ -64,6 +64,8 @@ class SetFigures(BaseModel):
     ttft_p50_added_ms: float
     latency_p50_ratio: float
     misfiled: int
+    # the prompts given another verdict than their set's, each with its x-unlearning-targets header
+    misfiled_prompts: list[str] = []
     # the draft's decode (the unguarded time to its tokens) minus the TTFT added: >= 0 when a guarded first token
     # costs no more than the draft did
     ttft_headroom_ms: float = 0.0
@@ -159,9 +161,11 @@ def run_draft_cost(engine: str = "vllm", method: str = "guard", rounds: int = 4,
     sets: dict[str, SetFigures] = {}
     for name, rows in after.items():
         kept = [r for r in rows if _verdict(r[3]) == VERDICT[name]]
+        asked = [p for _ in range(rounds) for p in PROMPTS[name]]  # _run_set's order
+        other = sorted({f"{p} | {r[3]}" for p, r in zip(asked, rows, strict=True) if _verdict(r[3]) != VERDICT[name]})
         unguarded, guarded = _timing(before[name]), _timing(kept)
         sets[name] = SetFigures(
-            unguarded=unguarded, guarded=guarded, misfiled=len(rows) - len(kept),
+            unguarded=unguarded, guarded=guarded, misfiled=len(rows) - len(kept), misfiled_prompts=other,
             ttft_p50_added_ms=round(guarded.ttft_p50_ms - unguarded.ttft_p50_ms, 1),
             ttft_headroom_ms=round(unguarded.draft_p50_ms - (guarded.ttft_p50_ms - unguarded.ttft_p50_ms), 1),
             latency_p50_ratio=round(guarded.latency_p50_ms / unguarded.latency_p50_ms, 3)
@@ -181,4 +185,6 @@ def main(args: argparse.Namespace) -> int:
               f"(p99 {f.unguarded.ttft_p99_ms} -> {f.guarded.ttft_p99_ms}), latency p50 x{f.latency_p50_ratio}, "
               f"draft's decode p50 {f.unguarded.draft_p50_ms} ms (headroom {f.ttft_headroom_ms} ms), "
               f"{f.guarded.requests} requests, {f.misfiled} with another verdict")
+        for line in f.misfiled_prompts:
+            print(f"[draft-cost]   another verdict: {line}")
     return 0
