@@ -116,13 +116,13 @@ class _Asked:
     entities: tuple[str, ...]
     numbers: frozenset[str]
     words: frozenset[str]  # content words
-    names: frozenset[str]  # the words of its entities, lowercased
+    names: frozenset[str]  # the capitalised words of its entities, lowercased
 
     @classmethod
     def of(cls, prompt: str, is_common: CommonWord) -> _Asked:
         entities = tuple(entities_in(prompt, "", is_common))
         return cls(prompt, entities, frozenset(numbers_in(prompt)), frozenset(content_words(prompt)),
-                   frozenset(w.lower() for e in entities for w in _WORD.findall(e)))
+                   frozenset(w.lower() for e in entities for w in _WORD.findall(e) if w[:1].isupper()))
 
 
 class Verdict(BaseModel):

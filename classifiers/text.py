@@ -54,9 +54,10 @@ _PLAIN = re.compile(r"[A-Za-z][A-Za-z'’-]*|\d+(?:[.,]\d+)*(?:s\b)?")
 
 def number_contexts(text: str, window: int, about: str | None = None) -> list[tuple[str, list[str], list[str]]]:
     """Each number of ``text`` of two digits or more ("1980s", "2006"), with the ``window`` lowercase content words
-    nearest it on each side in its sentence, and the capitalised words among them (lowercased): what the sentence
-    says next to the number, and whom it says it of. ``about``: a person's names; only sentences that open on one
-    of their words or on a personal pronoun: "Paul Walker began his career as a child actor in the 1980s"."""
+    nearest it on each side in its sentence (each once), and the capitalised words among them (lowercased, the
+    subject's own left out): what the sentence says next to the number, and whom else it says it of. ``about``: a
+    person's names; only sentences that open on one of their words or on a personal pronoun: "Paul Walker began his
+    career as a child actor in the 1980s"."""
     subject = None if about is None else {w.lower() for w in re.findall(r"[^\W\d_]{3,}", about)} - _JOINERS
     out: list[tuple[str, list[str], list[str]]] = []
     for sentence in sentences(text):
@@ -72,8 +73,9 @@ def number_contexts(text: str, window: int, about: str | None = None) -> list[tu
             before = [(j, w) for j, w in plain if j < i][-window:]
             after = [(j, w) for j, w in plain if j > i][:window]
             lo, hi = (before or [(i, "")])[0][0], (after or [(i, "")])[-1][0]
-            names = [t.lower() for t in tokens[lo:hi + 1] if t[:1].isupper()]
-            out.append((token.replace(",", ""), [w for _, w in [*before, *after]], names))
+            names = [t.lower() for t in tokens[lo:hi + 1] if t[:1].isupper() and t not in _OPENERS]
+            names = [n for n in dict.fromkeys(names) if n not in _JOINERS and n not in (subject or ())]
+            out.append((token.replace(",", ""), list(dict.fromkeys(w for _, w in [*before, *after])), names))
     return out
 
 
