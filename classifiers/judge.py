@@ -234,9 +234,10 @@ class Judge:
         return sorted({*self.term_spans(text).get(target_id, []), *longer_names(text, name)})
 
     def verdicts(self, prompt: str, drafts: Sequence[str], targets: Mapping[str, str | None],
-                 names: Mapping[str, str] | None = None) -> list[Verdict]:
+                 names: Mapping[str, str] | None = None, encoder: bool = True) -> list[Verdict]:
         """``targets``: flagged target id -> its profile's digest (None: built before the judge existed, so only
-        its names are checked); ``names``: their names."""
+        its names are checked); ``names``: their names; ``encoder``: whether the encoder criterion (when
+        calibrated) is read too."""
         names = names or {}
         out: list[Verdict] = []
         scored: dict[str, Mapping[str, float]] = {}  # draft -> the encoder's scores of prompt + draft
@@ -258,7 +259,8 @@ class Judge:
                 # taken up by this draft or not (a sampled answer may pick the one the draft did not)
                 verdict.words = list(dict.fromkeys([*verdict.words, *self._documented(offered, profile)]))
             cut = profile.encoder_cut if profile is not None else None
-            if not verdict.revealed and offered is None and cut is not None and self.similarities is not None:
+            if encoder and not verdict.revealed and offered is None and cut is not None \
+                    and self.similarities is not None:
                 for draft in drafts:
                     if draft not in scored:
                         scored[draft] = self.similarities(f"{prompt}\n{draft}")

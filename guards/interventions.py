@@ -268,6 +268,16 @@ class RequestGuard:
         self.audit(request_id, plan, prompt)
         return prompt.guarded
 
+    async def reveals_all(self, prompt: PromptContext, drafts: Sequence[str]) -> bool:
+        """Whether the drafts so far already reveal every flagged target (names and facts; the encoder criterion is
+        left to the whole draft): drafting further would change no verdict."""
+        firings = [f for f in prompt.guarded.plan.firings if f.methods]
+        flagged = {f.target.id: f.target.artifacts.judge for f in firings}
+        names = {f.target.id: f.target.name for f in firings}
+        verdicts = await asyncio.to_thread(self.judge_of.verdicts, "\n".join(prompt.contents), drafts, flagged, names,
+                                           encoder=False)
+        return bool(verdicts) and all(v.revealed for v in verdicts)
+
     async def judge(self, prompt: PromptContext, drafts: Sequence[str], request_id: str) -> Guarded:
         """Read the unguarded drafts of a pending plan: targets they do not reveal are cleared (the draft goes on
         as the answer), the others keep their methods, which then apply from the first token."""

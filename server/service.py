@@ -131,26 +131,37 @@ class CompletionService:
         return context
 
     async def _draft(self, job: tuple[_Choice, EngineRequest], tokens: int) -> str:
-        """Start a choice's unguarded generation and hold its first ``tokens`` tokens (or all, if fewer)."""
+        """Start a choice's unguarded generation, or go on with it, and hold its first ``tokens`` tokens (or all, if
+        fewer)."""
         choice, req = job
-        started = choice.started = _Started(aiter(self.engine.generate(req)))
-        while True:
+        started = choice.started
+        if started is None:
+            started = choice.started = _Started(aiter(self.engine.generate(req)))
+        while not started.done and (not started.held or started.held[-1].num_output_tokens < tokens):
             out = await anext(started.outputs, None)
             if out is None:
                 started.done = True
                 break
             started.held.append(out)
-            if out.finished or out.num_output_tokens >= tokens:
-                started.done = out.finished
-                break
+            started.done = out.finished
         return started.text
 
     async def _draft_and_judge(self, prompt: Prompt, context: PromptContext, jobs: Jobs, request_id: str) -> None:
         """The judge reads every choice's draft: cleared, the drafts go on as the answer; judged, they are aborted
-        and the requests are guarded from their first token."""
+        and the requests are guarded from their first token. The drafts are read every ``check_every`` tokens on
+        the way: one that already reveals every flagged target stops there ("Ron Weasley" in its fifth token), so a
+        judged answer starts that much sooner; a draft is cleared only once read whole."""
         assert self.guard is not None
         guarded = context.guarded
-        drafts = await asyncio.gather(*(self._draft(job, self.guard.settings.draft.tokens) for job in jobs))
+        settings = self.guard.settings.draft
+        tokens = min(settings.check_every, settings.tokens)
+        while True:
+            drafts = await asyncio.gather(*(self._draft(job, tokens) for job in jobs))
+            if tokens >= settings.tokens or all(c.started is None or c.started.done for c, _ in jobs):
+                break
+            if await self.guard.reveals_all(context, drafts):
+                break
+            tokens = min(tokens + settings.check_every, settings.tokens)
         await self.guard.judge(context, drafts, request_id)
         prompt.fired = guarded.plan.summary()
         self.metrics.count_interventions(prompt.fired)

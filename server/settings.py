@@ -201,6 +201,9 @@ class DraftSettings(BaseModel):
     # one is dropped and the target's methods apply from the first token. Off: every flagged prompt is guarded.
     enabled: bool = True
     tokens: int = Field(default=32, ge=1, le=256)
+    # The judge reads the draft every `check_every` tokens on the way: a draft that already reveals every flagged
+    # target stops there and the judged answer starts sooner; a draft is cleared only once all `tokens` are read.
+    check_every: int = Field(default=8, ge=1, le=256)
     # The judge's specificity check: the build asks the served model "Who or what is <entity>?" about this many of
     # the entities the target's documents mention most, and counts as the target's own the ones whose description
     # names it; 0 leaves only the target's names and, for prompts naming it, its documents' facts.
