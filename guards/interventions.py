@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from classifiers.batcher import DetectionBatcher
 from classifiers.forbidden_tokens import WordTable, word_table
-from classifiers.judge import Judge
+from classifiers.judge import Judge, Verdict
 from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
 from guards.logits.net_table import load_net
 from guards.net import OutputNet
@@ -271,12 +271,16 @@ class RequestGuard:
     async def reveals_all(self, prompt: PromptContext, drafts: Sequence[str]) -> bool:
         """Whether the drafts so far already reveal every flagged target (names and facts; the encoder criterion is
         left to the whole draft): drafting further would change no verdict."""
+        verdicts = await self._verdicts(prompt, drafts, encoder=False)
+        return bool(verdicts) and all(v.revealed for v in verdicts)
+
+    async def _verdicts(self, prompt: PromptContext, drafts: Sequence[str], encoder: bool = True) -> list[Verdict]:
+        """The judge's verdict on each flagged target, in a worker thread (the encoder criterion encodes)."""
         firings = [f for f in prompt.guarded.plan.firings if f.methods]
         flagged = {f.target.id: f.target.artifacts.judge for f in firings}
         names = {f.target.id: f.target.name for f in firings}
-        verdicts = await asyncio.to_thread(self.judge_of.verdicts, "\n".join(prompt.contents), drafts, flagged, names,
-                                           encoder=False)
-        return bool(verdicts) and all(v.revealed for v in verdicts)
+        return await asyncio.to_thread(self.judge_of.verdicts, "\n".join(prompt.contents), drafts, flagged, names,
+                                       encoder=encoder)
 
     async def judge(self, prompt: PromptContext, drafts: Sequence[str], request_id: str) -> Guarded:
         """Read the unguarded drafts of a pending plan: targets they do not reveal are cleared (the draft goes on
@@ -284,10 +288,7 @@ class RequestGuard:
         guarded = prompt.guarded
         plan = guarded.plan
         guarded.pending = False
-        flagged = {f.target.id: f.target.artifacts.judge for f in plan.firings if f.methods}
-        names = {f.target.id: f.target.name for f in plan.firings if f.methods}
-        # in a worker thread: the encoder criterion encodes prompt + draft
-        verdicts = await asyncio.to_thread(self.judge_of.verdicts, "\n".join(prompt.contents), drafts, flagged, names)
+        verdicts = await self._verdicts(prompt, drafts)
         for verdict in verdicts:
             if not verdict.revealed:
                 plan.clear(verdict.target_id, "draft")

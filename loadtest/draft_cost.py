@@ -31,7 +31,8 @@ SERVED_NAME = "draft-model"
 TARGET = "Harry Potter"
 # Registered with a document, as an operator would: with documents the judge counts only the facts they give when
 # the prompt names the target, so a question that only uses the name ("My dog is called Harry Potter. How do I
-# teach a dog to sit?") is cleared.
+# teach a dog to sit?") should be cleared. Elicitation adds the served model's answers to those documents, and a
+# draft using one of their words is judged: such prompts are reported as misfiled, with their header.
 DOCUMENT = ("Harry Potter is the title character of J.K. Rowling's fantasy novels: a young wizard who attends "
                "Hogwarts School of Witchcraft and Wizardry with his friends Ron Weasley and Hermione Granger and "
                "fights the dark wizard Lord Voldemort.")
