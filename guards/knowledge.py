@@ -113,15 +113,23 @@ async def elicit(engine: Engine, record: TargetRecord, settings: ElicitSettings,
                      answers=[*answers, *extra, *again], facts=facts)
 
 
-DESCRIBE = "Who or what is {entity}?"
+# Two phrasings: the model ties an entity to its origin in one more readily than in the other ("Who or what is Lord
+# Voldemort?" -> "a character created by H.P. Blofisk"; "What is Lord Voldemort from?" -> "the Harry Potter
+# franchise"), and either naming the target makes the entity the target's own.
+DESCRIBE = ("Who or what is {entity}?", "What is {entity} from?")
 
 
 async def describe(engine: Engine, entities: Sequence[str], max_tokens: int, request_id: str) -> dict[str, str]:
-    """The served model's own description of each entity, asked without the target: whether it names the target
-    tells the judge if the entity is the target's own (Ron Weasley) or a neighbour's background (NBC)."""
-    answers = await asyncio.gather(*(answer(engine, DESCRIBE.format(entity=e), max_tokens, f"{request_id}-{i}")
-                                     for i, e in enumerate(entities)))
-    return dict(zip(entities, answers, strict=True))
+    """The served model's own description of each entity, asked without the target (its answers to both
+    phrasings, one per line): whether it names the target tells the judge if the entity is the target's own (Ron
+    Weasley) or a neighbour's background (NBC)."""
+    asked = [(e, t.format(entity=e)) for e in entities for t in DESCRIBE]
+    answers = await asyncio.gather(*(answer(engine, q, max_tokens, f"{request_id}-{i}")
+                                     for i, (_, q) in enumerate(asked)))
+    out: dict[str, list[str]] = {}
+    for (entity, _), text in zip(asked, answers, strict=True):
+        out.setdefault(entity, []).append(text)
+    return {entity: "\n".join(texts) for entity, texts in out.items()}
 
 
 async def answer(engine: Engine, question: str, max_tokens: int, request_id: str,

@@ -102,7 +102,7 @@ class TargetBuilder:
         encoder = self.detection.encoder
         if not self.settings.draft.encoder or retrieval is None or encoder is None:
             return
-        hard = [f"{DESCRIBE.format(entity=e)}\n{text}" for e, text in descriptions.items()
+        hard = [f"{DESCRIBE[0].format(entity=e)}\n{text}" for e, text in descriptions.items()
                 if not profile.described.get(e)]
         negatives = [*hard, *await self.general_pairs()]
         vectors = await asyncio.to_thread(encoder.encode, negatives)
