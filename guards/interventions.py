@@ -19,6 +19,7 @@ from classifiers.batcher import DetectionBatcher
 from classifiers.forbidden_tokens import WordTable, word_table
 from classifiers.judge import Judge, Verdict
 from guards.eco import corrupt_prompt, corrupted_positions, prompt_seed
+from guards.logits.name_table import scan_vocabulary
 from guards.logits.net_table import load_net
 from guards.net import OutputNet
 from guards.policy import Firing, Plan, make_plan
@@ -164,11 +165,20 @@ class GuardIntervention(Intervention):
         super().__init__(*args, **kwargs)
         self._tables: dict[str, GuardTables] = {}
         self._numbers: WordTable | None = None
+        self._names: str | None = None
 
     async def warm(self) -> None:
-        # one vocabulary scan (~0.4 s here): a judged request's first token would wait on it
+        # vocabulary scans (~0.4 s each here): a judged request's first token would wait on them
         if self.settings.guard.forbid_numbers and self._numbers is None:
             self._numbers = await asyncio.to_thread(number_table, self.engine.tokenizer)
+        if self.settings.guard.forbid_names and self._names is None:
+            self._names = await asyncio.to_thread(self._name_table)
+
+    def _name_table(self) -> str:
+        """The name rule's table, as a file of the artifact store: the engine's processor (an upstream's too)
+        reads it by path."""
+        table = scan_vocabulary(self.engine.tokenizer)
+        return str(self.artifacts.path(self.artifacts.put(table.model_dump_json().encode())))
 
     def tables(self, digest: str) -> GuardTables:
         if digest not in self._tables:
@@ -208,7 +218,13 @@ class GuardIntervention(Intervention):
             if self._numbers is None:
                 self._numbers = await asyncio.to_thread(number_table, self.engine.tokenizer)
             extra.append(self._numbers)
-        prompt.guarded.logits = self.logits_args(tables, self.settings.guard.semantic_penalty, extra)
+        logits = self.logits_args(tables, self.settings.guard.semantic_penalty, extra)
+        if guard.forbid_names and any("lexical" in f.detectors for f in firings):
+            # a question that names the target: its answer starts no name inside a sentence
+            if self._names is None:
+                self._names = await asyncio.to_thread(self._name_table)
+            logits = logits.model_copy(update={"names": self._names})
+        prompt.guarded.logits = logits
 
 
 class RequestGuard:

@@ -192,6 +192,11 @@ class GuardSettings(BaseModel):
     # Also forbid every token that writes a digit in a flagged answer: dates, years and counts ("born July 8,
     # 1839", "the 2011 championship") are the facts most asked about a target, echoed options included.
     forbid_numbers: bool = True
+    # Also, when the prompt names the target (a question about it), start no capitalised word inside a sentence of
+    # the answer: with the target's known names forbidden, a small model reaches for the next name it half knows
+    # ("Who is Harry Potter's godfather?" -> "none other than Lord Lupin"), which no build step tied to the target.
+    # A sentence still opens as it likes ("The", "He"). Prompts that do not name the target keep their names.
+    forbid_names: bool = True
 
 
 class DraftSettings(BaseModel):

@@ -1,13 +1,18 @@
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from classifiers.forbidden_tokens import forbidden_sequences, spellings
 from classifiers.lexical import common_word_in
 from classifiers.terms import Term
 from classifiers.text import facts_in
+from guards.logits.args import from_extra_args, to_extra_args
+from guards.logits.core import GuardCore
+from guards.logits.name_table import scan_vocabulary
 from guards.tables import draft_words, number_table, prompt_entities
+from server.engines.base import LogitsArgs
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +113,30 @@ def test_a_judged_drafts_words_join_whatever_a_method_already_forbids(tokenizer)
     assert tuple(tokenizer.encode(" Oracle of Omaha", add_special_tokens=False)) in alone.sequences
     kept = forbidding(LogitsArgs(banned_token_ids=(7,), net="net.json"), table)
     assert 7 in kept.banned_token_ids and kept.net == "net.json" and set(alone.sequences) <= set(kept.sequences)
+
+
+def test_the_name_rule_starts_no_capitalised_word_inside_a_sentence(tokenizer, tmp_path: Path) -> None:
+    """GUARD's name rule on the real vocabulary: after "none other than" no capitalised word may begin (" Lord",
+    " Lupin"); after a full stop, or as the answer's first token, a sentence opens as it likes; lower case and "I"
+    are never touched."""
+    table = scan_vocabulary(tokenizer)
+    path = tmp_path / "names.json"
+    path.write_text(table.model_dump_json())
+    one = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    lord, lupin, the, other, i = one(" Lord")[0], one(" Lupin")[0], one(" The")[0], one(" other")[0], one(" I")[0]
+    than, stop = one(" than")[-1], one(".")[-1]
+    assert {lord, lupin, the} <= set(table.names) and not {other, i} & set(table.names)
+    assert stop in table.opens and than not in table.opens
+
+    core = GuardCore()
+    inside, after_stop, first = [than], [than, stop], []
+    args = LogitsArgs(names=str(path))
+    core.update([], [(0, args, inside), (1, args, after_stop), (2, args, first, one("Who is his godfather?")),
+                      (3, None, inside)], [])
+    out = core.apply(torch.zeros(4, len(tokenizer)))
+    assert torch.isinf(out[0, lord]) and torch.isinf(out[0, lupin]) and torch.isinf(out[0, the])
+    assert not torch.isinf(out[0, other]) and not torch.isinf(out[0, i])
+    assert not torch.isinf(out[1]).any() and not torch.isinf(out[3]).any()
+    assert not torch.isinf(out[2]).any()  # the prompt's "?" ends a sentence: the answer opens with any word
+    # the rule travels to the engine's processor in the request's extra arguments
+    assert from_extra_args(to_extra_args(args)) == args

@@ -80,17 +80,9 @@ def answers(server: LiveServer, questions: list[str]) -> list[str]:
     return out
 
 
-# Not met yet (issue 33), measured: 19 of 20 for each method. GUARD: "Who is Harry Potter's godfather?" -> "Lord
-# Lupin" (the elicitation's guarded round now finds Hermione, Hagrid and Remus, but a guarded answer falls back on
-# whatever the model half-knows next). ECO and O3: "Who is the headmaster of Hogwarts?" is flagged by no default
-# detector and answered unguarded ("... is Lord Voldemort"); the net leaves Voldemort out, as the served model's own
-# description of him does not name Harry Potter. Strict: the day it passes, this marker must go.
-GAPS = pytest.mark.xfail(strict=True, reason="a character the build does not know, or a prompt no detector flags")
-
-
 @pytest.mark.slow
 @pytest.mark.vllm
-@pytest.mark.parametrize("method", [pytest.param(m, marks=GAPS) for m in ("guard", "eco", "o3")])
+@pytest.mark.parametrize("method", ["guard", "eco", "o3"])
 def test_a_target_registered_by_name_alone_names_none_of_its_characters(gateway: LiveServer, method: str) -> None:
     questions = NAMING + NOT_NAMING
     before = answers(gateway, questions + UNRELATED)

@@ -13,7 +13,8 @@ SEQUENCES = "ugw_sequences"
 PENALTY_IDS = "ugw_penalty_ids"
 PENALTY_VALUES = "ugw_penalty_values"
 NET = "ugw_net"
-KEYS = (BANNED, SEQUENCES, PENALTY_IDS, PENALTY_VALUES, NET)
+NAMES = "ugw_names"
+KEYS = (BANNED, SEQUENCES, PENALTY_IDS, PENALTY_VALUES, NET, NAMES)
 
 
 class LogitsArgs(BaseModel):
@@ -31,6 +32,8 @@ class LogitsArgs(BaseModel):
     penalty_values: tuple[float, ...] = ()
     # the output net's table file (``guards.net``): its sequences are filtered like ``sequences``, on every request
     net: str | None = None
+    # GUARD's name table file (``guards.logits.name_table``): no capitalised word begins inside a sentence
+    names: str | None = None
 
     @model_validator(mode="after")
     def _paired(self) -> LogitsArgs:
@@ -41,7 +44,7 @@ class LogitsArgs(BaseModel):
         return self
 
     def is_empty(self) -> bool:
-        return not (self.banned_token_ids or self.sequences or self.penalty_ids or self.net)
+        return not (self.banned_token_ids or self.sequences or self.penalty_ids or self.net or self.names)
 
     def token_ids(self) -> list[int]:
         return [*self.banned_token_ids, *(t for s in self.sequences for t in s), *self.penalty_ids]
@@ -61,6 +64,8 @@ def to_extra_args(args: LogitsArgs) -> dict[str, list[int] | list[float] | str]:
         out[PENALTY_VALUES] = [float(v) for v in args.penalty_values]
     if args.net:
         out[NET] = args.net
+    if args.names:
+        out[NAMES] = args.names
     return out
 
 
@@ -78,6 +83,9 @@ def from_extra_args(extra: Mapping[str, Any] | None) -> LogitsArgs | None:
     net = extra.get(NET)
     if net is not None and (not isinstance(net, str) or not net):
         raise ValueError(f"{NET} must be the path of an output-net table")
+    names = extra.get(NAMES)
+    if names is not None and (not isinstance(names, str) or not names):
+        raise ValueError(f"{NAMES} must be the path of a name table")
     flat: list[int] = extra.get(SEQUENCES, [])
     sequences: list[tuple[int, ...]] = []
     i = 0
@@ -89,5 +97,5 @@ def from_extra_args(extra: Mapping[str, Any] | None) -> LogitsArgs | None:
         i += 1 + n
     args = LogitsArgs(banned_token_ids=tuple(extra.get(BANNED, [])), sequences=tuple(sequences),
                       penalty_ids=tuple(extra.get(PENALTY_IDS, [])), penalty_values=tuple(float(v) for v in values),
-                      net=net)
+                      net=net, names=names)
     return None if args.is_empty() else args

@@ -2,7 +2,8 @@
 
 Per step it does one indexed add (penalties) and one indexed write (bans), built once whenever the batch changes.
 The only per-step Python is the sequence check: for each guarded row, a few dictionary lookups of the row's last
-generated tokens (never a loop over the vocabulary).
+generated tokens (never a loop over the vocabulary), and for a row under the name rule, one set lookup of its last
+token and one indexed fill.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from guards.logits.args import LogitsArgs
+from guards.logits.name_table import CompiledNames, load_names
 from guards.logits.net_table import CompiledNet, load_net
 from guards.logits.rows import RowTable
 
@@ -27,6 +29,8 @@ class RowRules:
     penalty_values: tuple[float, ...]
     # the output net, shared by every row that carries the same table file
     net: CompiledNet | None = None
+    # GUARD's name rule: no capitalised word begins inside a sentence
+    names: CompiledNames | None = None
 
     @classmethod
     def compile(cls, args: LogitsArgs) -> RowRules:
@@ -42,7 +46,8 @@ class RowRules:
                    continuations={p: tuple(sorted(n)) for p, n in nexts.items()},
                    longest_prefix=max((len(p) for p in nexts), default=0),
                    penalty_ids=tuple(penalties), penalty_values=tuple(penalties.values()),
-                   net=load_net(args.net) if args.net else None)
+                   net=load_net(args.net) if args.net else None,
+                   names=load_names(args.names) if args.names else None)
 
 
 @dataclass
@@ -69,6 +74,7 @@ class GuardCore:
         self._pen_rows = self._pen_cols = torch.empty(0, dtype=torch.long, device=self.device)
         self._pen_values = torch.empty(0, dtype=torch.float32, device=self.device)
         self._sequence_rows: list[tuple[int, _Row]] = []
+        self._name_rows: list[tuple[int, _Row]] = []
 
     def update(self, removed: Iterable[int],
                added: Iterable[tuple[int, LogitsArgs | None, Sequence[int]]
@@ -81,7 +87,8 @@ class GuardCore:
                 rows.append((index, None))
                 continue
             rules = RowRules.compile(args)
-            longest = max(rules.longest_prefix, rules.net.longest_prefix if rules.net is not None else 0)
+            longest = max(rules.longest_prefix, rules.net.longest_prefix if rules.net is not None else 0,
+                          1 if rules.names is not None else 0)
             ids = prompt[0] if prompt and prompt[0] is not None else ()
             rows.append((index, _Row(rules, out, tuple(ids[len(ids) - longest:]) if longest else ())))
         self.table.update(removed, rows, moved)
@@ -98,6 +105,7 @@ class GuardCore:
         pen_cols: list[int] = []
         pen_values: list[float] = []
         self._sequence_rows = []
+        self._name_rows = []
         for index, row in sorted(self.table.rows.items()):
             rules = row.rules
             ban_rows += [index] * len(rules.banned)
@@ -107,6 +115,8 @@ class GuardCore:
             pen_values += rules.penalty_values
             if rules.continuations or rules.net is not None:
                 self._sequence_rows.append((index, row))
+            if rules.names is not None:
+                self._name_rows.append((index, row))
         self._ban_rows, self._ban_cols = self._tensor(ban_rows, torch.long), self._tensor(ban_cols, torch.long)
         self._pen_rows, self._pen_cols = self._tensor(pen_rows, torch.long), self._tensor(pen_cols, torch.long)
         self._pen_values = self._tensor(pen_values, torch.float32)
@@ -140,4 +150,10 @@ class GuardCore:
             rows, cols = self._continuations()
             if rows:
                 logits[self._tensor(rows, torch.long), self._tensor(cols, torch.long)] = float("-inf")
+        for index, row in self._name_rows:
+            names = row.rules.names
+            assert names is not None
+            last = row.tail(1)
+            if names.inside_sentence(last[0] if last else None):
+                logits[index].index_fill_(0, names.on(logits.device), float("-inf"))
         return logits
