@@ -207,7 +207,8 @@ class GuardIntervention(Intervention):
         tables = [self.tables(d) for f in firings if (d := f.target.artifacts.guard_tables) is not None]
         extra = [a for a in (t.retrieve(text) for t in tables) if a is not None]
         guard = self.settings.guard
-        near = [w for t in tables for w in t.passage_words(text, guard.passage_sentences, guard.passage_overlap)]
+        near = [w for t in tables for w in t.passage_words(text, guard.passage_sentences, guard.passage_overlap,
+                                                           guard.passage_plain_words)]
         if near:
             extra.append(word_table(near, self.engine.tokenizer, self.detection.is_common))
         if self.settings.guard.prompt_entities:

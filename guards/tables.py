@@ -90,14 +90,17 @@ class GuardTables(BaseModel):
         overlap = [len(words.intersection(a.keys)) for a in self.answers]
         return self.answers[overlap.index(max(overlap))]
 
-    def passage_words(self, prompt: str, count: int, least: int) -> list[str]:
+    def passage_words(self, prompt: str, count: int, least: int, plain: bool = False) -> list[str]:
         """The entities of the ``count`` document sentences sharing the most (at least ``least``) content words
-        with ``prompt``; the target's own name words retrieve nothing, as every sentence is about it."""
+        with ``prompt``; the target's own name words retrieve nothing, as every sentence is about it. ``plain``:
+        their content words the prompt lacks too, what the sentence says beyond the question ("Mark Richard Hamill
+        (born September 25, 1951) is an American ___" retrieves "... is an American actor": "actor")."""
         words = _keys(prompt)
         scored = sorted(((len(words.intersection(p.keys)), i) for i, p in enumerate(self.passages)),
                         key=lambda x: (-x[0], x[1]))
         chosen = [self.passages[i] for overlap, i in scored[:count] if overlap >= least]
-        return list(dict.fromkeys(w for p in chosen for w in p.words))
+        extra = [k for p in chosen for k in p.keys if k not in words] if plain else []
+        return list(dict.fromkeys([*(w for p in chosen for w in p.words), *extra]))
 
 
 def guard_terms(record: TargetRecord, knowledge: Knowledge | None, is_common: CommonWord,

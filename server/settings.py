@@ -189,6 +189,9 @@ class GuardSettings(BaseModel):
     # retrieves the sentence about his elder brother, and a sampled answer cannot name him where the draft did not.
     passage_sentences: int = Field(default=2, ge=0, le=16)
     passage_overlap: int = Field(default=2, ge=1)
+    # ... and those sentences' plain words the prompt lacks: a cloze question about the target ("... is an American
+    # ___") is its document's sentence with the answer cut out, and a guarded answer kept from names says "actor".
+    passage_plain_words: bool = True
     # Also forbid every token that writes a digit in a flagged answer: dates, years and counts ("born July 8,
     # 1839", "the 2011 championship") are the facts most asked about a target, echoed options included.
     forbid_numbers: bool = True

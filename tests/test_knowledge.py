@@ -146,3 +146,10 @@ def test_a_judged_prompt_retrieves_the_document_sentences_that_answer_it() -> No
     # "William" alone too, common word or not: a sampled answer writes the first name
     assert "William" in words and "London" in words and "Blues and Royals" not in words
     assert tables.passage_words("Tell me about Prince Harry.", count=2, least=2) == []  # his name retrieves nothing
+    # a cloze question is its sentence with the answer cut out: the sentence's plain words it lacks are the answer
+    hamill = GuardTables(target_id="t", terms=[], banned=[], sequences=[], passages=document_passages(
+        ["Mark Richard Hamill (born September 25, 1951) is an American actor. He voiced the Joker."], "Mark Hamill"))
+    cloze = "Mark Richard Hamill (born September 25, 1951) is an American ___"
+    assert "actor" not in hamill.passage_words(cloze, count=1, least=2)
+    assert "actor" in hamill.passage_words(cloze, count=1, least=2, plain=True)
+    assert "american" not in hamill.passage_words(cloze, count=1, least=2, plain=True)  # the prompt's own word
