@@ -285,11 +285,11 @@ class RequestGuard:
         self.audit(request_id, plan, prompt)
         return prompt.guarded
 
-    async def reveals_all(self, prompt: PromptContext, drafts: Sequence[str]) -> bool:
-        """Whether the drafts so far already reveal every flagged target (names and facts; the encoder criterion is
-        left to the whole draft): drafting further would change no verdict."""
+    async def reveals_all(self, prompt: PromptContext, drafts: Sequence[str]) -> list[Verdict] | None:
+        """The verdicts when the drafts so far already reveal every flagged target (names and facts; the encoder
+        criterion is left to the whole draft), so that drafting further would change none; else None."""
         verdicts = await self._verdicts(prompt, drafts, encoder=False)
-        return bool(verdicts) and all(v.revealed for v in verdicts)
+        return verdicts if verdicts and all(v.revealed for v in verdicts) else None
 
     async def _verdicts(self, prompt: PromptContext, drafts: Sequence[str], encoder: bool = True) -> list[Verdict]:
         """The judge's verdict on each flagged target, in a worker thread (the encoder criterion encodes)."""
@@ -299,13 +299,16 @@ class RequestGuard:
         return await asyncio.to_thread(self.judge_of.verdicts, "\n".join(prompt.contents), drafts, flagged, names,
                                        encoder=encoder)
 
-    async def judge(self, prompt: PromptContext, drafts: Sequence[str], request_id: str) -> Guarded:
+    async def judge(self, prompt: PromptContext, drafts: Sequence[str], request_id: str,
+                    verdicts: Sequence[Verdict] | None = None) -> Guarded:
         """Read the unguarded drafts of a pending plan: targets they do not reveal are cleared (the draft goes on
-        as the answer), the others keep their methods, which then apply from the first token."""
+        as the answer), the others keep their methods, which then apply from the first token. ``verdicts``: those
+        ``reveals_all`` already gave on these drafts."""
         guarded = prompt.guarded
         plan = guarded.plan
         guarded.pending = False
-        verdicts = await self._verdicts(prompt, drafts)
+        if verdicts is None:
+            verdicts = await self._verdicts(prompt, drafts)
         for verdict in verdicts:
             if not verdict.revealed:
                 plan.clear(verdict.target_id, "draft")

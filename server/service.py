@@ -155,14 +155,16 @@ class CompletionService:
         guarded = context.guarded
         settings = self.guard.settings.draft
         tokens = min(settings.check_every, settings.tokens)
+        verdicts = None  # the stopping checkpoint's, which the judge then reuses
         while True:
             drafts = await asyncio.gather(*(self._draft(job, tokens) for job in jobs))
             if tokens >= settings.tokens or all(c.started is None or c.started.done for c, _ in jobs):
                 break
-            if await self.guard.reveals_all(context, drafts):
+            verdicts = await self.guard.reveals_all(context, drafts)
+            if verdicts is not None:
                 break
             tokens = min(tokens + settings.check_every, settings.tokens)
-        await self.guard.judge(context, drafts, request_id)
+        await self.guard.judge(context, drafts, request_id, verdicts)
         prompt.fired = guarded.plan.summary()
         self.metrics.count_interventions(prompt.fired)
         self.metrics.count_draft("cleared" if guarded.plan.empty else "judged")
