@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 from guards.interventions import PromptContext, RequestGuard
-from server.engines.base import Engine, EngineOutput, EngineRequest, SamplingOptions, TokenLogprobs
+from server.engines.base import Engine, EngineOutput, EngineRequest, TokenLogprobs
 from server.engines.detokenize import decode_text
 from server.errors import GatewayError, ModelNotFoundError, sse_error_event
 from server.logprobs import chat_logprobs, completion_logprobs, prompt_logprobs, token_text
@@ -176,7 +176,7 @@ class CompletionService:
                 choice.started = None
             req.request_id = f"{req.request_id}-guarded"
             guarded.apply_to(req)
-            req.sampling = self._guard_choices(req)
+            self._guard_choices(req)
             self.engine.validate_request(req)
 
     async def _engine_requests(self, request_id: str, prompts: list[Prompt],
@@ -215,7 +215,7 @@ class CompletionService:
                                 prompt_token_ids=prompt.token_ids)
             if guarded is not None:
                 guarded.apply_to(req)
-                req.sampling = self._guard_choices(req)
+                self._guard_choices(req)
             self.engine.validate_request(req)
             jobs.append((_Choice(index=index, prompt=prompt, response_id=request_id,
                                  net=guarded.net if guarded else None), req))
@@ -223,20 +223,24 @@ class CompletionService:
         if context is not None and context.guarded.pending:
             await self._draft_and_judge(prompt, context, jobs, request_id)
 
-    def _guard_choices(self, req: EngineRequest) -> SamplingOptions:
+    def _guard_choices(self, req: EngineRequest) -> None:
         """A structured-output choice spelling a forbidden token is dropped: the grammar could otherwise spell it
         with smaller tokens than the ones GUARD filters ("R" + "on"). When every choice is forbidden the list is
-        left whole, for the processor to do what it can."""
+        left whole, for the processor to do what it can. The choices vetted so, GUARD's name rule is lifted: it
+        would cut a kept choice at its second capital ("Sherlock Holmes" -> "Sherlock ")."""
         spec, rules = req.sampling.structured, req.logits
-        if spec is None or spec.kind != "choice" or rules is None or not rules.banned_token_ids and not rules.sequences:
-            return req.sampling
+        if spec is None or spec.kind != "choice" or rules is None:
+            return
+        if rules.names is not None:
+            req.logits = rules = rules.model_copy(update={"names": None})
+        if not rules.banned_token_ids and not rules.sequences:
+            return
         banned = set(rules.banned_token_ids) | {s[0] for s in rules.sequences}
         tok = self.engine.tokenizer
         kept = tuple(c for c in spec.choices if not any(
             banned & set(tok.encode(form, add_special_tokens=False)) for form in (c, " " + c)))
-        if not kept or len(kept) == len(spec.choices):
-            return req.sampling
-        return req.sampling.model_copy(update={"structured": spec.model_copy(update={"choices": kept})})
+        if kept and len(kept) < len(spec.choices):
+            req.sampling = req.sampling.model_copy(update={"structured": spec.model_copy(update={"choices": kept})})
 
     # ---- running ---------------------------------------------------------------------------------------------------
     async def _outputs(self, choice: _Choice, req: EngineRequest) -> AsyncIterator[EngineOutput]:
