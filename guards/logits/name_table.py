@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
-# what ends a sentence or a line, after which a capital opens the next one
-_ENDS = (".", "!", "?", "\n")
+# what ends a sentence, after which a capital opens the next one (a token holding a line break opens one too)
+_ENDS = (".", "!", "?")
 _CLOSERS = "\"'”’)]* "
 
 
