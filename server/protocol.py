@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # vLLM sets no bound on n; this one keeps a single request from taking every engine slot many times over.
 MAX_N = 128
@@ -127,7 +127,8 @@ class ResponseFormat(OpenAIBaseModel):
 class SamplingFields(OpenAIBaseModel):
     """Fields the two endpoints share; validated here so that the engine never sees a bad value."""
 
-    model: str
+    # vLLM serves a request without a model with its served model (the response names it)
+    model: str | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
@@ -176,6 +177,14 @@ class SamplingFields(OpenAIBaseModel):
         if any(s == "" for s in stops):
             raise ValueError("stop sequences must not be empty")
         return stops
+
+    @field_validator("stream_options", mode="before")
+    @classmethod
+    def _stream_options_need_stream(cls, value: Any, info: ValidationInfo) -> Any:
+        # vLLM's rule, as it reads the raw body: options given (not empty) without streaming
+        if value and not info.data.get("stream"):
+            raise ValueError("Stream options can only be defined when `stream=True`.")
+        return value
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -356,12 +365,34 @@ class Completion(OpenAIBaseModel):
     usage: Usage | None = None
 
 
+class ModelPermission(OpenAIBaseModel):
+    """vLLM's model permission entry, field for field: clients written against `vllm serve` read it."""
+
+    id: str = Field(default_factory=lambda: f"modelperm-{uuid.uuid4().hex}")
+    object: str = "model_permission"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    allow_create_engine: bool = False
+    allow_sampling: bool = True
+    allow_logprobs: bool = True
+    allow_search_indices: bool = False
+    allow_view: bool = True
+    allow_fine_tuning: bool = False
+    organization: str = "*"
+    group: str | None = None
+    is_blocking: bool = False
+
+
 class ModelCard(OpenAIBaseModel):
+    """As `vllm serve` lists its base model: ``root`` is the model's path, ``parent`` is for adapters."""
+
     id: str
     object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "unlearning-gateway"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = "vllm"
+    root: str | None = None
+    parent: str | None = None
     max_model_len: int | None = None
+    permission: list[ModelPermission] = Field(default_factory=list)
 
 
 class ModelList(OpenAIBaseModel):

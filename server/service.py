@@ -114,8 +114,9 @@ class CompletionService:
         self.guard = guard
 
     # ---- validation shared by both endpoints -----------------------------------------------------------------------
-    def check_model(self, model: str) -> None:
-        if model != self.engine.info.served_model_name:
+    def check_model(self, model: str | None) -> None:
+        """No model is the served one, as on `vllm serve`; any other name is not served here."""
+        if model is not None and model != self.engine.info.served_model_name:
             raise ModelNotFoundError(f"The model '{model}' does not exist; this server serves "
                                      f"'{self.engine.info.served_model_name}'.", param="model")
 
@@ -384,6 +385,7 @@ class CompletionService:
                       collect: Callable[[B, Jobs], Awaitable[R]]) -> Answer[R] | Stream:
         """Validate, render, guard; then stream or collect. Every 4xx is raised before a stream starts."""
         self.check_model(body.model)
+        body.model = self.engine.info.served_model_name  # what the response names
         check_request(body)
         jobs = await self._engine_requests(random_id(prefix), prompts(), body, body.requested_max_tokens())
         if body.stream:

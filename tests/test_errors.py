@@ -30,7 +30,8 @@ def _assert_error(resp: httpx.Response, status: int, param: str | None = None) -
 
 
 CASES = [
-    pytest.param({"messages": _msgs()}, 400, "model", id="missing-model"),
+    pytest.param({"model": "smollm2", "messages": _msgs(), "stream_options": {"include_usage": True}}, 400,
+                 "stream_options", id="stream-options-without-stream"),
     pytest.param({"model": "smollm2"}, 400, "messages", id="missing-messages"),
     pytest.param({"model": "smollm2", "messages": []}, 400, "messages", id="empty-messages"),
     pytest.param({"model": "smollm2", "messages": "hi"}, 400, "messages", id="messages-not-a-list"),
@@ -68,6 +69,18 @@ CASES = [
 @pytest.mark.parametrize(("body", "status", "param"), CASES)
 def test_chat_rejects_bad_input(http: httpx.Client, body: dict, status: int, param: str | None) -> None:
     _assert_error(http.post("/v1/chat/completions", json=body), status, param)
+
+
+def test_a_request_without_a_model_is_served_by_the_served_model(http: httpx.Client, hf_server: LiveServer) -> None:
+    """As on `vllm serve`: no ``model`` means the one it serves, and the response names it."""
+    chat = http.post("/v1/chat/completions", json={"messages": _msgs(), "max_tokens": 2})
+    assert chat.status_code == 200 and chat.json()["model"] == hf_server.model
+    text = http.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 2})
+    assert text.status_code == 200 and text.json()["model"] == hf_server.model
+    # empty options are no options (vLLM reads them so); given ones need stream on both endpoints
+    assert http.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 1, "stream_options": {}}).status_code == 200
+    _assert_error(http.post("/v1/completions", json={"prompt": "Hi", "stream_options": {"include_usage": True}}),
+                  400, "stream_options")
 
 
 @pytest.mark.parametrize("body", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import openai
 import pytest
 
@@ -19,6 +20,11 @@ def _client(live: LiveServer) -> openai.OpenAI:
 def test_models_lists_the_served_model(live: LiveServer) -> None:
     models = _client(live).models.list()
     assert [m.id for m in models.data] == [live.model]
+    # vLLM's card, field for field: the model's path as root, no parent, one permission entry
+    card = httpx.get(live.base_url + "/v1/models").json()["data"][0]
+    assert set(card) == {"id", "object", "created", "owned_by", "root", "parent", "max_model_len", "permission"}
+    assert card["owned_by"] == "vllm" and card["root"] == str(live.engine.info.model_path) and card["parent"] is None
+    assert card["permission"][0]["object"] == "model_permission" and card["created"] > 0
 
 
 def test_chat_answers_paris_same_text_streamed_and_not(live: LiveServer) -> None:

@@ -12,7 +12,15 @@ from fastapi.responses import StreamingResponse
 
 from server.deps import ServiceDep
 from server.errors import ErrorResponse
-from server.protocol import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ModelCard, ModelList
+from server.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    ModelPermission,
+)
 from server.service import Answer, Stream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -30,7 +38,8 @@ CLIENT_CLOSED = 499
 @router.get("/models", response_model=ModelList)
 async def list_models(service: ServiceDep) -> ModelList:
     info = service.engine.info
-    return ModelList(data=[ModelCard(id=info.served_model_name, created=0, max_model_len=info.max_model_len)])
+    return ModelList(data=[ModelCard(id=info.served_model_name, root=str(info.model_path),
+                                     max_model_len=info.max_model_len, permission=[ModelPermission()])])
 
 
 async def _serve(request: Request | None, answering: Coroutine[Any, Any, Answer[Any] | Stream]) -> Response:
