@@ -229,6 +229,13 @@ def test_structured_outputs_choice_regex_json(vllm_server: LiveServer) -> None:
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=live.model, messages=FRANCE, max_tokens=4, extra_body={
             "structured_outputs": {"choice": ["a"], "regex": "a"}})
+    # malformed constraints are the client's error, as on `vllm serve`: a 400, never a 500
+    for bad in ({"regex": "[.*"}, {"grammar": "root ::= ("}, {"json": "{not json"},
+                {"json": {"type": "object", "properties": {"a": {"type": "nonsense"}}}}):
+        resp = httpx.post(live.base_url + "/v1/chat/completions", timeout=60, json={
+            "model": live.model, "messages": FRANCE, "max_tokens": 4, "structured_outputs": bad})
+        assert resp.status_code == 400, (bad, resp.status_code, resp.text)
+        assert resp.json()["error"]["message"], bad
 
 
 # ---- vLLM's extra endpoints ----------------------------------------------------------------------------------------
