@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from server.engines.base import TokenLogprobs
-from server.protocol import ChatLogprobs, CompletionLogprobs, PromptLogprobs, TokenLogprob, TopLogprob
+from server.responses import ChatLogprobs, CompletionLogprobs, PromptLogprobs, TokenLogprob, TopLogprob
 
 TokenText = Callable[[int], str]
 
@@ -42,7 +42,8 @@ def chat_logprobs(positions: list[TokenLogprobs], top: int, text: TokenText) -> 
 def completion_logprobs(positions: list[TokenLogprobs | None], top: int, text: TokenText,
                         offset: int = 0) -> CompletionLogprobs:
     """``positions`` may start with the echoed prompt's (the first of which has no logprob)."""
-    out = CompletionLogprobs()
+    # every field given, not defaulted: stream chunks are written with only the fields set
+    out = CompletionLogprobs(text_offset=[], token_logprobs=[], tokens=[], top_logprobs=[])
     for p in positions:
         if p is None:
             out.tokens.append("")
@@ -72,8 +73,10 @@ def prompt_logprobs(positions: list[TokenLogprobs | None], text: TokenText) -> P
         entry = {str(p.token_id): {"logprob": p.logprob, "rank": None, "decoded_token": text(p.token_id)}}
         for rank, (t, lp) in enumerate(p.top, start=1):
             if t == p.token_id:
-                entry[str(t)]["rank"] = rank
+                entry[str(t)]["rank"] = p.rank if p.rank is not None else rank
             else:
                 entry[str(t)] = {"logprob": lp, "rank": rank, "decoded_token": text(t)}
+        if entry[str(p.token_id)]["rank"] is None:
+            entry[str(p.token_id)]["rank"] = p.rank
         out.append(entry)
     return out

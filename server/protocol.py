@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -138,12 +138,13 @@ class SamplingFields(OpenAIBaseModel):
     stream_options: StreamOptions | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    # vLLM clamps a bias to [-100, 100] (server.request_options)
+    logit_bias: dict[str, float] | None = None
     user: str | None = None
     # ---- vLLM's sampling extensions (openai client: extra_body) ----
     top_k: Annotated[int, Field(le=INT64_MAX)] | None = None
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
     min_tokens: Annotated[int, Field(ge=0)] = 0
     stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
     include_stop_str_in_output: bool = False
@@ -158,6 +159,17 @@ class SamplingFields(OpenAIBaseModel):
     structured_outputs: StructuredOutputs | None = None
     return_tokens_as_token_ids: bool = False
     return_token_ids: bool = False
+
+    # vLLM's models take null for these and mean their default
+    null_is_default: ClassVar[tuple[str, ...]] = ("n", "stream", "frequency_penalty", "presence_penalty",
+                                                  "return_token_ids", "return_tokens_as_token_ids", "echo")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(data.get(k, 0) is None for k in cls.null_is_default):
+            return {k: v for k, v in data.items() if not (k in cls.null_is_default and v is None)}
+        return data
 
     @field_validator("top_k")
     @classmethod
@@ -219,150 +231,22 @@ class ChatCompletionRequest(SamplingFields):
         if isinstance(self.tool_choice, NamedToolChoice):
             if not self.tools or self.tool_choice.function.name not in {t.function.name for t in self.tools}:
                 raise ValueError(f"tool_choice names '{self.tool_choice.function.name}', which is not in tools")
-        elif self.tool_choice == "required" and not self.tools:
-            raise ValueError("tool_choice 'required' needs tools")
         return self
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | Annotated[list[str], Field(min_length=1)] | Annotated[list[int], Field(min_length=1)] | Annotated[
         list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1)]
-    # OpenAI's default for the legacy endpoint.
+    # OpenAI's default for the legacy endpoint (also for an explicit null, as on vLLM)
     max_tokens: Annotated[int, Field(ge=1)] | None = 16
+    null_is_default: ClassVar[tuple[str, ...]] = (*SamplingFields.null_is_default, "max_tokens")
     echo: bool = False
     logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     suffix: str | None = None
-    best_of: int | None = None
     response_format: ResponseFormat | None = None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
-
-
-# ---- responses -----------------------------------------------------------------------------------------------------
-
-FinishReason = Literal["stop", "length"]
-
-
-class Usage(OpenAIBaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class TopLogprob(OpenAIBaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None = None
-
-
-class TokenLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob] = Field(default_factory=list)
-
-
-class ChatLogprobs(OpenAIBaseModel):
-    content: list[TokenLogprob] | None = None
-
-
-class CompletionLogprobs(OpenAIBaseModel):
-    text_offset: list[int] = Field(default_factory=list)
-    token_logprobs: list[float | None] = Field(default_factory=list)
-    tokens: list[str] = Field(default_factory=list)
-    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
-
-
-class FunctionCall(OpenAIBaseModel):
-    name: str
-    arguments: str
-
-
-class ToolCall(OpenAIBaseModel):
-    id: str = Field(default_factory=lambda: random_id("chatcmpl-tool"))
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
-class AssistantMessage(OpenAIBaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None
-    tool_calls: list[ToolCall] = Field(default_factory=list)
-
-
-class ChatChoice(OpenAIBaseModel):
-    index: int
-    message: AssistantMessage
-    finish_reason: Literal["stop", "length", "tool_calls"] | None
-    logprobs: ChatLogprobs | None = None
-    # vLLM's: the stop string or token id that ended the choice (None: EOS or length)
-    stop_reason: int | str | None = None
-    token_ids: list[int] | None = None
-
-
-# vLLM's per-position prompt logprobs: token id -> {logprob, rank, decoded_token}; None for the first position
-PromptLogprobs = list[dict[str, dict] | None]
-
-
-class ChatCompletion(OpenAIBaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-    prompt_logprobs: PromptLogprobs | None = None
-    prompt_token_ids: list[int] | None = None
-
-
-class DeltaToolCall(OpenAIBaseModel):
-    index: int
-    id: str | None = None
-    type: Literal["function"] | None = None
-    function: dict[str, str] | None = None
-
-
-class DeltaMessage(OpenAIBaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    tool_calls: list[DeltaToolCall] | None = None
-
-
-class ChatChunkChoice(OpenAIBaseModel):
-    index: int
-    delta: DeltaMessage
-    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
-    logprobs: ChatLogprobs | None = None
-    stop_reason: int | str | None = None
-    token_ids: list[int] | None = None
-
-
-class ChatCompletionChunk(OpenAIBaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChatChunkChoice]
-    usage: Usage | None = None
-    prompt_token_ids: list[int] | None = None
-
-
-class CompletionChoice(OpenAIBaseModel):
-    index: int
-    text: str
-    finish_reason: FinishReason | None
-    logprobs: CompletionLogprobs | None = None
-    stop_reason: int | str | None = None
-    token_ids: list[int] | None = None
-    prompt_logprobs: PromptLogprobs | None = None
-    prompt_token_ids: list[int] | None = None
-
-
-class Completion(OpenAIBaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
 
 
 class ModelPermission(OpenAIBaseModel):

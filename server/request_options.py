@@ -59,6 +59,8 @@ def logprob_counts(body: ChatCompletionRequest | CompletionRequest) -> tuple[int
     """(logprobs per generated token, per prompt token) the engine must report, or None."""
     if isinstance(body, ChatCompletionRequest):
         generated = (body.top_logprobs or 0) if body.logprobs else None
+        if body.prompt_logprobs is None and body.echo:  # vLLM's chat: echo reports the prompt's logprobs
+            return generated, body.top_logprobs or 0
         return generated, body.prompt_logprobs
     prompt = body.prompt_logprobs
     if body.echo and body.logprobs is not None:  # echoed prompt tokens carry logprobs too (vLLM)
@@ -67,23 +69,27 @@ def logprob_counts(body: ChatCompletionRequest | CompletionRequest) -> tuple[int
 
 
 def sampling_options(body: ChatCompletionRequest | CompletionRequest, prompt_len: int, requested: int | None,
-                     limit: int, prompt_param: str) -> SamplingOptions:
+                     limit: int) -> SamplingOptions:
+    # vLLM's rules: a prompt or a max_tokens over the context is refused; a max_tokens that fits the context but
+    # not beside this prompt is cut to what is left
     if prompt_len >= limit:
         raise ContextLengthExceeded(f"This model's maximum context length is {limit} tokens; your prompt has "
-                                    f"{prompt_len} tokens. Please shorten it.", param=prompt_param)
-    if requested is not None and prompt_len + requested > limit:
-        raise ContextLengthExceeded(f"This model's maximum context length is {limit} tokens; you requested "
-                                    f"{prompt_len + requested} tokens ({prompt_len} in the prompt, {requested} "
-                                    f"for the completion). Please reduce the prompt or max_tokens.",
+                                    f"{prompt_len} tokens. Please shorten it.", param="input_tokens")
+    if requested is not None and requested > limit:
+        raise ContextLengthExceeded(f"max_tokens={requested} cannot be greater than the model's maximum context "
+                                    f"length ({limit} tokens). Please request fewer output tokens.",
                                     param="max_tokens")
-    max_tokens = requested if requested is not None else limit - prompt_len
+    max_tokens = min(requested, limit - prompt_len) if requested is not None else limit - prompt_len
+    if body.n > 1 and body.temperature is not None and body.temperature < 1e-5:
+        # vLLM's rule: greedy choices would all be the same
+        raise InvalidRequestError(f"n must be 1 when using greedy sampling, got {body.n}.", param="n")
     if body.min_tokens > max_tokens:
         raise InvalidRequestError(f"min_tokens ({body.min_tokens}) must be at most max_tokens ({max_tokens})",
                                   param="min_tokens")
     bias: dict[int, float] | None = None
     if body.logit_bias:
         try:
-            bias = {int(k): float(v) for k, v in body.logit_bias.items()}
+            bias = {int(k): min(100.0, max(-100.0, float(v))) for k, v in body.logit_bias.items()}
         except ValueError:
             raise InvalidRequestError("logit_bias keys must be token ids", param="logit_bias") from None
     logprobs, prompt_logprobs = logprob_counts(body)

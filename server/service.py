@@ -8,6 +8,7 @@ and the engine.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,29 +17,27 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 from guards.interventions import PromptContext, RequestGuard
+from server import __version__
 from server.engines.base import Engine, EngineOutput, EngineRequest, TokenLogprobs
 from server.engines.detokenize import decode_text
 from server.errors import GatewayError, ModelNotFoundError, sse_error_event
 from server.logprobs import chat_logprobs, completion_logprobs, prompt_logprobs, token_text
 from server.metrics import Metrics
 from server.prompts import Prompt, chat_prompt, completion_prompts
-from server.protocol import (
+from server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, now, random_id
+from server.request_options import choice_seed, sampling_options, truncate
+from server.responses import (
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
     ChatCompletion,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     Completion,
     CompletionChoice,
-    CompletionRequest,
     DeltaMessage,
-    SamplingFields,
     Usage,
-    now,
-    random_id,
+    chunk_json,
 )
-from server.request_options import choice_seed, sampling_options, truncate
 from server.unsupported import check_request
 
 R = TypeVar("R", bound=BaseModel)
@@ -110,13 +109,15 @@ class CompletionService:
     def __init__(self, engine: Engine, metrics: Metrics, guard: RequestGuard | None = None) -> None:
         self.engine = engine
         self.metrics = metrics
+        # vLLM names its build and configuration in every response; this names the gateway's and the model's
+        self.fingerprint = f"ugw-{__version__}-{hashlib.sha1(str(engine.info.model_path).encode()).hexdigest()[:8]}"
         # Detection + policy + interventions; None serves the model unguarded.
         self.guard = guard
 
     # ---- validation shared by both endpoints -----------------------------------------------------------------------
     def check_model(self, model: str | None) -> None:
         """No model is the served one, as on `vllm serve`; any other name is not served here."""
-        if model is not None and model != self.engine.info.served_model_name:
+        if model and model != self.engine.info.served_model_name:
             raise ModelNotFoundError(f"The model '{model}' does not exist; this server serves "
                                      f"'{self.engine.info.served_model_name}'.", param="model")
 
@@ -197,9 +198,8 @@ class CompletionService:
                                out: Jobs) -> None:
         """One prompt's n engine requests, appended to ``out`` as soon as they exist (a draft may start them)."""
         limit = self.engine.info.max_model_len
-        param = "messages" if isinstance(body, ChatCompletionRequest) else "prompt"
         prompt.token_ids = truncate(prompt.token_ids, body.truncate_prompt_tokens, limit)
-        sampling = sampling_options(body, len(prompt.token_ids), requested, limit, param)
+        sampling = sampling_options(body, len(prompt.token_ids), requested, limit)
         self.engine.validate_request(EngineRequest(request_id=request_id, sampling=sampling,
                                                    prompt_token_ids=prompt.token_ids))
         if prompt.decode_echo:
@@ -370,7 +370,8 @@ class CompletionService:
         return completion_logprobs([*echoed, *positions], body.logprobs, self._text(body), offset)
 
     def _prompt_logprobs(self, body: SamplingFields, choice: _Choice):
-        if body.prompt_logprobs is None or choice.prompt_logprobs is None:
+        chat_echo = isinstance(body, ChatCompletionRequest) and body.echo  # vLLM's chat echo reports them
+        if (body.prompt_logprobs is None and not chat_echo) or choice.prompt_logprobs is None:
             return None
         return prompt_logprobs(choice.prompt_logprobs, self._text(body))
 
@@ -397,7 +398,7 @@ class CompletionService:
         choices = await self._collect(jobs)
         first = choices[0]
         return ChatCompletion(
-            id=self._response_id(jobs), created=now(), model=body.model,
+            id=self._response_id(jobs), created=now(), model=body.model, system_fingerprint=self.fingerprint,
             choices=[ChatChoice(index=c.index,
                                 message=AssistantMessage(content=c.prompt.echo_text + "".join(c.text)),
                                 finish_reason=c.finish_reason,
@@ -409,35 +410,61 @@ class CompletionService:
 
     async def _chat_stream(self, body: ChatCompletionRequest,
                           jobs: Jobs) -> AsyncIterator[str]:
+        """vLLM's chunks: the role chunk (with the prompt's token ids), one per step, the usage chunk if asked."""
         rid, created = self._response_id(jobs), now()
+        continuous = self._continuous(body)
 
-        def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None,
-                  prompt_token_ids: list[int] | None = None) -> str:
-            return _sse(ChatCompletionChunk(id=rid, created=created, model=body.model, choices=choices, usage=usage,
-                                            prompt_token_ids=prompt_token_ids))
+        def chunk(choices: list[ChatChunkChoice], usage: Usage | None, **extra: object) -> str:
+            fields = {"usage": usage} if usage is not None else {}
+            return chunk_json(ChatCompletionChunk(id=rid, object="chat.completion.chunk", created=created,
+                                                  model=body.model, choices=choices, **fields, **extra))
+
+        def chat_usage(prompt_tokens: int, completion_tokens: int) -> Usage | None:
+            if not continuous:
+                return None
+            return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                         total_tokens=prompt_tokens + completion_tokens, completion_tokens_details=None)
 
         # vLLM sends the role chunk with the first engine output, not before: a client timing its first chunk
         # (vLLM's own benchmark does) then measures the time to the first token, not to the response headers
         preamble: list[str] = []
         for c, _ in jobs:
-            preamble.append(chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(role="assistant", content=""))],
-                                  prompt_token_ids=c.prompt.token_ids if body.return_token_ids else None))
+            preamble.append(chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(role="assistant", content=""),
+                                                   logprobs=None, finish_reason=None)],
+                                  chat_usage(len(c.prompt.token_ids), 0),
+                                  prompt_token_ids=c.prompt.token_ids if body.return_token_ids else None,
+                                  prompt_text=None))
             if c.prompt.echo_text:
-                preamble.append(chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(content=c.prompt.echo_text))]))
+                preamble.append(chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(content=c.prompt.echo_text),
+                                                       logprobs=None, finish_reason=None)], None))
 
         def step(c: _Choice, out: EngineOutput, finish: str | None, usage: Usage | None) -> str:
+            ended = {"stop_reason": c.stop_reason} if finish else {}
             return chunk([ChatChunkChoice(
-                index=c.index, delta=DeltaMessage(content=out.text or None),
-                finish_reason=finish,
+                index=c.index, delta=DeltaMessage(content=out.text),
                 logprobs=self._chat_logprobs(body, out.logprobs or []) if out.token_ids else None,
-                stop_reason=c.stop_reason if finish else None,
-                token_ids=out.token_ids if body.return_token_ids else None)], usage)
+                finish_reason=finish, **ended,
+                token_ids=out.token_ids if body.return_token_ids else None)],
+                usage and chat_usage(usage.prompt_tokens, usage.completion_tokens), **self._finished(body, finish))
 
-        async for line in self._sse_events(jobs, body, step, lambda usage: chunk([], usage)):
+        def last(usage: Usage) -> str:
+            return chunk([], usage, system_fingerprint=self.fingerprint)
+
+        async for line in self._sse_events(jobs, body, step, last):
             for first in preamble:
                 yield first
             preamble = []
             yield line
+
+    def _finished(self, body: SamplingFields, finish: str | None) -> dict[str, str]:
+        """vLLM names its build on a choice's last chunk, or on the usage chunk when one follows."""
+        usage_follows = body.stream_options is not None and body.stream_options.include_usage
+        return {"system_fingerprint": self.fingerprint} if finish and not usage_follows else {}
+
+    @staticmethod
+    def _continuous(body: SamplingFields) -> bool:
+        options = body.stream_options
+        return options is not None and options.include_usage and options.continuous_usage_stats
 
     # ---- text completions ------------------------------------------------------------------------------------------
     async def complete(self, body: CompletionRequest) -> Answer[Completion] | Stream:
@@ -449,7 +476,7 @@ class CompletionService:
                                    jobs: Jobs) -> Completion:
         choices = await self._collect(jobs)
         return Completion(
-            id=self._response_id(jobs), created=now(), model=body.model,
+            id=self._response_id(jobs), created=now(), model=body.model, system_fingerprint=self.fingerprint,
             choices=[CompletionChoice(index=c.index, text=c.prompt.echo_text + "".join(c.text),
                                       finish_reason=c.finish_reason,
                                       logprobs=self._completion_logprobs(body, c, c.logprobs, first=True),
@@ -466,12 +493,15 @@ class CompletionService:
         sent: dict[int, int] = {}  # choice index -> characters sent (logprobs' text_offset)
         echoed: set[int] = set()
 
-        def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
-            return _sse(Completion(id=rid, created=created, model=body.model, choices=choices, usage=usage))
+        def chunk(choices: list[CompletionChoice], usage: Usage | None = None, **extra: object) -> str:
+            fields = {"usage": usage} if usage is not None else {}
+            return chunk_json(Completion(id=rid, object="text_completion", created=created, model=body.model,
+                                         choices=choices, **fields, **extra))
 
         for c, _ in jobs:
             if c.prompt.echo_text and body.logprobs is None:
-                yield chunk([CompletionChoice(index=c.index, text=c.prompt.echo_text, finish_reason=None)])
+                yield chunk([CompletionChoice(index=c.index, text=c.prompt.echo_text, logprobs=None,
+                                              finish_reason=None)])
                 echoed.add(c.index)
 
         def step(c: _Choice, out: EngineOutput, finish: str | None, usage: Usage | None) -> str:
@@ -481,14 +511,16 @@ class CompletionService:
             text = (c.prompt.echo_text if first else "") + out.text
             logprobs = self._completion_logprobs(body, c, out.logprobs or [], first, sent.get(c.index, 0))
             sent[c.index] = sent.get(c.index, 0) + len(text)
+            asked = {"prompt_logprobs": self._prompt_logprobs(body, c) if first else None} \
+                if body.prompt_logprobs is not None else {}
             return chunk([CompletionChoice(
-                index=c.index, text=text, finish_reason=finish, logprobs=logprobs,
-                stop_reason=c.stop_reason if finish else None,
-                token_ids=out.token_ids if body.return_token_ids else None,
-                prompt_logprobs=self._prompt_logprobs(body, c) if first else None,
-                prompt_token_ids=c.prompt.token_ids if body.return_token_ids and first else None)], usage)
+                index=c.index, text=text, logprobs=logprobs, finish_reason=finish,
+                stop_reason=c.stop_reason if finish else None, **asked,
+                prompt_token_ids=c.prompt.token_ids if body.return_token_ids and first else None,
+                token_ids=out.token_ids if body.return_token_ids else None)], usage, **self._finished(body, finish))
 
-        async for line in self._sse_events(jobs, body, step, lambda usage: chunk([], usage)):
+        async for line in self._sse_events(jobs, body, step,
+                                           lambda usage: chunk([], usage, system_fingerprint=self.fingerprint)):
             yield line
 
     async def _sse_events(self, jobs: Jobs, body: SamplingFields,
@@ -499,7 +531,7 @@ class CompletionService:
         An error after the stream started cannot change the status code any more: it goes out as an error event.
         """
         options = body.stream_options
-        continuous = options is not None and options.include_usage and options.continuous_usage_stats
+        continuous = self._continuous(body)
         try:
             async for choice, out, finish in self._steps(jobs):
                 if out.text or finish or out.logprobs:
@@ -519,7 +551,3 @@ class CompletionService:
 async def _close(jobs: Jobs) -> None:
     """Abort the drafts already started for a request that failed before it was answered."""
     await asyncio.gather(*(c.started.close() for c, _ in jobs if c.started), return_exceptions=True)
-
-
-def _sse(model: BaseModel) -> str:
-    return f"data: {model.model_dump_json(exclude_unset=False)}\n\n"

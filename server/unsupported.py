@@ -60,6 +60,8 @@ def check_request(body: ChatCompletionRequest | CompletionRequest) -> None:
     if isinstance(body, ChatCompletionRequest):
         # vLLM's answers for a model served without a tool-call parser (this one has none): tools are only
         # rendered into the prompt, and any tool_choice that needs parsing is refused
+        if body.tool_choice == "required" and not body.tools:
+            raise InvalidRequestError("tool_choice 'required' needs tools", param="tool_choice")
         choice = body.tool_choice if body.tool_choice is not None or not body.tools else "auto"
         if choice == "auto":
             raise InvalidRequestError('"auto" tool choice requires --enable-auto-tool-choice and '
@@ -71,5 +73,3 @@ def check_request(body: ChatCompletionRequest | CompletionRequest) -> None:
     if isinstance(body, CompletionRequest):
         if body.suffix:
             raise InvalidRequestError("suffix is not supported by this server", param="suffix")
-        if body.best_of is not None and body.best_of != body.n:
-            raise InvalidRequestError("best_of other than n is not supported", param="best_of")

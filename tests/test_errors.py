@@ -90,7 +90,6 @@ def test_a_request_without_a_model_is_served_by_the_served_model(http: httpx.Cli
     {"model": "smollm2", "prompt": [[4409404054548, -342]], "echo": True},  # found by schemathesis: was a 500
     {"model": "smollm2", "prompt": [[1, 2], []]},
     {"model": "smollm2", "prompt": "x", "suffix": "y"},
-    {"model": "smollm2", "prompt": "x", "best_of": 3},
 ])
 def test_completions_rejects_bad_prompts(http: httpx.Client, body: dict) -> None:
     _assert_error(http.post("/v1/completions", json=body), 400)

@@ -129,6 +129,7 @@ class TokenLogprobs:
     token_id: int
     logprob: float
     top: list[tuple[int, float]] = field(default_factory=list)  # the k most likely, best first
+    rank: int | None = None  # the chosen token's rank in the whole vocabulary, where the engine reports it
 
 
 @dataclass

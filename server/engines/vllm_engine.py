@@ -184,8 +184,21 @@ class VLLMEngine(Engine):
             raise InvalidRequestError("prompt embeddings are disabled on this engine "
                                       "(engine.enable_prompt_embeds=false)", param="prompt")
         super().validate_request(request)
+        if request.sampling.structured is not None and self._llm is not None:
+            # vLLM checks a constraint (compiles the regex, grammar or schema) when the request reaches its engine:
+            # checked here, before a stream starts, a malformed one is a 400 like on `vllm serve`, not an error
+            # event inside a 200 stream
+            from vllm.exceptions import VLLMError
+
+            processor = self._llm.input_processor
+            try:
+                self._sampling_params(request).verify(processor.model_config, processor.speculative_config,
+                                                      processor.structured_outputs_config, processor.tokenizer)
+            except (VLLMError, ValueError) as exc:
+                raise InvalidRequestError(str(exc), param=getattr(exc, "parameter", None)) from exc
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        from vllm.exceptions import VLLMClientError
         from vllm.inputs import EmbedsPrompt, TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -234,8 +247,8 @@ class VLLMEngine(Engine):
                 )
         except EngineDeadError as exc:
             raise ServiceUnavailableError(f"the engine stopped: {exc}") from exc
-        except ValueError as exc:  # vLLM's input validation (VLLMValidationError is a ValueError)
-            raise InvalidRequestError(str(exc)) from exc
+        except (VLLMClientError, ValueError) as exc:  # vLLM's input validation
+            raise InvalidRequestError(str(exc), param=getattr(exc, "parameter", None)) from exc
 
 
 def _position(token_id: int, logprobs: dict[int, Any]) -> TokenLogprobs:
@@ -244,7 +257,8 @@ def _position(token_id: int, logprobs: dict[int, Any]) -> TokenLogprobs:
     top = sorted(((t, lp) for t, lp in logprobs.items() if lp.rank is not None and lp.rank >= 1),
                  key=lambda item: item[1].rank)
     return TokenLogprobs(token_id=token_id, logprob=_finite(chosen.logprob if chosen is not None else float("-inf")),
-                         top=[(t, _finite(lp.logprob)) for t, lp in top])
+                         top=[(t, _finite(lp.logprob)) for t, lp in top],
+                         rank=chosen.rank if chosen is not None else None)
 
 
 def _finite(logprob: float) -> float:

@@ -12,16 +12,10 @@ from fastapi.responses import StreamingResponse
 
 from server.deps import ServiceDep
 from server.errors import ErrorResponse
-from server.protocol import (
-    ChatCompletion,
-    ChatCompletionRequest,
-    Completion,
-    CompletionRequest,
-    ModelCard,
-    ModelList,
-    ModelPermission,
-)
+from server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, ModelPermission
+from server.responses import ChatCompletion, Completion
 from server.service import Answer, Stream
+from server.vllm_parity import check_like_vllm
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -64,9 +58,11 @@ async def _serve(request: Request | None, answering: Coroutine[Any, Any, Answer[
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, request: Request) -> Response:
+    check_like_vllm(await request.json(), chat=True)
     return await _serve(request, service.chat(body))
 
 
 @router.post("/completions", response_model=Completion, responses=_ERRORS)
 async def completions(body: CompletionRequest, service: ServiceDep, request: Request) -> Response:
+    check_like_vllm(await request.json(), chat=False)
     return await _serve(request, service.complete(body))

@@ -1,0 +1,157 @@
+"""The gateway (vllm engine, no target) against bare `vllm serve` on the same model, request for request.
+
+Every request goes to both; the status, the error's type and field, and the response's shape must agree (the text
+too at temperature 0 or with a seed), except where tests/side_by_side.py lists a difference on purpose. Then a
+seeded property-based run generates requests from vLLM's own request models and sends each to both: a gateway 5xx,
+or a 2xx where vLLM says 4xx (or the reverse), fails and prints the request. ``UGW_FUZZ_EXAMPLES`` raises the
+number of generated requests per endpoint (default 150).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from server.processes import ServerProcess, bare_vllm
+from server.settings import EngineSettings
+from tests.conftest import live_settings
+from tests.live import LiveServer
+from tests.side_by_side import REFUSED_ON_PURPOSE, Case, Reply, differences, on_purpose, send
+from tests.vllm_cases import field_cases, malformed_cases, stream_cases
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+FUZZ_EXAMPLES = int(os.environ.get("UGW_FUZZ_EXAMPLES", "150"))
+
+
+@pytest.fixture(scope="module")
+def bare(model_path: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    engine = EngineSettings(kind="vllm", max_model_len=1024)
+    server = bare_vllm(model_path, "smollm2", engine, tmp_path_factory.mktemp("bare"), cache_dir / "work" / "vllm")
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(vllm_server: LiveServer, model_path: Path, cache_dir: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The session's vLLM engine behind a gateway of its own, with an empty registry: no target can fire."""
+    settings = live_settings("vllm", model_path, cache_dir, tmp_path_factory.mktemp("vs-vllm"))
+    server = LiveServer(settings, engine=vllm_server.engine).start()
+    yield server
+    server.stop()
+
+
+def _report(label: str, compared: int, on_purpose_count: int) -> None:
+    sys.__stderr__.write(f"\n[vs vllm serve] {label}: {compared} requests compared, {on_purpose_count} differ on "
+                         f"purpose (tests/side_by_side.py)\n")
+
+
+def _compare(bare: ServerProcess, gateway: LiveServer, cases: list[Case], label: str) -> None:
+    client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=16))
+
+    def both(case: Case) -> tuple[Case, Reply, Reply]:
+        return case, send(client, bare.base_url, case), send(client, gateway.base_url, case)
+
+    failures, deliberate = [], 0
+    with client, ThreadPoolExecutor(4) as pool:
+        for case, b, g in pool.map(both, cases):
+            found = differences(b, g, case.compare_text)
+            if g.status >= 500:
+                found.insert(0, f"the gateway answered {g.status}")
+            if found and on_purpose(case, b, g):
+                deliberate += 1
+                continue
+            if found:
+                failures.append(f"{case.name} [{b.status} vs {g.status}]: " + "; ".join(found))
+    _report(label, len(cases), deliberate)
+    assert not failures, f"{len(failures)} of {len(cases)} requests differ from vllm serve:\n" + "\n".join(failures)
+
+
+def test_every_field_valid_and_invalid(bare: ServerProcess, gateway: LiveServer) -> None:
+    _compare(bare, gateway, field_cases(), "every field, valid and invalid values")
+
+
+def test_streaming_and_structured_outputs(bare: ServerProcess, gateway: LiveServer) -> None:
+    _compare(bare, gateway, stream_cases(), "streams and structured outputs")
+
+
+def test_malformed_bodies(bare: ServerProcess, gateway: LiveServer) -> None:
+    _compare(bare, gateway, malformed_cases(), "malformed bodies")
+
+
+def test_models_listing_has_vllms_fields(bare: ServerProcess, gateway: LiveServer) -> None:
+    b = httpx.get(bare.base_url + "/v1/models").json()
+    g = httpx.get(gateway.base_url + "/v1/models").json()
+    assert differences(Reply(200, b), Reply(200, g), compare_text=False) == []
+    assert g["data"][0]["root"] == b["data"][0]["root"] and g["data"][0]["owned_by"] == "vllm"
+
+
+# ---- differential fuzzing from vLLM's request models -----------------------------------------------------------
+
+def _vllm_openapi() -> dict[str, Any]:
+    """An OpenAPI document of vLLM's two request models, bounded so that each case stays cheap: the served model
+    (or another), a few tokens, one or two choices."""
+    from server.vllm_parity import vllm_request_model
+
+    schemas: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
+    for path, chat in (("/v1/chat/completions", True), ("/v1/completions", False)):
+        model = vllm_request_model(chat)
+        assert model is not None
+        spec = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(spec.pop("$defs", {}))
+        props = spec["properties"]
+        props["model"] = {"type": "string", "enum": ["smollm2", "other-model"]}
+        props["max_tokens"] = {"type": "integer", "minimum": 1, "maximum": 8}
+        props["n"] = {"type": "integer", "minimum": 1, "maximum": 2}
+        for name in ("max_completion_tokens", "min_tokens", "prompt_embeds", "mm_payload"):
+            props.pop(name, None)
+        spec["required"] = sorted(set(spec.get("required", [])) | {"model", "max_tokens"})
+        schemas[model.__name__] = spec
+        paths[path] = {"post": {"operationId": path.rsplit("/", 1)[1], "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}},
+            "responses": {"200": {"description": "ok"}}}}
+    return {"openapi": "3.1.0", "info": {"title": "vllm", "version": "0.32"}, "paths": paths,
+            "components": {"schemas": copy.deepcopy(schemas)}}
+
+
+@pytest.fixture(scope="module")
+def vllm_schema() -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_dict(_vllm_openapi())
+
+
+fuzz_schema = schemathesis.pytest.from_fixture("vllm_schema")
+_fuzz_counts = {"sent": 0, "on_purpose": 0}
+
+
+@fuzz_schema.parametrize()
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_fuzz_against_vllm(case: schemathesis.Case, bare: ServerProcess, gateway: LiveServer) -> None:
+    body = case.body
+    request = Case(f"fuzz {case.path}", case.path, body if isinstance(body, dict) else json.dumps(body).encode(),
+                   compare_text=False, field=next((k for k in REFUSED_ON_PURPOSE if isinstance(body, dict)
+                                                   and body.get(k) not in (None, False, 0, 1.0)), None))
+    with httpx.Client(timeout=120) as client:
+        b, g = send(client, bare.base_url, request), send(client, gateway.base_url, request)
+    _fuzz_counts["sent"] += 1
+    if _fuzz_counts["sent"] % 50 == 0:
+        _report("fuzz (running count)", _fuzz_counts["sent"], _fuzz_counts["on_purpose"])
+    if on_purpose(request, b, g):
+        _fuzz_counts["on_purpose"] += 1
+        return
+    assert g.status < 500, f"the gateway answered {g.status} to {json.dumps(body)[:2000]}: {g.body}"
+    assert (b.status < 300) == (g.status < 300), \
+        f"vLLM {b.status}, gateway {g.status} for {json.dumps(body)[:2000]}:\n vLLM: {str(b.body)[:500]}\n" \
+        f" gateway: {str(g.body)[:500]}"
