@@ -29,6 +29,7 @@ from server.registry.worker import BuildWorker
 from server.routes import admin, health, openai, sagemaker, tokenize
 from server.service import CompletionService
 from server.settings import Settings
+from server.vllm_parity import check_like_vllm
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app = FastAPI(title="unlearning-gateway", version=__version__, lifespan=lifespan)
     app.state.gateway = gateway
-    install_error_handlers(app)
+    install_error_handlers(app, like_vllm=check_like_vllm)
     app.include_router(openai.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -154,7 +155,8 @@ class RequestValidationFailed(InvalidRequestError):
     error_type = "Bad Request"
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, like_vllm: Callable[[Any, bool], bool] | None = None) -> None:
+    """``like_vllm``: checks a refused OpenAI body against vLLM's own request model (``server.vllm_parity``)."""
     @app.exception_handler(GatewayError)
     async def _gateway(_: Request, exc: GatewayError) -> JSONResponse:
         if exc.status_code >= 500:
@@ -163,13 +165,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        from server.vllm_parity import check_like_vllm
-
         chat = request.url.path.endswith("/chat/completions")
         openai_body = (chat or request.url.path.endswith("/completions")) and not any(
             e.get("type") == "json_invalid" for e in exc.errors())
         try:
-            took = check_like_vllm(exc.body, chat) if openai_body else False
+            took = like_vllm(exc.body, chat) if openai_body and like_vllm is not None else False
         except GatewayError as vllm_answer:
             return error_json(vllm_answer)
         response = error_json(validation_error(list(exc.errors()), vllm_took_it=took))

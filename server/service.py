@@ -200,6 +200,10 @@ class CompletionService:
         limit = self.engine.info.max_model_len
         prompt.token_ids = truncate(prompt.token_ids, body.truncate_prompt_tokens, limit)
         sampling = sampling_options(body, len(prompt.token_ids), requested, limit)
+        if body.prompt_logprobs is None and sampling.prompt_logprobs is not None and \
+                self.engine.unsupported(sampling) == "prompt_logprobs":
+            # asked for only by implication (vLLM's chat echo): an engine without them answers without them
+            sampling = sampling.model_copy(update={"prompt_logprobs": None})
         self.engine.validate_request(EngineRequest(request_id=request_id, sampling=sampling,
                                                    prompt_token_ids=prompt.token_ids))
         if prompt.decode_echo:

@@ -65,7 +65,7 @@ class RegistrySettings(BaseModel):
     # Content-addressed artifacts (classifier heads, indexes, adapters); a shared volume in Kubernetes.
     artifact_dir: Path | None = None
     # While the shared registry is unreachable: "closed" answers every completion request with 503
-    # (registry_unavailable), since it cannot be checked against targets registered meanwhile; "last_known" keeps
+    # (registry unreachable), since it cannot be checked against targets registered meanwhile; "last_known" keeps
     # serving and enforcing the targets known before the outage.
     on_unavailable: Literal["closed", "last_known"] = "closed"
 

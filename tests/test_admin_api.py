@@ -35,7 +35,7 @@ def test_auth_is_required(hf_server: LiveServer) -> None:
     assert httpx.get(url).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer wrong-token-wrong-token"}).status_code == 403
     body = httpx.get(url, headers={"Authorization": "Basic abc"}).json()
-    assert body["error"]["type"] == "authentication_error"
+    assert body["error"]["type"] == "UnauthorizedError" and body["error"]["code"] == 401
 
 
 def test_lifecycle_create_build_patch_delete(admin: httpx.Client) -> None:

@@ -49,7 +49,7 @@ class TargetCache:
         if not self.synced and self.on_unavailable == "closed":
             raise RegistryUnavailable(
                 "the forget-target registry is unreachable, so this request cannot be checked against it; "
-                "retry shortly", code="registry_unavailable")
+                "retry shortly")
 
     def active(self) -> list[TargetRecord]:
         return [t for t in self.targets.values() if t.enforced]
