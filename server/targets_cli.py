@@ -50,10 +50,10 @@ class AdminClient:
 
     def wait(self, record: TargetPublic, timeout: float, progress: bool) -> TargetPublic:
         """Poll the build job until the target settles, drawing its progress on stderr."""
-        from tqdm import tqdm
+        from server.progress import progress_bar
 
-        bar = tqdm(total=100, desc=record.name, unit="%", file=sys.stderr, disable=not progress,
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        bar = progress_bar(100, record.name, unit="%", enabled=progress,
+                           bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
         deadline = time.monotonic() + timeout
         try:
             while True:

@@ -39,7 +39,7 @@ def check_like_vllm(raw: Any, chat: bool) -> bool:
         model.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
-        first = errors[0] if errors else {}
+        first: dict[str, Any] = dict(errors[0]) if errors else {}
         # vLLM's handler: a validator that names its parameter is believed, else the first error's field
         named = next((p for e in errors if (p := getattr((e.get("ctx") or {}).get("error"), "parameter", None))),
                      None)

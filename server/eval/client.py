@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import openai
 from pydantic import BaseModel
-from tqdm import tqdm
+
+from server.progress import progress_bar
 
 FIRED_HEADER = "x-unlearning-targets"
 
@@ -97,7 +98,7 @@ class GatewayClient:
     async def ask(self, prompts: list[str], desc: str, max_tokens: int | None = None, temperature: float = 0.0,
                   seed: int | None = None) -> list[Answer]:
         """Answers in the order of ``prompts``; failed requests come back with ``error`` set, never raise."""
-        bar = tqdm(total=len(prompts), desc=desc, unit="probe", leave=False, disable=not self.progress)
+        bar = progress_bar(len(prompts), desc, unit="probe", enabled=self.progress)
 
         async def tracked(prompt: str) -> Answer:
             answer = await self._one(prompt, max_tokens or self.max_tokens, temperature, seed)

@@ -27,6 +27,7 @@ from server.eval.data import (
     load_other_names,
     load_rwku,
 )
+from server.progress import progress_bar
 from server.registry.artifacts import ArtifactStore
 from server.registry.cache import TargetCache
 from server.registry.file_store import FileTargetStore
@@ -58,17 +59,20 @@ class DetectReport(BaseModel):
     misses: dict[str, list[str]]
 
 
-async def _register(creates: list[TargetCreate], root: Path, builder: DetectionPipeline) -> list[TargetRecord]:
+async def _register(creates: list[TargetCreate], root: Path, builder: DetectionPipeline,
+                    desc: str = "registering") -> list[TargetRecord]:
     store = FileTargetStore(root)
     await store.start()
     cache = TargetCache(store)
     service = TargetService(store, cache, builder.build, builder.artifacts)
     try:
         ids = [(await service.create(c)).id for c in creates]
+        bar = progress_bar(len(ids), desc, unit="target")
         deadline = time.monotonic() + 600 + 5 * len(creates)  # encoder detectors train per target (~2 s)
         while True:
             records = {r.id: r for r in await store.list()}
             pending = [i for i in ids if records[i].status not in ("active", "failed")]
+            bar.update(len(ids) - len(pending) - bar.n)
             if not pending:
                 break
             if time.monotonic() > deadline:
@@ -77,6 +81,7 @@ async def _register(creates: list[TargetCreate], root: Path, builder: DetectionP
         failed = [records[i] for i in ids if records[i].status == "failed"]
         if failed:
             raise RuntimeError(f"target build failed: {failed[0].name}: {failed[0].status_reason}")
+        bar.close()
         return [records[i] for i in ids]
     finally:
         await service.close()
@@ -121,7 +126,9 @@ def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passage
         hits: dict[str, int] = {}
         totals: dict[str, int] = {}
         misses: dict[str, list[str]] = {lvl: [] for lvl in FORGET_LEVELS}
+        bar = progress_bar(len(rwku), "detecting", unit="target")
         for target, record in zip(rwku, records, strict=True):
+            bar.update()
             for level in FORGET_LEVELS:
                 for probe in target.forget[level]:
                     flagged = any(d.flagged and d.target_id == record.id for d in pipeline.detect(probe.query))
@@ -142,7 +149,9 @@ def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passage
                     hits[f"neighbor_any_{level}"] = hits.get(f"neighbor_any_{level}", 0) + any(
                         d.flagged for d in found)
                     totals[f"neighbor_{level}"] = totals.get(f"neighbor_{level}", 0) + 1
-        general_hits = sum(any(d.flagged for d in pipeline.detect(q)) for q in general)
+        bar.close()
+        general_hits = sum(any(d.flagged for d in pipeline.detect(q)) for q in progress_bar(
+            len(general), "general questions", unit="question", iterable=general))
 
         # Latency: the RWKU targets, then the other RWKU names, then synthetic people up to the size asked.
         rng = random.Random(seed)
@@ -155,10 +164,11 @@ def run_detect(data_dir: Path, tokenizer, register_with: RegisterWith = "passage
         # index holds about as many chunks per target at 1000 targets as at 50
         extra_creates = [TargetCreate.model_validate({**rwku[i % len(rwku)].registration(register_with), "name": n})
                          for i, n in enumerate(extra_names[:need])]
-        extra = asyncio.run(_register(extra_creates, Path(tmp) / "extra", builder)) if need > 0 else []
+        extra = asyncio.run(_register(extra_creates, Path(tmp) / "extra", builder, "registering (latency)")) \
+            if need > 0 else []
         pool = records + extra
         latency = []
-        for size in latency_sizes:
+        for size in progress_bar(len(latency_sizes), "latency", unit="size", iterable=latency_sizes):
             sized = pipeline_for(pool[:size])
             latency.append(_latency(sized, sample, size))
 
