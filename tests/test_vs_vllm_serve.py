@@ -53,6 +53,17 @@ def gateway(vllm_server: LiveServer, model_path: Path, cache_dir: Path,
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def remote(bare: ServerProcess, model_path: Path, cache_dir: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A remote-mode gateway whose upstream is the bare server itself: it must answer as that server answers."""
+    settings = live_settings("remote", model_path, cache_dir, tmp_path_factory.mktemp("vs-vllm-remote"))
+    settings = settings.model_copy(update={"engine": settings.engine.model_copy(update={"upstreams": [bare.base_url]})})
+    server = LiveServer(settings).start()
+    yield server
+    server.stop()
+
+
 def _report(label: str, compared: int, on_purpose_count: int) -> None:
     sys.__stderr__.write(f"\n[vs vllm serve] {label}: {compared} requests compared, {on_purpose_count} differ on "
                          f"purpose (tests/side_by_side.py)\n")
@@ -89,6 +100,11 @@ def test_streaming_and_structured_outputs(bare: ServerProcess, gateway: LiveServ
 
 def test_malformed_bodies(bare: ServerProcess, gateway: LiveServer) -> None:
     _compare(bare, gateway, malformed_cases(), "malformed bodies")
+
+
+def test_remote_mode_answers_as_its_upstream(bare: ServerProcess, remote: LiveServer) -> None:
+    """The same requests through a remote-mode gateway (its engine is the bare server over HTTP)."""
+    _compare(bare, remote, [*field_cases(), *stream_cases()], "remote mode, every field and stream")
 
 
 def test_models_listing_has_vllms_fields(bare: ServerProcess, gateway: LiveServer) -> None:

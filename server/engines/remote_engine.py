@@ -30,7 +30,7 @@ import httpx
 
 from server.engines.base import Engine, EngineOutput, EngineRequest, TokenLogprobs
 from server.engines.lora import scaled_copy_dir, write_scaled_copies
-from server.errors import InvalidRequestError, ServiceUnavailableError
+from server.errors import GatewayError, InvalidRequestError, ServiceUnavailableError
 from server.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
@@ -240,15 +240,15 @@ class RemoteEngine(Engine):
                                            headers={"X-Request-Id": request.request_id}) as response:
                 if response.status_code >= 400:
                     text = (await response.aread()).decode(errors="replace")
-                    if response.status_code < 500:
-                        raise InvalidRequestError(_message(text))
-                    raise ServiceUnavailableError(f"upstream {upstream.url} failed: {_message(text)}")
+                    raise _upstream_error(upstream.url, response.status_code, text)
                 async for line in response.aiter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     chunk = json.loads(line[6:])
-                    if "error" in chunk:
-                        raise ServiceUnavailableError(f"upstream {upstream.url}: {_message(line[6:])}")
+                    if "error" in chunk:  # vLLM's error event, e.g. a malformed constraint found as it starts
+                        error = chunk["error"] if isinstance(chunk["error"], dict) else {}
+                        code = error.get("code")
+                        raise _upstream_error(upstream.url, code if isinstance(code, int) else 500, line[6:])
                     for choice in chunk.get("choices", []):
                         out = _output(choice, n_prompt, n_out, request.prompt_token_ids or request.embeds_token_ids)
                         n_out = out.num_output_tokens
@@ -266,6 +266,18 @@ class RemoteEngine(Engine):
 
 class _NotReached(Exception):
     """The upstream refused the connection: the request never started there."""
+
+
+def _upstream_error(url: str, status: int, text: str) -> GatewayError:
+    """vLLM's own answer, passed on: a client error (4xx) as a 400 with vLLM's message and param; anything else is
+    the upstream failing (503)."""
+    if 400 <= status < 500:
+        try:
+            param = json.loads(text).get("error", {}).get("param")
+        except (ValueError, AttributeError):
+            param = None
+        return InvalidRequestError(_message(text), param=param if isinstance(param, str) else None)
+    return ServiceUnavailableError(f"upstream {url} failed: {_message(text)}")
 
 
 def _message(text: str) -> str:
