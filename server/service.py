@@ -454,10 +454,7 @@ class CompletionService:
         def last(usage: Usage) -> str:
             return chunk([], usage, system_fingerprint=self.fingerprint)
 
-        async for line in self._sse_events(jobs, body, step, last):
-            for first in preamble:
-                yield first
-            preamble = []
+        async for line in self._sse_events(jobs, body, step, last, preamble):
             yield line
 
     def _finished(self, body: SamplingFields, finish: str | None) -> dict[str, str]:
@@ -529,22 +526,28 @@ class CompletionService:
 
     async def _sse_events(self, jobs: Jobs, body: SamplingFields,
                           step: Callable[[_Choice, EngineOutput, str | None, Usage | None], str],
-                          usage: Callable[[Usage], str]) -> AsyncIterator[str]:
-        """The SSE lines after the preamble: one per engine step, the usage chunk if asked, then [DONE].
+                          usage: Callable[[Usage], str], preamble: list[str] | None = None) -> AsyncIterator[str]:
+        """The SSE lines: the preamble with the first step (not before an error, as vLLM sends none then), one line
+        per engine step, the usage chunk if asked, then [DONE].
 
         An error after the stream started cannot change the status code any more: it goes out as an error event.
         """
+        waiting = list(preamble or [])
         options = body.stream_options
         continuous = self._continuous(body)
         try:
             async for choice, out, finish in self._steps(jobs):
                 if out.text or finish or out.logprobs:
+                    while waiting:
+                        yield waiting.pop(0)
                     yield step(choice, out, finish, self._usage([c for c, _ in jobs]) if continuous else None)
         except GatewayError as exc:
             self.metrics.count_error(exc.error_type)
             yield sse_error_event(exc)
             yield "data: [DONE]\n\n"
             return
+        for line in waiting:  # a stream that produced no step still opens with its role chunk
+            yield line
         totals = self._usage([c for c, _ in jobs])
         self.metrics.count_tokens(totals)
         if options is not None and options.include_usage:

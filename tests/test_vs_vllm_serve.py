@@ -21,7 +21,9 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.generation import GenerationMode
 
 from server.processes import ServerProcess, bare_vllm
 from server.settings import EngineSettings
@@ -143,31 +145,33 @@ def _vllm_openapi() -> dict[str, Any]:
             "components": {"schemas": copy.deepcopy(schemas)}}
 
 
-@pytest.fixture(scope="module")
-def vllm_schema() -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_dict(_vllm_openapi())
+def test_fuzz_against_vllm(bare: ServerProcess, gateway: LiveServer) -> None:
+    """Seeded, bounded: valid and invalid bodies (schemathesis' positive and negative modes) for both endpoints."""
+    schema = schemathesis.openapi.from_dict(_vllm_openapi())
+    counts = {"sent": 0, "on_purpose": 0}
+    client = httpx.Client(timeout=120)
 
-
-fuzz_schema = schemathesis.pytest.from_fixture("vllm_schema")
-_fuzz_counts = {"sent": 0, "on_purpose": 0}
-
-
-@fuzz_schema.parametrize()
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-def test_fuzz_against_vllm(case: schemathesis.Case, bare: ServerProcess, gateway: LiveServer) -> None:
-    body = case.body
-    request = Case(f"fuzz {case.path}", case.path, body if isinstance(body, dict) else json.dumps(body).encode(),
-                   compare_text=False, field=next((k for k in REFUSED_ON_PURPOSE if isinstance(body, dict)
-                                                   and body.get(k) not in (None, False, 0, 1.0)), None))
-    with httpx.Client(timeout=120) as client:
+    def check(case: schemathesis.Case) -> None:
+        body = case.body
+        sent = body if isinstance(body, dict) else json.dumps(body).encode()
+        refused = next((k for k in REFUSED_ON_PURPOSE if isinstance(body, dict) and k in body), None)
+        request = Case(f"fuzz {case.path}", case.path, sent, compare_text=False, field=refused)
         b, g = send(client, bare.base_url, request), send(client, gateway.base_url, request)
-    _fuzz_counts["sent"] += 1
-    if _fuzz_counts["sent"] % 50 == 0:
-        _report("fuzz (running count)", _fuzz_counts["sent"], _fuzz_counts["on_purpose"])
-    if on_purpose(request, b, g):
-        _fuzz_counts["on_purpose"] += 1
-        return
-    assert g.status < 500, f"the gateway answered {g.status} to {json.dumps(body)[:2000]}: {g.body}"
-    assert (b.status < 300) == (g.status < 300), \
-        f"vLLM {b.status}, gateway {g.status} for {json.dumps(body)[:2000]}:\n vLLM: {str(b.body)[:500]}\n" \
-        f" gateway: {str(g.body)[:500]}"
+        counts["sent"] += 1
+        if on_purpose(request, b, g):
+            counts["on_purpose"] += 1
+            return
+        shown = json.dumps(body)[:2000]
+        assert g.status < 500, f"the gateway answered {g.status} to {shown}: {g.body}"
+        assert (b.status < 300) == (g.status < 300), \
+            f"vLLM {b.status}, gateway {g.status} for {shown}:\n vLLM: {str(b.body)[:500]}\n" \
+            f" gateway: {str(g.body)[:500]}"
+
+    with client:
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            cases = st.one_of(*(operation.as_strategy(generation_mode=mode) for mode in GenerationMode))
+            run = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
+                           suppress_health_check=list(HealthCheck))(given(cases)(check))
+            run()
+    _report("fuzz from vLLM's request models", counts["sent"], counts["on_purpose"])

@@ -192,7 +192,10 @@ class RemoteEngine(Engine):
         if o.logprobs is not None:
             body["logprobs"] = o.logprobs
         if o.prompt_logprobs is not None:
+            # vLLM reports prompt logprobs only on a collected answer (a stream asking for them is refused)
             body["prompt_logprobs"] = o.prompt_logprobs
+            body["stream"] = False
+            del body["stream_options"]
         if o.structured is not None:
             body["structured_outputs"] = o.structured.vllm_params()
         if request.lora is not None:
@@ -241,6 +244,10 @@ class RemoteEngine(Engine):
                 if response.status_code >= 400:
                     text = (await response.aread()).decode(errors="replace")
                     raise _upstream_error(upstream.url, response.status_code, text)
+                if not body["stream"]:
+                    for choice in json.loads(await response.aread()).get("choices", []):
+                        yield _output(choice, n_prompt, n_out, request.prompt_token_ids or request.embeds_token_ids)
+                    return
                 async for line in response.aiter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
@@ -317,4 +324,6 @@ def _prompt_position(position: dict[str, dict[str, Any]], own: int) -> TokenLogp
     """vLLM's {token id: {logprob, rank, decoded_token}} for one prompt position whose token is ``own``."""
     items = {int(k): float(v["logprob"]) for k, v in position.items()}
     top = sorted(items.items(), key=lambda kv: -kv[1])
-    return TokenLogprobs(token_id=own, logprob=max(items.get(own, float("-inf")), -9999.0), top=top)
+    rank = position.get(str(own), {}).get("rank")
+    return TokenLogprobs(token_id=own, logprob=max(items.get(own, float("-inf")), -9999.0), top=top,
+                         rank=rank if isinstance(rank, int) else None)
