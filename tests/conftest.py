@@ -4,6 +4,7 @@ import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from server.model_store import ensure_bundled_model  # noqa: E402
+from server.processes import ServerProcess, bare_vllm  # noqa: E402
 from server.settings import (  # noqa: E402
     ElicitSettings,
     EngineSettings,
@@ -77,6 +79,30 @@ def vllm_server(model_path: Path, cache_dir: Path, tmp_path_factory: pytest.Temp
     server = LiveServer(live_settings("vllm", model_path, cache_dir, tmp_path_factory.mktemp("vllm"))).start()
     yield server
     server.stop()
+
+
+@dataclass
+class BareServer:
+    """Bare `vllm serve` (no gateway) on the same model and flags, reached as tests reach a ``LiveServer``: tests
+    of vLLM's behaviours run against it too, so that they test vLLM's behaviour and not the gateway's idea of it."""
+
+    process: ServerProcess
+    model: str = "smollm2"
+    max_model_len: int = 1024
+
+    @property
+    def base_url(self) -> str:
+        return self.process.base_url
+
+
+@pytest.fixture(scope="session")
+def bare_server(model_path: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BareServer]:
+    if not HAS_VLLM:
+        pytest.skip("vllm is not installed")
+    engine = EngineSettings(kind="vllm", max_model_len=1024)
+    process = bare_vllm(model_path, "smollm2", engine, tmp_path_factory.mktemp("bare"), cache_dir / "work" / "vllm")
+    yield BareServer(process.start(), max_model_len=engine.max_model_len)
+    process.stop()
 
 
 @pytest.fixture(params=ENGINE_KINDS)

@@ -15,20 +15,40 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import ENGINE_KINDS, BareServer
 from tests.live import LiveServer
+
+# Each test of vLLM's behaviour runs against bare `vllm serve` as well: what it asserts is vLLM's behaviour, and every
+# test bare vLLM passes, the gateway passes.
+Server = LiveServer | BareServer
+
+
+@pytest.fixture(params=[*ENGINE_KINDS, pytest.param("bare", marks=[pytest.mark.vllm, pytest.mark.slow])])
+def live(request: pytest.FixtureRequest) -> Server:
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture(params=["vllm", "bare"])
+def vllm_like(request: pytest.FixtureRequest) -> Server:
+    """The gateway on its vLLM engine, and bare vLLM."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+def _max_len(server: Server) -> int:
+    return server.max_model_len if isinstance(server, BareServer) else server.engine.info.max_model_len
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 PROMPT = "The capital of France is"
 
 
-def _client(live: LiveServer) -> openai.OpenAI:
+def _client(live: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=live.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 # ---- logprobs ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("top", [0, 5])
-def test_chat_logprobs_and_top_logprobs(live: LiveServer, top: int) -> None:
+def test_chat_logprobs_and_top_logprobs(live: Server, top: int) -> None:
     out = _client(live).chat.completions.create(model=live.model, messages=FRANCE, temperature=0, max_tokens=8,
                                                 logprobs=True, top_logprobs=top)
     content = out.choices[0].logprobs.content
@@ -43,12 +63,12 @@ def test_chat_logprobs_and_top_logprobs(live: LiveServer, top: int) -> None:
             assert [x.logprob for x in t.top_logprobs] == sorted((x.logprob for x in t.top_logprobs), reverse=True)
 
 
-def test_chat_without_logprobs_has_none(live: LiveServer) -> None:
+def test_chat_without_logprobs_has_none(live: Server) -> None:
     out = _client(live).chat.completions.create(model=live.model, messages=FRANCE, temperature=0, max_tokens=4)
     assert out.choices[0].logprobs is None
 
 
-def test_chat_logprobs_over_the_limit_is_400(live: LiveServer) -> None:
+def test_chat_logprobs_over_the_limit_is_400(live: Server) -> None:
     with pytest.raises(openai.BadRequestError):
         _client(live).chat.completions.create(model=live.model, messages=FRANCE, max_tokens=4, logprobs=True,
                                               top_logprobs=21)
@@ -57,7 +77,7 @@ def test_chat_logprobs_over_the_limit_is_400(live: LiveServer) -> None:
 
 
 @pytest.mark.parametrize("k", [0, 1, 5])
-def test_completion_logprobs(live: LiveServer, k: int) -> None:
+def test_completion_logprobs(live: Server, k: int) -> None:
     out = _client(live).completions.create(model=live.model, prompt=PROMPT, temperature=0, max_tokens=6, logprobs=k)
     lp = out.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 6
@@ -66,7 +86,7 @@ def test_completion_logprobs(live: LiveServer, k: int) -> None:
     assert lp.text_offset == sorted(lp.text_offset)
 
 
-def test_streamed_logprobs_equal_collected(live: LiveServer) -> None:
+def test_streamed_logprobs_equal_collected(live: Server) -> None:
     client = _client(live)
     full = client.chat.completions.create(model=live.model, messages=FRANCE, temperature=0, max_tokens=10,
                                           logprobs=True, top_logprobs=3)
@@ -83,8 +103,8 @@ def test_streamed_logprobs_equal_collected(live: LiveServer) -> None:
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_echo_with_logprobs_and_prompt_logprobs(vllm_server: LiveServer) -> None:
-    live = vllm_server
+def test_echo_with_logprobs_and_prompt_logprobs(vllm_like: Server) -> None:
+    live = vllm_like
     out = _client(live).completions.create(model=live.model, prompt=PROMPT, temperature=0, max_tokens=3, echo=True,
                                            logprobs=2)
     choice = out.choices[0]
@@ -109,7 +129,7 @@ def test_hf_refuses_what_it_cannot_do(hf_server: LiveServer) -> None:
 
 # ---- sampling extensions -------------------------------------------------------------------------------------------
 
-def test_min_tokens_and_stop_token_ids(live: LiveServer) -> None:
+def test_min_tokens_and_stop_token_ids(live: Server) -> None:
     client = _client(live)
     short = client.chat.completions.create(model=live.model, messages=[{"role": "user", "content": "Say hi."}],
                                            temperature=0, max_tokens=64)
@@ -126,7 +146,7 @@ def test_min_tokens_and_stop_token_ids(live: LiveServer) -> None:
     assert stopped.choices[0].model_extra["stop_reason"] == ids[1]
 
 
-def test_include_stop_str_in_output(live: LiveServer) -> None:
+def test_include_stop_str_in_output(live: Server) -> None:
     client = _client(live)
     plain = client.completions.create(model=live.model, prompt=PROMPT, temperature=0, max_tokens=8, stop=["Paris"])
     kept = client.completions.create(model=live.model, prompt=PROMPT, temperature=0, max_tokens=8, stop=["Paris"],
@@ -135,7 +155,7 @@ def test_include_stop_str_in_output(live: LiveServer) -> None:
     assert plain.choices[0].model_extra["stop_reason"] == "Paris"
 
 
-def test_top_k_one_is_greedy_and_seeds_repeat(live: LiveServer) -> None:
+def test_top_k_one_is_greedy_and_seeds_repeat(live: Server) -> None:
     client = _client(live)
     greedy = client.completions.create(model=live.model, prompt=PROMPT, temperature=0, max_tokens=8)
     top1 = client.completions.create(model=live.model, prompt=PROMPT, temperature=1.0, max_tokens=8,
@@ -147,25 +167,27 @@ def test_top_k_one_is_greedy_and_seeds_repeat(live: LiveServer) -> None:
     assert a.choices[0].text == b.choices[0].text
 
 
-def test_n_beyond_eight(live: LiveServer) -> None:
+def test_n_beyond_eight(live: Server) -> None:
     out = _client(live).completions.create(model=live.model, prompt="Once upon a time", max_tokens=3, n=10, seed=1)
     assert sorted(c.index for c in out.choices) == list(range(10))
 
 
-def test_truncate_prompt_tokens(live: LiveServer) -> None:
+def test_truncate_prompt_tokens(live: Server) -> None:
     out = _client(live).completions.create(model=live.model, prompt="one two three four five six seven eight",
                                            max_tokens=2, extra_body={"truncate_prompt_tokens": 3})
     assert out.usage.prompt_tokens == 3
 
 
-def test_continuous_usage_stats(live: LiveServer) -> None:
+def test_continuous_usage_stats(live: Server) -> None:
     usages = [chunk.usage for chunk in _client(live).completions.create(
         model=live.model, prompt=PROMPT, max_tokens=5, temperature=0, stream=True,
         stream_options={"include_usage": True, "continuous_usage_stats": True}) if chunk.usage is not None]
     assert len(usages) >= 5 and [u.completion_tokens for u in usages] == sorted(u.completion_tokens for u in usages)
 
 
-def test_fields_vllm_honours_but_the_gateway_cannot_are_400(live: LiveServer) -> None:
+def test_fields_vllm_honours_but_the_gateway_cannot_are_400(live: Server) -> None:
+    if isinstance(live, BareServer):
+        pytest.skip("the gateway's own refusals (tests/side_by_side.py REFUSED_ON_PURPOSE)")
     client = _client(live)
     for extra in ({"use_beam_search": True}, {"vllm_xargs": {"a": 1}}, {"chat_template": "{{ messages }}"}):
         with pytest.raises(openai.BadRequestError) as err:
@@ -178,7 +200,7 @@ def test_fields_vllm_honours_but_the_gateway_cannot_are_400(live: LiveServer) ->
 
 # ---- chat template controls ----------------------------------------------------------------------------------------
 
-def test_continue_final_message_and_echo(live: LiveServer) -> None:
+def test_continue_final_message_and_echo(live: Server) -> None:
     client = _client(live)
     messages = [*FRANCE, {"role": "assistant", "content": "The capital of France is"}]
     out = client.chat.completions.create(model=live.model, messages=messages, temperature=0, max_tokens=4,
@@ -191,7 +213,7 @@ def test_continue_final_message_and_echo(live: LiveServer) -> None:
                                        extra_body={"continue_final_message": True})
 
 
-def test_custom_role_and_tools_without_parser(live: LiveServer) -> None:
+def test_custom_role_and_tools_without_parser(live: Server) -> None:
     client = _client(live)
     out = client.chat.completions.create(model=live.model, max_tokens=4, temperature=0, messages=[
         {"role": "narrator", "content": "A quiet morning."}, *FRANCE])
@@ -212,8 +234,8 @@ def test_custom_role_and_tools_without_parser(live: LiveServer) -> None:
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_structured_outputs_choice_regex_json(vllm_server: LiveServer) -> None:
-    live = vllm_server
+def test_structured_outputs_choice_regex_json(vllm_like: Server) -> None:
+    live = vllm_like
     client = _client(live)
     choice = client.chat.completions.create(model=live.model, messages=FRANCE, max_tokens=8, temperature=0,
                                             extra_body={"structured_outputs": {"choice": ["Lyon", "Paris"]}})
@@ -240,9 +262,9 @@ def test_structured_outputs_choice_regex_json(vllm_server: LiveServer) -> None:
 
 # ---- vLLM's extra endpoints ----------------------------------------------------------------------------------------
 
-def test_tokenize_detokenize_version(live: LiveServer) -> None:
+def test_tokenize_detokenize_version(live: Server) -> None:
     tok = httpx.post(live.base_url + "/tokenize", json={"model": live.model, "prompt": PROMPT}).json()
-    assert tok["count"] == len(tok["tokens"]) > 0 and tok["max_model_len"] == live.engine.info.max_model_len
+    assert tok["count"] == len(tok["tokens"]) > 0 and tok["max_model_len"] == _max_len(live)
     assert httpx.post(live.base_url + "/detokenize", json={"tokens": tok["tokens"]}).json()["prompt"] == PROMPT
     chat = httpx.post(live.base_url + "/tokenize", json={"messages": FRANCE}).json()
     plain = _client(live).chat.completions.create(model=live.model, messages=FRANCE, max_tokens=1)

@@ -25,9 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
-from server.processes import ServerProcess, bare_vllm
-from server.settings import EngineSettings
-from tests.conftest import live_settings
+from server.processes import ServerProcess
+from tests.conftest import BareServer, live_settings
 from tests.live import LiveServer
 from tests.side_by_side import REFUSED_ON_PURPOSE, Case, Reply, differences, on_purpose, send
 from tests.vllm_cases import field_cases, malformed_cases, stream_cases
@@ -38,11 +37,8 @@ FUZZ_EXAMPLES = int(os.environ.get("UGW_FUZZ_EXAMPLES", "150"))
 
 
 @pytest.fixture(scope="module")
-def bare(model_path: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    engine = EngineSettings(kind="vllm", max_model_len=1024)
-    server = bare_vllm(model_path, "smollm2", engine, tmp_path_factory.mktemp("bare"), cache_dir / "work" / "vllm")
-    yield server.start()
-    server.stop()
+def bare(bare_server: BareServer) -> ServerProcess:
+    return bare_server.process
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +149,7 @@ def test_fuzz_against_vllm(bare: ServerProcess, gateway: LiveServer) -> None:
 
     def check(case: schemathesis.Case) -> None:
         body = case.body
-        sent = body if isinstance(body, dict) else json.dumps(body).encode()
+        sent = body if isinstance(body, (dict, bytes)) else json.dumps(body, default=str).encode()
         refused = next((k for k in REFUSED_ON_PURPOSE if isinstance(body, dict) and k in body), None)
         request = Case(f"fuzz {case.path}", case.path, sent, compare_text=False, field=refused)
         b, g = send(client, bare.base_url, request), send(client, gateway.base_url, request)
@@ -161,7 +157,7 @@ def test_fuzz_against_vllm(bare: ServerProcess, gateway: LiveServer) -> None:
         if on_purpose(request, b, g):
             counts["on_purpose"] += 1
             return
-        shown = json.dumps(body)[:2000]
+        shown = (body.decode("latin-1") if isinstance(body, bytes) else json.dumps(body, default=str))[:2000]
         assert g.status < 500, f"the gateway answered {g.status} to {shown}: {g.body}"
         assert (b.status < 300) == (g.status < 300), \
             f"vLLM {b.status}, gateway {g.status} for {shown}:\n vLLM: {str(b.body)[:500]}\n" \
