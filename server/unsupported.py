@@ -44,13 +44,19 @@ _COMPLETION: dict[str, tuple[Any, str]] = {
 }
 
 
+# every field refused by name, with the reason (tests/side_by_side.py reads it: the gateway differs there on purpose)
+REFUSED: dict[str, str] = {name: why for table in (_SHARED, _CHAT, _COMPLETION) for name, (_, why) in table.items()}
+REFUSED["suffix"] = "suffix is not supported by this server"
+
+
 def refuse_unsupported(extra: dict[str, Any] | None, chat: bool) -> None:
     """``extra``: the request's fields outside its model (pydantic's ``model_extra``)."""
     if not extra:
         return
     table = {**_SHARED, **(_CHAT if chat else _COMPLETION)}
     for name, value in extra.items():
-        if name in table and value != table[name][0] and value is not None:
+        # left at vLLM's default, or empty (an empty dict or list asks for nothing), it changes nothing and passes
+        if name in table and value != table[name][0] and value not in (None, {}, [], ""):
             raise InvalidRequestError(f"{name}: {table[name][1]}", param=name)
 
 

@@ -13,23 +13,11 @@ from typing import Any
 
 import httpx
 
+from server.unsupported import REFUSED
+
 # Requests where the gateway differs from bare vLLM on purpose, with the reason; the tests read them from here.
-# A field vLLM honours but the gateway cannot: the gateway answers 400 naming it (server/unsupported.py).
-REFUSED_ON_PURPOSE: dict[str, str] = {
-    "use_beam_search": "beam search would bypass the guards' logits processor",
-    "length_penalty": "only applies to beam search",
-    "chat_template": "a request's own template could render the prompt the classifiers did not read",
-    "vllm_xargs": "reserved for the gateway's own logits processor",
-    "prompt_embeds": "the guards must read the prompt as text",
-    "cache_salt": "not supported by the gateway",
-    "truncation_side": "the gateway keeps the prompt's end",
-    "return_token_offsets": "not supported by the gateway",
-    "return_prompt_text": "not supported by the gateway",
-    "stream_interval": "the gateway streams every step (its guards read each one)",
-    "documents": "the model's chat template takes no documents",
-    "suffix": "not supported by the gateway",
-    "priority": "priority scheduling is not enabled on the gateway's engine",
-}
+# A field vLLM honours but the gateway cannot: the gateway answers 400 naming it (server/unsupported.py says why).
+REFUSED_ON_PURPOSE: dict[str, str] = REFUSED
 # vLLM sets no bound on n; the gateway's keeps one request from taking every engine slot many times over.
 BOUNDED_ON_PURPOSE = {"n": "at most 128 choices per request"}
 # vLLM answers some client input with a 5xx (a str where it expects an object); the gateway answers 400 naming it.
@@ -157,6 +145,10 @@ def differences(bare: Reply, gateway: Reply, compare_text: bool) -> list[str]:
 
 def on_purpose(case: Case, bare: Reply, gateway: Reply) -> str | None:
     """Why the gateway's answer differs from vLLM's on purpose, or None when it should not differ."""
+    body = case.body if isinstance(case.body, dict) else {}
+    if gateway.status == 400 and _field(gateway.error.get("param")) == "n" and isinstance(body.get("n"), int) \
+            and body["n"] > 128:
+        return BOUNDED_ON_PURPOSE["n"]
     if gateway.status == 400 and bare.status >= 500:
         return "vLLM fails with a server error; the gateway refuses the input"
     if gateway.status == 400 and bare.status == 200 and case.field in REFUSED_ON_PURPOSE \
