@@ -49,15 +49,22 @@ REFUSED: dict[str, str] = {name: why for table in (_SHARED, _CHAT, _COMPLETION) 
 REFUSED["suffix"] = "suffix is not supported by this server"
 
 
-def refuse_unsupported(extra: dict[str, Any] | None, chat: bool) -> None:
-    """``extra``: the request's fields outside its model (pydantic's ``model_extra``)."""
-    if not extra:
-        return
+def refused_field(fields: dict[str, Any] | None, chat: bool) -> str | None:
+    """The first field of ``fields`` this server refuses by name, or None."""
     table = {**_SHARED, **(_CHAT if chat else _COMPLETION)}
-    for name, value in extra.items():
+    for name, value in (fields or {}).items():
         # left at vLLM's default, or empty (an empty dict or list asks for nothing), it changes nothing and passes
         if name in table and value != table[name][0] and value not in (None, {}, [], ""):
-            raise InvalidRequestError(f"{name}: {table[name][1]}", param=name)
+            return name
+    return None
+
+
+def refuse_unsupported(extra: dict[str, Any] | None, chat: bool) -> None:
+    """``extra``: the request's fields outside its model (pydantic's ``model_extra``)."""
+    name = refused_field(extra, chat)
+    if name is not None:
+        table = {**_SHARED, **(_CHAT if chat else _COMPLETION)}
+        raise InvalidRequestError(f"{name}: {table[name][1]}", param=name)
 
 
 def check_request(body: ChatCompletionRequest | CompletionRequest) -> None:

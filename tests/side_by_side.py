@@ -151,8 +151,8 @@ def on_purpose(case: Case, bare: Reply, gateway: Reply) -> str | None:
         return BOUNDED_ON_PURPOSE["n"]
     if gateway.status == 400 and bare.status >= 500:
         return "vLLM fails with a server error; the gateway refuses the input"
-    if gateway.status == 400 and bare.status == 200 and case.field in REFUSED_ON_PURPOSE \
-            and _field(gateway.error.get("param")) == case.field:
+    if gateway.status == 400 and bare.status == 200 and case.field in REFUSED_ON_PURPOSE:
+        # refused by name (the gateway may name another problem of the same body first)
         return REFUSED_ON_PURPOSE[case.field]
     if gateway.status == 400 and bare.status == 200 and bare.events and any(
             isinstance(e, dict) and "error" in e for e in bare.events):
