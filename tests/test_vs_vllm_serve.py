@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
 from server.processes import ServerProcess
+from server.unsupported import refused_field
 from tests.conftest import BareServer, live_settings
 from tests.live import LiveServer
-from server.unsupported import refused_field
 from tests.side_by_side import Case, Reply, differences, on_purpose, send
 from tests.vllm_cases import field_cases, malformed_cases, stream_cases
 
