@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.vllm_cases import field_cases, malformed_cases, stream_cases
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
+Capture = pytest.CaptureFixture[str]
 FUZZ_EXAMPLES = int(os.environ.get("UGW_FUZZ_EXAMPLES", "150"))
 
 
@@ -63,12 +63,15 @@ def remote(bare: ServerProcess, model_path: Path, cache_dir: Path,
     server.stop()
 
 
-def _report(label: str, compared: int, on_purpose_count: int) -> None:
-    sys.__stderr__.write(f"\n[vs vllm serve] {label}: {compared} requests compared, {on_purpose_count} differ on "
-                         f"purpose (tests/side_by_side.py)\n")
+def _report(capsys: Capture, label: str, compared: int, on_purpose_count: int) -> None:
+    """Printed past pytest's capture, so that every run shows how many requests it compared."""
+    with capsys.disabled():
+        print(f"\n[vs vllm serve] {label}: {compared} requests compared, {on_purpose_count} differ on purpose "
+              "(tests/side_by_side.py)")
 
 
-def _compare(bare: ServerProcess, gateway: LiveServer, cases: list[Case], label: str) -> None:
+def _compare(bare: ServerProcess, gateway: LiveServer, cases: list[Case], label: str,
+             capsys: Capture) -> None:
     client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=16))
 
     def both(case: Case) -> tuple[Case, Reply, Reply]:
@@ -85,25 +88,25 @@ def _compare(bare: ServerProcess, gateway: LiveServer, cases: list[Case], label:
                 continue
             if found:
                 failures.append(f"{case.name} [{b.status} vs {g.status}]: " + "; ".join(found))
-    _report(label, len(cases), deliberate)
+    _report(capsys, label, len(cases), deliberate)
     assert not failures, f"{len(failures)} of {len(cases)} requests differ from vllm serve:\n" + "\n".join(failures)
 
 
-def test_every_field_valid_and_invalid(bare: ServerProcess, gateway: LiveServer) -> None:
-    _compare(bare, gateway, field_cases(), "every field, valid and invalid values")
+def test_every_field_valid_and_invalid(bare: ServerProcess, gateway: LiveServer, capsys: Capture) -> None:
+    _compare(bare, gateway, field_cases(), "every field, valid and invalid values", capsys)
 
 
-def test_streaming_and_structured_outputs(bare: ServerProcess, gateway: LiveServer) -> None:
-    _compare(bare, gateway, stream_cases(), "streams and structured outputs")
+def test_streaming_and_structured_outputs(bare: ServerProcess, gateway: LiveServer, capsys: Capture) -> None:
+    _compare(bare, gateway, stream_cases(), "streams and structured outputs", capsys)
 
 
-def test_malformed_bodies(bare: ServerProcess, gateway: LiveServer) -> None:
-    _compare(bare, gateway, malformed_cases(), "malformed bodies")
+def test_malformed_bodies(bare: ServerProcess, gateway: LiveServer, capsys: Capture) -> None:
+    _compare(bare, gateway, malformed_cases(), "malformed bodies", capsys)
 
 
-def test_remote_mode_answers_as_its_upstream(bare: ServerProcess, remote: LiveServer) -> None:
+def test_remote_mode_answers_as_its_upstream(bare: ServerProcess, remote: LiveServer, capsys: Capture) -> None:
     """The same requests through a remote-mode gateway (its engine is the bare server over HTTP)."""
-    _compare(bare, remote, [*field_cases(), *stream_cases()], "remote mode, every field and stream")
+    _compare(bare, remote, [*field_cases(), *stream_cases()], "remote mode, every field and stream", capsys)
 
 
 def test_models_listing_has_vllms_fields(bare: ServerProcess, gateway: LiveServer) -> None:
@@ -142,7 +145,7 @@ def _vllm_openapi() -> dict[str, Any]:
             "components": {"schemas": copy.deepcopy(schemas)}}
 
 
-def test_fuzz_against_vllm(bare: ServerProcess, gateway: LiveServer) -> None:
+def test_fuzz_against_vllm(bare: ServerProcess, gateway: LiveServer, capsys: Capture) -> None:
     """Seeded, bounded: valid and invalid bodies (schemathesis' positive and negative modes) for both endpoints."""
     counts = {"sent": 0, "on_purpose": 0}
     client = httpx.Client(timeout=120)
@@ -165,7 +168,7 @@ def test_fuzz_against_vllm(bare: ServerProcess, gateway: LiveServer) -> None:
 
     with client:
         _fuzz(check)
-    _report("fuzz from vLLM's request models", counts["sent"], counts["on_purpose"])
+    _report(capsys, "fuzz from vLLM's request models", counts["sent"], counts["on_purpose"])
 
 
 def _fuzz(check: Callable[[schemathesis.Case], None], examples: int = FUZZ_EXAMPLES) -> None:
@@ -178,7 +181,7 @@ def _fuzz(check: Callable[[schemathesis.Case], None], examples: int = FUZZ_EXAMP
                  suppress_health_check=list(HealthCheck))(given(cases)(check))()
 
 
-def test_fuzz_reference_engine_never_fails(hf_server: LiveServer) -> None:
+def test_fuzz_reference_engine_never_fails(hf_server: LiveServer, capsys: Capture) -> None:
     """The same generated requests at the gateway on its reference engine: never a 5xx (it refuses by name what it
     cannot do, e.g. structured outputs)."""
     sent = 0
@@ -192,4 +195,4 @@ def test_fuzz_reference_engine_never_fails(hf_server: LiveServer) -> None:
 
     with httpx.Client(timeout=120) as client:
         _fuzz(check, examples=max(1, FUZZ_EXAMPLES // 3))
-    _report("fuzz, reference engine (no 5xx)", sent, 0)
+    _report(capsys, "fuzz, reference engine (no 5xx)", sent, 0)
