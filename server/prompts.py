@@ -6,6 +6,7 @@ detection reads.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -27,6 +28,25 @@ class Prompt:
 
 
 
+def _tool_calls(calls: list[dict]) -> list[dict]:
+    """vLLM's reading of an assistant's past tool calls: function calls only, their JSON arguments as an object for
+    the template (arguments that are not a JSON object read as an empty one, so the conversation can go on)."""
+    out = []
+    for call in calls:
+        function = call.get("function")
+        if call.get("type", "function") != "function" or not isinstance(function, dict):
+            raise InvalidRequestError("chat completions only support assistant tool_calls of type 'function'.",
+                                      param="tool_calls")
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments else {}
+            except ValueError:
+                arguments = {}
+        out.append({**call, "function": {**function, "arguments": arguments if isinstance(arguments, dict) else {}}})
+    return out
+
+
 def chat_prompt(engine: Engine, body: ChatCompletionRequest) -> Prompt:
     messages: list[dict] = []
     for m in body.messages:
@@ -34,6 +54,10 @@ def chat_prompt(engine: Engine, body: ChatCompletionRequest) -> Prompt:
         for key in ("name", "tool_calls", "tool_call_id"):
             if getattr(m, key) is not None:
                 message[key] = getattr(m, key)
+        if m.role == "assistant" and message.get("tool_calls") is not None:
+            calls = _tool_calls(message.pop("tool_calls"))
+            if calls:
+                message["tool_calls"] = calls
         messages.append(message)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     try:

@@ -39,8 +39,8 @@ class TextContentPart(OpenAIBaseModel):
 
 
 class ChatMessage(OpenAIBaseModel):
-    # vLLM takes custom roles too; the chat template decides what it makes of them
-    role: Annotated[str, Field(min_length=1)]
+    # vLLM takes custom roles too (an empty one as well); the chat template decides what it makes of them
+    role: str
     content: str | list[TextContentPart] | None = None
     name: str | None = None
     tool_calls: list[dict] | None = None

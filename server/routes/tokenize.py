@@ -72,11 +72,9 @@ async def tokenize(body: TokenizeRequest, service: ServiceDep) -> TokenizeRespon
 async def detokenize(body: DetokenizeRequest, service: ServiceDep) -> DetokenizeResponse:
     if body.model is not None:
         service.check_model(body.model)
+    # vLLM's: ids outside the vocabulary spell nothing (a 200, not an error)
     vocab = len(service.engine.tokenizer)
-    bad = [t for t in body.tokens if t >= vocab]
-    if bad:
-        raise InvalidRequestError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})", param="tokens")
-    return DetokenizeResponse(prompt=service.engine.tokenizer.decode(body.tokens))
+    return DetokenizeResponse(prompt=service.engine.tokenizer.decode([t for t in body.tokens if t < vocab]))
 
 
 @router.get("/version")
