@@ -63,8 +63,7 @@ def refuse_unsupported(extra: dict[str, Any] | None, chat: bool) -> None:
     """``extra``: the request's fields outside its model (pydantic's ``model_extra``)."""
     name = refused_field(extra, chat)
     if name is not None:
-        table = {**_SHARED, **(_CHAT if chat else _COMPLETION)}
-        raise InvalidRequestError(f"{name}: {table[name][1]}", param=name)
+        raise InvalidRequestError(f"{name}: {REFUSED[name]}", param=name)
 
 
 def check_request(body: ChatCompletionRequest | CompletionRequest) -> None:
@@ -85,4 +84,4 @@ def check_request(body: ChatCompletionRequest | CompletionRequest) -> None:
                                       param="tool_choice")
     if isinstance(body, CompletionRequest):
         if body.suffix:
-            raise InvalidRequestError("suffix is not supported by this server", param="suffix")
+            raise InvalidRequestError(REFUSED["suffix"], param="suffix")

@@ -40,6 +40,7 @@ def vllm_environment(settings: EngineSettings, work_dir: Path) -> dict[str, str]
 
 
 PROCESSOR = "guards.logits.vllm_adapter:GatewayLogitsProcessor"
+_VERIFIED_KEPT = 256
 
 
 def processor_plugin_installed() -> bool:
@@ -63,6 +64,8 @@ class VLLMEngine(Engine):
         self._loras: dict[str, dict[float, Any]] = {}
         self._next_lora_id = 1
         self._lora_lock = asyncio.Lock()
+        # structured-output constraints vLLM has accepted, oldest first (bounded: clients send their own)
+        self._verified: dict[StructuredSpec, None] = {}
 
     async def start(self) -> None:
         from vllm.config import StructuredOutputsConfig
@@ -184,10 +187,12 @@ class VLLMEngine(Engine):
             raise InvalidRequestError("prompt embeddings are disabled on this engine "
                                       "(engine.enable_prompt_embeds=false)", param="prompt")
         super().validate_request(request)
-        if request.sampling.structured is not None and self._llm is not None:
+        spec = request.sampling.structured
+        if spec is not None and spec not in self._verified and self._llm is not None:
             # vLLM checks a constraint (compiles the regex, grammar or schema) when the request reaches its engine:
             # checked here, before a stream starts, a malformed one is a 400 like on `vllm serve`, not an error
-            # event inside a 200 stream
+            # event inside a 200 stream. Once per constraint: a request is validated per prompt, per choice and
+            # again as it starts, and every one of those carries the same constraint.
             from vllm.exceptions import VLLMError
 
             processor = self._llm.input_processor
@@ -196,6 +201,9 @@ class VLLMEngine(Engine):
                                                       processor.structured_outputs_config, processor.tokenizer)
             except (VLLMError, ValueError) as exc:
                 raise InvalidRequestError(str(exc), param=getattr(exc, "parameter", None)) from exc
+            if len(self._verified) >= _VERIFIED_KEPT:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[spec] = None
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
         from vllm.exceptions import VLLMClientError
